@@ -1,0 +1,27 @@
+# `make demo` and `make test` each build .venv/ on first use (pip: torch comes from local disk).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[train,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/loss_scaling.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/probes.py
+
+clean:
+	rm -rf $(VENV) runs

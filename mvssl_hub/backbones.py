@@ -1,0 +1,116 @@
+"""torchvision ResNets as feature extractors: optional small-image stem, optional width multiplier.
+
+The returned module *is* a ``torchvision.models.ResNet`` with ``fc = Identity`` (and, with the
+small-image stem, ``conv1`` 3x3 stride 1 and ``maxpool = Identity``), so its state-dict keys are
+torchvision's: a full-width backbone loads with ``strict=True`` into a plain torchvision model given
+the same stem (see :func:`torchvision_compatible`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from .registry import unknown_name_error
+
+# depth -> (block, blocks per stage)
+_RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """What rebuilds a backbone: ``arch`` (resnet18/34/50), ``small_images`` stem, first-stage ``width``.
+
+    ``width=64`` is torchvision's network; smaller widths scale every stage (w, 2w, 4w, 8w)
+    and keep the key names, for runs that must learn in minutes on a CPU.
+    """
+
+    arch: str = "resnet18"
+    small_images: bool = True
+    width: int = 64
+
+    def __post_init__(self) -> None:
+        if self.arch not in _RESNET_LAYOUTS:
+            raise unknown_name_error("architecture", self.arch, _RESNET_LAYOUTS)
+        if not isinstance(self.width, int) or isinstance(self.width, bool) or self.width < 1:
+            raise ValueError(f"backbone width must be a positive int, got {self.width!r}")
+        if not isinstance(self.small_images, bool):
+            raise TypeError(f"small_images must be a bool, got {self.small_images!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def feature_dim(self) -> int:
+        block, _ = _RESNET_LAYOUTS[self.arch]
+        return 8 * self.width * block.expansion
+
+
+class ResNetBackbone(ResNet):
+    """A torchvision ResNet with stage widths (w, 2w, 4w, 8w) and no classifier.
+
+    forward: (N, 3, H, W) -> (N, feature_dim).
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        block, layers = _RESNET_LAYOUTS[config.arch]
+        nn.Module.__init__(self)
+        # Same attributes torchvision's ResNet.__init__ sets, so its _make_layer / forward apply.
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes = config.width
+        self.dilation = 1
+        self.groups = 1
+        self.base_width = 64
+        w = config.width
+        if config.small_images:
+            self.conv1 = nn.Conv2d(3, w, kernel_size=3, stride=1, padding=1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity() if config.small_images else nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, w, layers[0])
+        self.layer2 = self._make_layer(block, 2 * w, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * w, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * w, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Identity()
+        self.config = config
+        self.feature_dim = config.feature_dim
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's initialisation, so that random-init baselines match a plain resnet18().
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+
+def build_backbone(arch: str = "resnet18", *, small_images: bool = True, width: int = 64) -> ResNetBackbone:
+    """A ResNet feature extractor; see :class:`BackboneConfig`."""
+    return ResNetBackbone(BackboneConfig(arch=arch, small_images=small_images, width=width))
+
+
+def torchvision_compatible(arch: str = "resnet18", *, small_images: bool = True) -> ResNet:
+    """A *plain* torchvision ResNet shaped like our full-width backbone (stem swapped, fc removed).
+
+    This is what a user without mvssl-hub writes; our exported weights load into it strictly.
+    """
+    import torchvision
+
+    model: ResNet = getattr(torchvision.models, arch)(weights=None)
+    if small_images:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    return model

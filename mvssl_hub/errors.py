@@ -1,0 +1,21 @@
+"""The few exception types users catch.
+
+Each subclasses a builtin so that ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or folder is malformed, corrupted or does not match what was asked."""
+
+
+class IntegrityError(CheckpointError):
+    """A weights file's sha256 differs from the one it was published or saved with."""
+
+
+class UnknownModelError(KeyError):
+    """A model or architecture name is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
