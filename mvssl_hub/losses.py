@@ -163,8 +163,13 @@ def _prepare(z: ViewsLike, distributed: bool, name: str) -> Tensor:
 
 
 def _offdiag_sq_sum(c: Tensor) -> Tensor:
-    """Sum of squared off-diagonal entries of (..., d, d) matrices -> (...)."""
-    return c.pow(2).sum(dim=(-2, -1)) - torch.diagonal(c, dim1=-2, dim2=-1).pow(2).sum(dim=-1)
+    """Sum of squared off-diagonal entries of (..., d, d) matrices -> (...).
+
+    The diagonal is masked out rather than subtracted: sum(c^2) - sum(diag^2) cancels
+    catastrophically in float32 when the diagonal is ~1 and the off-diagonals are small.
+    """
+    eye = torch.eye(c.shape[-1], dtype=torch.bool, device=c.device)
+    return c.masked_fill(eye, 0.0).pow(2).sum(dim=(-2, -1))
 
 
 def _pairs(m: int) -> list[tuple[int, int]]:

@@ -1,0 +1,77 @@
+"""Worker for the 2-process gloo test of the losses' ``distributed=True`` path.
+
+Run as a script (no pickle): ``python _dist_helpers.py RANK WORLD PORT DIR``. Reads DIR/inputs.safetensors
+(global "x" (M, N, k), Linear "weight" (d, k) and "bias" (d,)), takes its own half of the batch, wraps the
+Linear in DDP, computes each case's loss with distributed=True, backpropagates and writes
+DIR/rank{RANK}.safetensors (loss, local input grad, DDP-averaged parameter grads per case) and
+DIR/rank{RANK}.json (the message of the unequal-N error).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+from mvssl_hub.losses import barlow_twins_loss, vicreg_loss
+
+# name -> (loss function, keyword arguments, number of views used)
+CASES = {
+    "bt_classic": (barlow_twins_loss, {"beta": 0.02, "form": "classic"}, 2),
+    "bt_mean": (barlow_twins_loss, {"beta": 0.02, "form": "mean"}, 3),
+    "bt_all_pairs": (barlow_twins_loss, {"beta": 0.02, "form": "all_pairs"}, 3),
+    "vic_classic": (vicreg_loss, {"beta": 0.04, "form": "classic"}, 2),
+    "vic_leave_one_out": (vicreg_loss, {"beta": 0.04, "form": "leave_one_out"}, 3),
+    "vic_all_pairs": (vicreg_loss, {"beta": 0.04, "form": "all_pairs"}, 3),
+}
+
+
+def make_linear(tensors: dict[str, torch.Tensor]) -> torch.nn.Linear:
+    d, k = tensors["weight"].shape
+    lin = torch.nn.Linear(k, d).double()
+    with torch.no_grad():
+        lin.weight.copy_(tensors["weight"])
+        lin.bias.copy_(tensors["bias"])
+    return lin
+
+
+def main(rank: int, world: int, port: int, out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        tensors = load_file(str(out_dir / "inputs.safetensors"))
+        x = tensors["x"]
+        n_local = x.shape[1] // world
+        results: dict[str, torch.Tensor] = {}
+        for name, (fn, kwargs, m) in CASES.items():
+            x_local = x[:m, rank * n_local:(rank + 1) * n_local].clone().requires_grad_(True)
+            model = DistributedDataParallel(make_linear(tensors))
+            loss = fn(model(x_local), distributed=True, **kwargs)
+            loss.backward()
+            results[f"{name}.loss"] = loss.detach().reshape(1)
+            results[f"{name}.x_grad"] = x_local.grad
+            results[f"{name}.weight_grad"] = model.module.weight.grad
+            results[f"{name}.bias_grad"] = model.module.bias.grad
+        save_file(results, str(out_dir / f"rank{rank}.safetensors"))
+
+        # Unequal batch sizes across ranks must raise on every rank (not hang).
+        z_bad = torch.randn(2, 4 + rank, 3, dtype=torch.float64)
+        message = ""
+        try:
+            barlow_twins_loss(z_bad, 0.02, distributed=True)
+        except ValueError as err:
+            message = str(err)
+        (out_dir / f"rank{rank}.json").write_text(json.dumps({"unequal_n_error": message}))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
