@@ -45,7 +45,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     preset = VIEW_PRESETS["cifar10"]
-    x = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=gen)
     batched = MultiViewAugment(preset)
     per_image = per_image_pipeline(preset)
     views_list = (2, 4, 8)

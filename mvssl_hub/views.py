@@ -306,8 +306,8 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """(B, 3, h, w) HSV (hue in [0, 1)) -> RGB, by the closed form channel_n = v - v*s*clamp(min(k, 4-k), 0, 1)
-    with k = (n + 6*hue) mod 6 and n = 5, 3, 1 for R, G, B."""
+    """(B, 3, h, w) HSV (hue in [0, 1)) -> RGB by the closed form
+    channel_n = v - v * s * clamp(min(k, 4 - k), 0, 1), k = (n + 6 * hue) mod 6, n = 5, 3, 1 for R, G, B."""
     h, s, v = hsv.unbind(dim=1)
     n = torch.tensor((5.0, 3.0, 1.0), dtype=hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)

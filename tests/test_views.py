@@ -55,7 +55,8 @@ def _denormalise(y: torch.Tensor, preset: ViewPreset) -> torch.Tensor:
 
 def test_presets_follow_method_table() -> None:
     c, s, i = VIEW_PRESETS["cifar10"], VIEW_PRESETS["stl10"], VIEW_PRESETS["imagenet100"]
-    assert (c.crop_size, c.scale, c.hue, c.grayscale_p, c.solarize_p, c.eval_size) == (32, (0.08, 1.0), 0.0, 0.2, 0.0, 32)
+    assert (c.crop_size, c.scale, c.hue, c.grayscale_p, c.solarize_p) == (32, (0.08, 1.0), 0.0, 0.2, 0.0)
+    assert (c.eval_size, c.eval_resize) == (32, None)
     assert (s.crop_size, s.scale, s.hue, s.grayscale_p, s.eval_size) == (64, (0.2, 1.0), 0.0, 0.1, 96)
     assert (i.crop_size, i.scale, i.hue, i.grayscale_p, i.solarize_p) == (128, (0.08, 1.0), 0.1, 0.2, 0.2)
     assert (i.eval_resize, i.eval_size) == (146, 128)
