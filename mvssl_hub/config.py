@@ -1,0 +1,219 @@
+"""One dataclass config per recipe: YAML presets plus ``--key value`` command-line overrides.
+
+Any flat dataclass whose fields are typed ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``, unions of
+these, or ``X | None`` works. The order of precedence is: dataclass defaults < the YAML file given with
+``--config`` < ``--key value`` (or ``--key=value``) arguments. An unknown key, a value of the wrong type or a
+missing value is a ``ValueError`` that names the key, the value and where it came from (file or command
+line). Value checks beyond types (ranges, consistency) belong to the dataclass's ``__post_init__``.
+``pyyaml`` is imported only when a YAML file is read or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+__all__ = ["ConfigError", "config_to_dict", "dump_yaml", "field_types", "parse_config", "read_yaml"]
+
+C = TypeVar("C")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"none", "null", "~"}
+
+
+class ConfigError(ValueError):
+    """A config file or argument is unknown, wrongly typed or out of range; the message says which."""
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type annotation of a dataclass (works with postponed annotations)."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _unknown_key(key: str, known: Sequence[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ConfigError(f"{where}: unknown config key {key!r}{hint} (known keys: {', '.join(sorted(known))})")
+
+
+def _coerce(value: Any, tp: Any, from_text: bool) -> Any:
+    """``value`` as type ``tp`` or raise TypeError. Text (command line) is parsed; YAML values are checked."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        # None first so that "none" on the command line means None for Optional fields.
+        ordered = sorted(args, key=lambda a: (a is not type(None), a is str))
+        for arg in ordered:
+            try:
+                return _coerce(value, arg, from_text)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        for choice in choices:
+            try:
+                if _coerce(value, type(choice), from_text) == choice:
+                    return choice
+            except TypeError:
+                continue
+        raise TypeError
+    if tp is type(None):
+        if value is None or (from_text and str(value).strip().lower() in _NONE):
+            return None
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # command line, or YAML 1.1's "1e-3" (read as a string by PyYAML)
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise TypeError from None
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _set(values: dict[str, Any], types_: dict[str, Any], key: str, raw: Any, where: str, from_text: bool) -> None:
+    if key not in types_:
+        raise _unknown_key(key, list(types_), where)
+    try:
+        values[key] = _coerce(raw, types_[key], from_text)
+    except TypeError:
+        raise ConfigError(
+            f"{where}: config key {key!r} got {raw!r} ({type(raw).__name__}), expected {_type_name(types_[key])}"
+        ) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; ConfigError if the file is missing or is not a flat mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.parent.is_dir():
+            presets = sorted(p.name for p in path.parent.glob("*.yaml"))
+            if presets:
+                hint = f"; files in {path.parent}: {', '.join(presets)}"
+        raise ConfigError(f"config file {str(path)!r} does not exist{hint}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: config key {key!r} must be a scalar, got {type(value).__name__}")
+    return data
+
+
+def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, config_flag: str = "config") -> C:
+    """Build ``cls`` from ``[--config FILE] [--key value | --key=value | --flag] ...``.
+
+    A bare ``--flag`` (followed by another ``--`` argument or nothing) sets a bool field to True. Keys may be
+    written with ``-`` or ``_``. The dataclass's ``__post_init__`` runs last; its ValueError is re-raised
+    as ConfigError.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    types_ = field_types(cls)
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"command line: expected --key value, got {arg!r} (arguments: {' '.join(argv)})")
+        key, eq, val = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            pairs.append((key, val))
+            i += 1
+        elif i + 1 < len(argv) and not (argv[i + 1].startswith("--") and len(argv[i + 1]) > 2):
+            pairs.append((key, argv[i + 1]))
+            i += 2
+        else:
+            pairs.append((key, None))
+            i += 1
+    values: dict[str, Any] = {}
+    config_files = [v for k, v in pairs if k == config_flag]
+    if len(config_files) > 1:
+        raise ConfigError(f"command line: --{config_flag} given {len(config_files)} times: {config_files}")
+    if config_files:
+        path = config_files[0]
+        if path is None:
+            raise ConfigError(f"command line: --{config_flag} needs a file path")
+        for key, raw in read_yaml(path).items():
+            _set(values, types_, str(key), raw, f"config file {path}", from_text=False)
+    for key, raw in pairs:
+        if key == config_flag:
+            continue
+        if raw is None:
+            if key in types_ and types_[key] is bool:
+                values[key] = True
+                continue
+            if key not in types_:
+                raise _unknown_key(key, list(types_), "command line")
+            raise ConfigError(f"command line: --{key} needs a value ({_type_name(types_[key])})")
+        _set(values, types_, key, raw, "command line", from_text=True)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The dataclass as a plain, JSON-ready dict (field order kept)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text, readable back with ``--config``."""
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
