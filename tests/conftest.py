@@ -80,3 +80,70 @@ def hub(tmp_path: Path, hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield server
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------------ checkpoint fixtures
+
+TINY_METRICS = [
+    {"task": "knn", "metric": "top1", "value": 41.5, "random_init": 30.25, "dataset": "uoft-cs/cifar10",
+     "split": "test", "protocol": "k=200, T=0.1, cosine", "date": "2026-11-21"},
+    {"task": "linear_probe", "metric": "top1", "value": 45.0, "random_init": 33.5, "dataset": "uoft-cs/cifar10",
+     "split": "test", "protocol": "Adam 1e-3, 200 epochs, label smoothing 0.1", "date": "2026-11-21"},
+]
+TINY_SAVE_KWARGS = dict(
+    method="barlowtwins", beta=0.02, num_views=4,
+    train_config={"config": "recipes/configs/demo.yaml", "lr": 1e-3, "batch_size": 64, "recipe_version": "v1"},
+    dataset={"id": "uoft-cs/cifar10", "revision": "0b2714987fa478483af9968de7c934580d0bb9a2", "split": "train",
+             "fraction": 0.5},
+    transforms={"preset": "cifar10", "eval_size": 32, "eval_resize": 32, "mean": [0.4914, 0.4822, 0.4465],
+                "std": [0.247, 0.2435, 0.2616]},
+    metrics=TINY_METRICS,
+    training={"hardware": "2 CPU cores (test)", "wall_clock_s": 12.5, "images_per_s": 800.0, "steps": 10, "epochs": 1},
+)
+
+
+@pytest.fixture
+def tiny_model():
+    """A tiny SSL model (ResNet-18 at width 8, projector 64-32-32) in eval mode, fixed seed."""
+    import torch
+
+    from mvssl_hub.models import build_ssl_model
+
+    torch.manual_seed(0)
+    model = build_ssl_model("resnet18", small_images=True, width=8, proj_dim=32)
+    # non-trivial BatchNorm statistics and affine parameters, so that a wrong buffer changes the outputs
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.num_batches_tracked.fill_(7)
+    return model.eval()
+
+
+def same_state(a, b) -> bool:
+    """True if two modules have the same state-dict keys and bit-identical tensors."""
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def tiny_ckpt(tiny_model, tmp_path: Path) -> Path:
+    """The tiny model saved (with projector) into tmp_path/ckpt."""
+    from mvssl_hub.hub import save_pretrained
+
+    return save_pretrained(tiny_model, tmp_path / "ckpt", include_projector=True, **TINY_SAVE_KWARGS)
+
+
+@pytest.fixture
+def pushed(hub, tiny_model, tiny_ckpt):
+    """The tiny checkpoint pushed to the loopback Hub as org/bt-r18-tiny with tag v1: (model, folder, repo, commit)."""
+    from mvssl_hub.hub import push_to_hub
+
+    repo = "org/bt-r18-tiny"
+    commit = push_to_hub(tiny_ckpt, repo, revision_tag="v1")
+    return tiny_model, tiny_ckpt, repo, commit
