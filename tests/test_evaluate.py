@@ -1,0 +1,106 @@
+"""recipes/evaluate.py end to end on the embedded CIFAR-10 subset: metrics land in config.json, card and JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mvssl_hub import build_backbone
+from mvssl_hub.data import load_split
+from mvssl_hub.hub import save_pretrained
+from mvssl_hub.probes import extract_features, knn_accuracy
+from mvssl_hub.views import VIEW_PRESETS, EvalTransform
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "recipes" / "data" / "cifar10-5k"
+TRANSFORMS = {"preset": "cifar10", "eval_size": 32}
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("mvssl_evaluate_recipe", ROOT / "recipes" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    if not (DATA / "train.parquet").exists():
+        pytest.skip("embedded CIFAR-10 subset missing")
+    return _load_recipe()
+
+
+def _backbone(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_backbone("resnet18", small_images=True, width=8)
+
+
+def test_evaluate_writes_metrics_beside_random_init(recipe, tmp_path: Path) -> None:
+    # A "trained" model that differs from the seed-0 random init, saved the way pretrain.py exports.
+    model = _backbone(seed=3)
+    ckpt = save_pretrained(model, tmp_path / "run" / "export", transforms=TRANSFORMS,
+                           train_config={"seed": 0})
+    out = recipe.main([str(tmp_path / "run"), "--data", str(DATA), "--limit", "300", "--protocol", "both",
+                       "--k", "20", "--epochs", "3", "--batch-size", "128", "--bf16", "off", "--no-progress"])
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    recs = {(r["task"], r["metric"]): r for r in cfg["metrics"]}
+    assert set(recs) == {("knn", "top1"), ("knn", "top5"), ("linear_probe", "top1"), ("linear_probe", "top5")}
+    for r in recs.values():
+        assert r["dataset"] == str(DATA) and r["split"] == "test" and r["random_init"] is not None
+        assert 0.0 <= r["value"] <= 100.0 and len(r["date"]) == 10
+    assert "k=20, T=0.1" in recs[("knn", "top1")]["protocol"]
+    assert "3 epochs" in recs[("linear_probe", "top1")]["protocol"]
+
+    # The recorded kNN numbers are what the probes compute directly, for the model and a seed-0 random init.
+    train, test = load_split(str(DATA), "train", limit=300), load_split(str(DATA), "test", limit=300)
+    tf = EvalTransform(VIEW_PRESETS["cifar10"])
+
+    def knn(bb: torch.nn.Module) -> dict[str, float]:
+        a = extract_features(bb, train.images, tf, bf16=False)
+        b = extract_features(bb, test.images, tf, bf16=False)
+        return knn_accuracy(a, train.labels, b, test.labels, k=20)
+
+    direct, direct_random = knn(model), knn(_backbone(seed=0))
+    assert recs[("knn", "top1")]["value"] == pytest.approx(direct["top1"], abs=1e-3)
+    assert recs[("knn", "top1")]["random_init"] == pytest.approx(direct_random["top1"], abs=1e-3)
+    assert recs[("knn", "top5")]["value"] == pytest.approx(direct["top5"], abs=1e-3)
+
+    # JSON results and the model card carry the same numbers.
+    saved = json.loads((ckpt / "eval_results.json").read_text())
+    assert saved["records"] == out["records"] == cfg["metrics"]
+    assert saved["results"]["trained"]["knn"]["top1"] == pytest.approx(direct["top1"])
+    card = (ckpt / "README.md").read_text()
+    assert f"{recs[('knn', 'top1')]['value']:.2f}" in card
+
+
+def test_evaluate_random_init_uses_the_same_seed(recipe, tmp_path: Path) -> None:
+    # The checkpoint IS the seed-5 random init: trained and random-init scores must coincide exactly.
+    ckpt = save_pretrained(_backbone(seed=5), tmp_path / "ckpt", transforms=TRANSFORMS)
+    before = (ckpt / "config.json").read_text()
+    out = recipe.main([str(ckpt), "--data", str(DATA), "--limit", "200", "--protocol", "knn", "--k", "10",
+                       "--seed", "5", "--bf16", "off", "--no-progress", "--no-write",
+                       "--output", str(tmp_path / "res.json")])
+    assert (ckpt / "config.json").read_text() == before  # --no-write
+    assert [r["task"] for r in out["records"]] == ["knn", "knn"]
+    for r in out["records"]:
+        assert r["value"] == r["random_init"]
+    assert json.loads((tmp_path / "res.json").read_text())["seed"] == 5
+
+
+def test_find_checkpoint_resolution(recipe, tmp_path: Path) -> None:
+    ckpt = save_pretrained(_backbone(0), tmp_path / "a" / "export", transforms=TRANSFORMS)
+    assert recipe.find_checkpoint(tmp_path / "a") == ckpt
+    assert recipe.find_checkpoint(ckpt) == ckpt
+    nested = save_pretrained(_backbone(0), tmp_path / "b" / "final" / "best", transforms=TRANSFORMS)
+    assert recipe.find_checkpoint(tmp_path / "b") == nested
+    save_pretrained(_backbone(0), tmp_path / "b" / "other", transforms=TRANSFORMS)
+    with pytest.raises(ValueError, match="several checkpoint folders"):
+        recipe.find_checkpoint(tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
+        recipe.find_checkpoint(tmp_path / "empty")
