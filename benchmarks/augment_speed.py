@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -57,6 +58,7 @@ def main() -> None:
     def run_per_image(m: int) -> None:
         torch.stack([torch.stack([per_image(img) for img in x]) for _ in range(m)])
 
+    load_before = os.getloadavg()
     for m in views_list:  # warm-up
         run_batched(m, 0)
     run_per_image(2)
@@ -90,6 +92,8 @@ def main() -> None:
         "repeats": args.repeats,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
+        # Shared machine: a load average above the thread count means the numbers are contended.
+        "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]],
         "results": results,
         "speedup_batched_vs_per_image_M2": ratio,
     }
