@@ -1,0 +1,214 @@
+"""The pretraining recipe in-process on tiny real data: runs, checkpoints, bitwise resume, crash-safe saves, NaN skips."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "recipes" / "data" / "cifar10-5k"
+
+pytest.importorskip("accelerate")
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("pretrain_recipe_run", ROOT / "recipes" / "pretrain.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pretrain_recipe_run"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+recipe = _load_recipe()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each in-process run builds its own Accelerator; accelerate keeps process-wide state between them."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def tiny(out: Path, *extra: str) -> list[str]:
+    """64 images, batch 16 (4 steps per epoch), width-8 ResNet-18, 32-d projector, 3 views, fp32."""
+    return [
+        "--data", str(DATA), "--limit", "64", "--eval_limit", "60", "--knn_k", "10",
+        "--width", "8", "--proj_dim", "32", "--num_views", "3", "--batch_size", "16", "--epochs", "10",
+        "--precision", "fp32", "--output_dir", str(out), "--progress", "false", "--log_every", "1",
+        "--save_every", "0", *extra,
+    ]
+
+
+def weights_and_optimizer(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    weights = load_file(str(ckpt / "model.safetensors"))
+    optim = torch.load(ckpt / "optimizer.bin", weights_only=True)  # our own file; no arbitrary unpickling
+    return weights, optim
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    wa, oa = weights_and_optimizer(a)
+    wb, ob = weights_and_optimizer(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"weight {k} differs"
+    assert oa["param_groups"] == ob["param_groups"]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i in oa["state"]:
+        for name, value in oa["state"][i].items():
+            assert torch.equal(value, ob["state"][i][name]), f"optimizer state {i}.{name} differs"
+    sa = json.loads((a / "training_state.json").read_text())
+    sb = json.loads((b / "training_state.json").read_text())
+    for key in ("global_step", "epoch", "step_in_epoch", "images_seen", "nan_skipped"):
+        assert sa[key] == sb[key], key
+
+
+def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> None:
+    from mvssl_hub.hub import from_pretrained
+
+    out = tmp_path / "run"
+    summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
+    state = summary["state"]
+    assert state["global_step"] == 3 and state["epoch"] == 0 and state["step_in_epoch"] == 3
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-00000002", "step-00000003"]
+    last = out / "checkpoints" / "step-00000003"
+    marker = json.loads((last / "COMPLETE.json").read_text())
+    assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "config.json" in marker["files"]
+    saved_cfg = json.loads((last / "config.json").read_text())
+    assert saved_cfg["width"] == 8 and saved_cfg["resolved_beta"] > 0 and saved_cfg["per_process_batch"] == 16
+    # the export is a hub checkpoint whose weights are the trained ones
+    backbone = from_pretrained(str(out / "export"))
+    trained = load_file(str(last / "model.safetensors"))
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, trained[f"backbone.{k}"]), k
+    cfg = json.loads((out / "export" / "config.json").read_text())
+    (knn,) = cfg["metrics"]
+    assert knn["task"] == "knn" and 0 <= knn["value"] <= 100 and knn["random_init"] is not None
+    assert cfg["training"]["steps"] == 3 and cfg["training"]["images_per_s"] > 0
+    assert (out / "export" / "projector.safetensors").is_file()
+    # the tracker wrote one JSON line per logged step
+    lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in lines if "loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all(r["images_per_s"] > 0 and r["lr"] == pytest.approx(1e-3) for r in logged)
+    # running again into the same folder without --resume is refused (no silent overwrite)
+    with pytest.raises(recipe.ConfigError, match="already holds checkpoints"):
+        recipe.main(tiny(out, "--max_steps", "1"))
+
+
+def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7"))
+
+    # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
+    real_slice = recipe.process_slice
+    calls = {"n": 0}
+
+    def crashing_slice(batch, rank, world):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_slice(batch, rank, world)
+
+    monkeypatch.setattr(recipe, "process_slice", crashing_slice)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3"))
+    monkeypatch.setattr(recipe, "process_slice", real_slice)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
+    resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume"))
+    assert resumed["state"]["global_step"] == 7
+    assert_same_state(full["checkpoint"], resumed["checkpoint"])
+    # the exported backbones are identical too
+    a = load_file(str(full["export"] / "model.safetensors"))
+    b = load_file(str(resumed["export"] / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accelerate import Accelerator
+
+    out = tmp_path / "run"
+    real_save_state = Accelerator.save_state
+    calls = {"n": 0}
+
+    def failing_save_state(self, output_dir=None, **kw):
+        calls["n"] += 1
+        result = real_save_state(self, output_dir, **kw)
+        if calls["n"] == 2:  # second checkpoint: files written, then the process dies before completion
+            (Path(output_dir) / "model.safetensors").write_bytes(b"truncated")
+            raise OSError("disk full (simulated)")
+        return result
+
+    monkeypatch.setattr(Accelerator, "save_state", failing_save_state)
+    with pytest.raises(OSError, match="simulated"):
+        recipe.main(tiny(out, "--max_steps", "6", "--save_every", "2"))
+    monkeypatch.setattr(Accelerator, "save_state", real_save_state)
+    root = out / "checkpoints"
+    names = sorted(p.name for p in root.iterdir())
+    assert names == [".tmp-step-00000004", "step-00000002"]
+    manager = recipe.CheckpointManager(root)
+    assert manager.latest() == root / "step-00000002"
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    resumed = recipe.main(tiny(out, "--max_steps", "6", "--save_every", "2", "--resume"))
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000004", "step-00000006"]  # keep 2, tmp cleaned
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    full = recipe.main(tiny(tmp_path / "full", "--max_steps", "6"))
+    assert_same_state(full["checkpoint"], resumed["checkpoint"])
+
+
+def test_corrupt_checkpoint_is_ignored_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    recipe.main(tiny(out, "--max_steps", "4", "--save_every", "2", "--export", "false", "--knn_random_init", "false"))
+    root = out / "checkpoints"
+    newest = root / "step-00000004"
+    with open(newest / "optimizer.bin", "ab") as f:  # bit rot after completion: sha256 no longer matches
+        f.write(b"x")
+    assert recipe.CheckpointManager(root).latest() == root / "step-00000002"
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvssl_hub import losses  # the recipe imports build_loss from here when main() runs
+
+    real_build = losses.build_loss
+    calls = {"n": 0}
+    nan_at: set[int] = {2}
+
+    def build_nan_loss(*args, **kwargs):
+        inner = real_build(*args, **kwargs)
+
+        def loss(z):
+            calls["n"] += 1
+            value = inner(z)
+            return value * float("nan") if calls["n"] in nan_at else value
+
+        return loss
+
+    monkeypatch.setattr(losses, "build_loss", build_nan_loss)
+    summary = recipe.main(tiny(tmp_path / "one", "--max_steps", "4", "--export", "false"))
+    assert summary["state"]["nan_skipped"] == 1 and summary["state"]["global_step"] == 4
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    nan_at.update(range(3, 100))
+    calls["n"] = 0
+    with pytest.raises(recipe.NonFiniteLossError, match=r"3 consecutive non-finite losses.*step-00000002"):
+        recipe.main(tiny(tmp_path / "many", "--max_steps", "8", "--save_every", "2", "--max_nan_steps", "3"))
