@@ -36,6 +36,7 @@ from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = [
     "BT_FORMS", "VICREG_FORMS", "LOSS_METHODS", "BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss",
@@ -88,11 +89,14 @@ def _as_views(z: ViewsLike, name: str) -> Tensor:
         raise ValueError(f"{name}: need N >= 1 and d >= 1, got z of shape {tuple(views.shape)}")
     if not views.is_floating_point():
         raise TypeError(f"{name}: z must be a floating-point tensor, got dtype {views.dtype}")
-    finite = torch.isfinite(views).flatten(1).all(dim=1)
-    if not bool(finite.all()):
+    # One cheap reduction first (nan/inf propagate into the sum); the per-element scan that names
+    # the views runs only if that sum is not finite (it can also overflow for huge finite values).
+    if not bool(torch.isfinite(views.sum())):
+        finite = torch.isfinite(views).flatten(1).all(dim=1)
         bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
-        raise ValueError(f"{name}: z contains non-finite values (nan/inf) in view(s) {bad} "
-                         f"of z with shape {tuple(views.shape)}")
+        if bad:
+            raise ValueError(f"{name}: z contains non-finite values (nan/inf) in view(s) {bad} "
+                             f"of z with shape {tuple(views.shape)}")
     return views
 
 
@@ -130,7 +134,24 @@ def _gather_batch(z: Tensor, name: str) -> Tensor:
     if len(set(ns)) != 1:
         listing = ", ".join(f"rank {r}: N={n}" for r, n in enumerate(ns))
         raise ValueError(f"{name}: distributed=True needs the same batch size N on every rank, got {listing}")
-    return torch.cat(all_gather(z.contiguous()), dim=1)
+    return torch.cat([_ContiguousGrad.apply(t) for t in all_gather(z.contiguous())], dim=1)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    The gloo backward of torch.distributed.nn.functional.all_gather receives into
+    ``empty_like(grad)`` buffers; with a dense but permuted gradient layout (e.g. from einsum's
+    backward) the received values land in the wrong order (seen with torch 2.14 + gloo).
+    """
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.contiguous()
 
 
 def _device_type(z: ViewsLike) -> str:
@@ -182,9 +203,9 @@ def _pairs(m: int) -> list[tuple[int, int]]:
 
 def _standardise(z: Tensor, eps: float) -> Tensor:
     """Per view, per feature: (z - batch mean) / sqrt(biased batch var + eps). (M, N, d) -> same."""
-    mean = z.mean(dim=1, keepdim=True)
-    var = z.var(dim=1, unbiased=False, keepdim=True)
-    return (z - mean) * torch.rsqrt(var + eps)
+    var, mean = torch.var_mean(z, dim=1, unbiased=False, keepdim=True)
+    scale = torch.rsqrt(var + eps)
+    return torch.addcmul(-mean * scale, z, scale)           # one fused pass: z * scale - mean * scale
 
 
 def _bt_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,7 +219,7 @@ def _bt_mean(zs: Tensor) -> tuple[Tensor, Tensor]:
     """Mean-form terms of standardised (M, N, d) views; one d x d matmul."""
     m, n, _ = zs.shape
     zbar = zs.mean(dim=0)                                   # (N, d)
-    c = (zs * zbar).sum(dim=1) / n                          # (M, d): c_vk, no d x d matrix
+    c = torch.einsum("mnd,nd->md", zs, zbar) / n            # (M, d): c_vk, no d x d matrix
     inv = (1.0 - c).pow(2).sum() / m
     a = zbar.T @ zbar / n                                   # (d, d)
     return inv, _offdiag_sq_sum(a)
@@ -265,17 +286,17 @@ def barlow_twins_loss(
 
 def _vic_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Per tensor of (K, N, d): variance hinge mean_k relu(1 - std_k) and off-diag cov^2 sum / d -> (K,), (K,)."""
-    k, n, d = x.shape
+    _, n, d = x.shape
     xc = x - x.mean(dim=1, keepdim=True)
-    var = xc.pow(2).sum(dim=1) / (n - 1)                                    # (K, d), unbiased
+    cov = torch.bmm(xc.transpose(1, 2), xc) / (n - 1)                       # (K, d, d), unbiased
+    var = torch.diagonal(cov, dim1=-2, dim2=-1)                             # (K, d)
     hinge = torch.relu(1.0 - torch.sqrt(var + eps)).mean(dim=-1)            # (K,)
-    cov = torch.bmm(xc.transpose(1, 2), xc) / (n - 1)                       # (K, d, d)
     return hinge, _offdiag_sq_sum(cov) / d
 
 
 def _vic_classic(a: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Two-view VICReg terms of (N, d) views: (mse, 0.5*(hinge_a+hinge_b), cov_a+cov_b)."""
-    inv = (a - b).pow(2).mean()
+    inv = F.mse_loss(a, b)
     hinge, cov = _vic_stats(torch.stack([a, b]), eps)
     return inv, 0.5 * hinge.sum(), cov.sum()
 
@@ -284,10 +305,11 @@ def _vic_leave_one_out(z: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Leave-one-out terms of (M, N, d) views, averaged over views; O(M) work."""
     m = z.shape[0]
     others = (z.sum(dim=0, keepdim=True) - z) / (m - 1)                    # (M, N, d): mean of the others
-    inv = (z - others).pow(2).mean()
-    hinge, cov = _vic_stats(torch.cat([z, others]), eps)                    # (2M,)
-    var_term = 0.5 * (hinge[:m] + hinge[m:]).mean()
-    cov_term = (cov[:m] + cov[m:]).mean()
+    inv = F.mse_loss(z, others)
+    hinge_z, cov_z = _vic_stats(z, eps)                                     # (M,) each
+    hinge_o, cov_o = _vic_stats(others, eps)
+    var_term = 0.5 * (hinge_z + hinge_o).mean()
+    cov_term = (cov_z + cov_o).mean()
     return inv, var_term, cov_term
 
 
