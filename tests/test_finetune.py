@@ -1,0 +1,103 @@
+"""recipes/finetune.py: a tiny backbone fine-tunes for short epochs, reports metrics, and resumes exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mvssl_hub import build_backbone
+from mvssl_hub.config import ConfigError
+from mvssl_hub.hub import save_pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "recipes" / "data" / "cifar10-5k"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    if not (DATA / "train.parquet").exists():
+        pytest.skip("embedded CIFAR-10 subset missing")
+    spec = importlib.util.spec_from_file_location("mvssl_finetune_recipe", ROOT / "recipes" / "finetune.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    bb = build_backbone("resnet18", small_images=True, width=8)
+    return save_pretrained(bb, tmp_path / "pretrained" / "export", transforms={"preset": "cifar10", "eval_size": 32})
+
+
+def _args(model: Path, out: Path, *extra: str) -> list[str]:
+    # 128 images, batch 32: 4 steps per epoch, 2 epochs; 64 test images.
+    return ["--model", str(model), "--data", str(DATA), "--limit", "128", "--eval_limit", "64", "--batch_size", "32",
+            "--epochs", "2", "--precision", "fp32", "--lr_backbone", "1e-3", "--lr_head", "1e-2",
+            "--warmup_epochs", "0.5", "--output_dir", str(out), "--progress", "false", *extra]
+
+
+def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    full = recipe.main(_args(checkpoint.parent, tmp_path / "full"))
+    hist = full["history"]
+    assert [h["step"] for h in hist] == [4, 8] and [h["epoch"] for h in hist] == [1, 2]
+    for h in hist:
+        assert 0 <= h["test_top1"] <= h["test_top5"] <= 100 and h["train_loss"] > 0
+    # the classifier learns something on its own training batches within 8 steps
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+
+    # final metrics: results JSON, the export, and the source checkpoint's config.json (task "finetune")
+    saved = json.loads((tmp_path / "full" / "finetune_results.json").read_text())
+    assert saved["records"] == full["records"]
+    recs = {r["metric"]: r for r in json.loads((checkpoint / "config.json").read_text())["metrics"]}
+    assert set(recs) == {"top1", "top5"} and all(r["task"] == "finetune" for r in recs.values())
+    assert recs["top1"]["value"] == pytest.approx(hist[-1]["test_top1"], abs=1e-3)
+    assert recs["top1"]["split"] == "test" and recs["top1"]["dataset"] == str(DATA)
+    export_cfg = json.loads((tmp_path / "full" / "export" / "config.json").read_text())
+    assert export_cfg["metrics"] == json.loads((checkpoint / "config.json").read_text())["metrics"]
+    head = load_file(str(tmp_path / "full" / "head.safetensors"))
+    assert head["weight"].shape == (10, 64)
+
+    # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
+    part = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--max_steps", "4", "--write_metrics", "false"))
+    assert part["steps"] == 4 and "export" not in part
+    resumed = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--resume", "--write_metrics", "false"))
+    assert resumed["steps"] == 8
+    assert [h["step"] for h in resumed["history"]] == [4, 8]
+    for a, b in zip(resumed["history"], hist):
+        assert a["test_top1"] == b["test_top1"] and a["test_top5"] == b["test_top5"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    w_full = load_file(str(tmp_path / "full" / "export" / "model.safetensors"))
+    w_resumed = load_file(str(tmp_path / "split" / "export" / "model.safetensors"))
+    for key in w_full:
+        torch.testing.assert_close(w_resumed[key], w_full[key], rtol=1e-5, atol=1e-6)
+    # the backbone really changed during fine-tuning
+    w_start = load_file(str(checkpoint / "model.safetensors"))
+    assert not torch.equal(w_full["layer1.0.conv1.weight"], w_start["layer1.0.conv1.weight"])
+
+
+def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    recipe.main(_args(checkpoint, tmp_path / "run", "--max_steps", "1", "--epochs", "1", "--write_metrics", "false",
+                      "--export", "false"))
+    with pytest.raises(ConfigError, match="lr_head"):
+        recipe.main(_args(checkpoint, tmp_path / "run", "--resume", "--epochs", "1", "--lr_head", "0.5"))
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        recipe.main(_args(checkpoint, tmp_path / "run", "--epochs", "1"))
+    with pytest.raises(ConfigError, match="'model'"):
+        recipe.main(["--data", str(DATA)])
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        recipe.main(_args(checkpoint, tmp_path / "x", "--label_smoothing", "1.5"))
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero(recipe) -> None:
+    f = [recipe.lr_factor(s, 4, 20) for s in range(20)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(f[3:], f[4:])) and f[-1] < 0.02
+    assert recipe.lr_factor(20, 4, 20) == 0.0
