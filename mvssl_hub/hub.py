@@ -124,7 +124,7 @@ def hub_download(
         raise CheckpointNotFoundError(
             f"{filename} of {where} is not in the local cache{f' {cache_dir}' if cache_dir else ''} and the Hub "
             "cannot be reached (offline mode or no connection). Fetch it once with network access, e.g. "
-            f"mvssl_hub.from_pretrained({repo_id!r}, revision={revision!r}) or "
+            f"mvssl_hub.from_pretrained({repo_id!r}{f', revision={revision!r}' if revision else ''}) or "
             f"`hf download {repo_id}{f' --revision {revision}' if revision else ''}`, with HF_HUB_OFFLINE unset."
         ) from None
     except RepositoryNotFoundError:
@@ -144,14 +144,22 @@ def fetch_verified(
     """Download (or take from the cache) one file and check its sha256 before it is used.
 
     A cached file that fails the check is re-downloaded once with a warning that says so; offline, or
-    if the fresh download fails too, IntegrityError says which file and both hashes.
+    if a fresh download fails the check, IntegrityError says which file and both hashes.
     """
+    from huggingface_hub import try_to_load_from_cache
+
+    was_cached = isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit), str)
     path = hub_download(repo_id, filename, commit, cache_dir=cache_dir, endpoint=endpoint,
                         local_files_only=local_files_only)
     found = sha256_file(path)
     if found == sha256:
         return path
     where = f"{repo_id}@{commit}"
+    if not was_cached:
+        raise IntegrityError(
+            f"{filename} downloaded from {where} has sha256 {found}, expected {sha256}: the served file is not "
+            "the one the checkpoint was published with"
+        )
     if local_files_only:
         raise IntegrityError(
             f"cached {filename} of {where} at {path} is corrupted: sha256 {found}, expected {sha256}. Offline, so it "

@@ -197,7 +197,8 @@ class _Handler(BaseHTTPRequestHandler):
             url = f"{base}/{_PREFIX[repo_type]}{repo_id}"
             if (repo_type, repo_id) in self.state.repos:
                 return self._json(409, {"error": "You already created this repo", "url": url})
-            self.state.create_repo(repo_type, repo_id, bool(req.get("private")))
+            private = req.get("visibility") == "private" or bool(req.get("private"))  # 2.x sends visibility
+            self.state.create_repo(repo_type, repo_id, private)
             return self._json(200, {"url": url, "name": repo_id})
         if method == "DELETE" and path == "/api/repos/delete":
             req = json.loads(body or b"{}")
