@@ -256,8 +256,11 @@ def weights_entry_from_checkpoint(repo_id: str, revision: str | None = None, *, 
                          "(mvssl_hub.push_to_hub) so that it has a repo id and a pinned revision")
     cfg, paths, commit = resolve_hub_checkpoint(src, revision, with_projector=False, cache_dir=cache_dir,
                                                 endpoint=endpoint, local_files_only=False)
-    from .hub import hub_download
+    from .hub import fetch_verified, hub_download
 
+    if PROJECTOR_FILE in cfg["files"]:  # pin every file of the checkpoint, not only the ones a backbone needs
+        paths[PROJECTOR_FILE] = fetch_verified(src, PROJECTOR_FILE, commit, cfg["files"][PROJECTOR_FILE]["sha256"],
+                                               cache_dir=cache_dir, endpoint=endpoint, local_files_only=False)
     cfg_path = hub_download(src, CONFIG_FILE, commit, cache_dir=cache_dir, endpoint=endpoint, local_files_only=False)
     sha = {CONFIG_FILE: sha256_file(cfg_path), **{name: sha256_file(p) for name, p in paths.items()}}
     if cfg["method"] is None:

@@ -147,3 +147,21 @@ def pushed(hub, tiny_model, tiny_ckpt):
     repo = "org/bt-r18-tiny"
     commit = push_to_hub(tiny_ckpt, repo, revision_tag="v1")
     return tiny_model, tiny_ckpt, repo, commit
+
+
+@pytest.fixture
+def published(pushed):
+    """The pushed tiny checkpoint registered as BarlowTwins_ResNet18_Weights.CIFAR10_TINY_V1 (also DEFAULT).
+
+    Yields (enum, model, repo, commit); the shipped (empty) enum is restored afterwards.
+    """
+    from mvssl_hub.weights import make_weights_enum, register_weights, weights_entry_from_checkpoint
+
+    model, _, repo, commit = pushed
+    entry = weights_entry_from_checkpoint(repo, "v1")
+    enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {"CIFAR10_TINY_V1": entry})
+    previous = register_weights("barlowtwins_resnet18", enum)
+    try:
+        yield enum, model, repo, commit
+    finally:
+        register_weights("barlowtwins_resnet18", previous)
