@@ -15,6 +15,7 @@ from .models import (
 )
 from .projector import Projector, parse_projector_spec, projector_spec
 from .registry import get_model, list_models, register_model
+from .hub import from_pretrained, push_to_hub, save_pretrained, update_metrics  # Hub client imported lazily
 
 __version__ = "0.1.0"
 
@@ -24,3 +25,4 @@ __all__ = [
     "get_model", "list_models", "parse_projector_spec", "projector_spec", "register_model",
     "torchvision_compatible", "vicreg_resnet18", "vicreg_resnet50",
 ]
+__all__ += ["from_pretrained", "push_to_hub", "save_pretrained", "update_metrics"]

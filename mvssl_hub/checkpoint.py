@@ -552,3 +552,22 @@ def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
 
 def config_bytes(cfg: Mapping[str, Any]) -> bytes:
     return _json_bytes(cfg)
+
+
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder at ``path``: itself, ``path/export`` (a pretrain run), or the one folder below it.
+
+    FileNotFoundError if there is none, ValueError (listing them) if there are several.
+    """
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file():
+        return path
+    if (path / "export" / CONFIG_FILE).is_file() and (path / "export" / MODEL_FILE).is_file():
+        return path / "export"
+    found = sorted({p.parent for pattern in (f"*/{CONFIG_FILE}", f"*/*/{CONFIG_FILE}") for p in path.glob(pattern)
+                    if (p.parent / MODEL_FILE).is_file() and not p.parent.name.startswith(".")})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"{path}: no checkpoint folder ({CONFIG_FILE} + {MODEL_FILE}) in it or below it")
+    raise ValueError(f"{path}: several checkpoint folders {[str(p) for p in found]}; pass one of them")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -12,6 +13,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from safetensors.torch import load_file, save_file
 
+import mvssl_hub.weights
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.errors import IntegrityError
 from mvssl_hub.hub import CheckpointNotFoundError, from_pretrained, load_config, push_to_hub, save_pretrained
@@ -207,3 +209,25 @@ def test_two_processes_loading_at_once(pushed, hf_home, tmp_path):
         assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
     assert len(list(hf_home.rglob("model.safetensors"))) == 1  # one snapshot entry
     assert [p for p in hf_home.rglob("*") if p.name.endswith(".incomplete")] == []
+
+
+def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp_path, hub, capsys):
+    import importlib.util
+
+    from mvssl_hub.weights import make_weights_enum
+
+    spec = importlib.util.spec_from_file_location(
+        "publish_recipe", Path(__file__).resolve().parents[1] / "recipes" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    run = tmp_path / "run"
+    save_pretrained(tiny_model, run / "export", **TINY_SAVE_KWARGS)
+    out = publish.main([str(run), "--repo-id", "org/from-recipe"])
+    assert out["tag"] == "v1"  # train_config.recipe_version
+    assert hub.state.repos[("model", "org/from-recipe")].tags["v1"] == out["commit"]
+    printed = capsys.readouterr().out
+    entry = json.loads(printed.split("\n", 1)[1])[out["member"]]
+    assert out["member"] == "CIFAR10_V1" and entry["revision"] == out["commit"]
+    enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {out["member"]: entry})  # one data entry suffices
+    assert same_state(mvssl_hub.weights.load_published_backbone("barlowtwins_resnet18", enum.DEFAULT),
+                      tiny_model.backbone)
