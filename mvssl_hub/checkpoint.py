@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .backbones import BackboneConfig, ResNetBackbone
-from .errors import CheckpointError, IntegrityError
+from .errors import CheckpointError, IntegrityError, UnknownModelError
 from .projector import Projector, parse_projector_spec
 
 FORMAT = "mvssl-hub"
@@ -291,7 +291,9 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
     if set(bb) != {"arch", "small_images", "width"}:
         raise CheckpointError(f"{source}: field 'backbone' = {bb!r} must have exactly arch, small_images, width")
     try:
-        bcfg = BackboneConfig(**bb)  # unknown arch -> UnknownModelError with close matches
+        bcfg = BackboneConfig(**bb)
+    except UnknownModelError as e:  # keep the type (and its close matches), name the file
+        raise UnknownModelError(f"{source}: field 'backbone': {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: field 'backbone' = {bb!r}: {e}") from None
     if cfg["feature_dim"] != bcfg.feature_dim:

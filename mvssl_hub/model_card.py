@@ -90,7 +90,12 @@ def _recipe_command(cfg: Mapping[str, Any]) -> str:
         return tc["command"]
     if isinstance(tc.get("config"), str):
         return f"accelerate launch recipes/pretrain.py --config {tc['config']}"
-    return "# not recorded: this checkpoint was saved without a recipe command in train_config"
+    if tc:
+        # train_config is the fully resolved recipe config; pretrain.py reads it back with --config
+        return ("python -c \"import json, yaml; yaml.safe_dump(json.load(open('config.json'))['train_config'], "
+                "open('train_config.yaml', 'w'), sort_keys=False)\"\n"
+                "accelerate launch recipes/pretrain.py --config train_config.yaml")
+    return "# not recorded: this checkpoint was saved without a train_config"
 
 
 def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
@@ -115,10 +120,12 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
                    "with `strict=True`.")
     else:
         tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
-    transform_desc = (
-        f"preset `{tf.get('preset', '?')}`, resize to {tf.get('eval_resize', '?')} px, centre {tf.get('eval_size', '?')} px, "
-        f"normalise with mean {tf.get('mean', '?')} and std {tf.get('std', '?')}" if tf else "not recorded"
-    )
+    transform_desc = "not recorded"
+    if tf:
+        size = (f"resize to {tf['eval_resize']} px, centre crop {tf.get('eval_size', '?')} px" if tf.get("eval_resize")
+                else f"images at {tf.get('eval_size', '?')} px (no resize)")
+        transform_desc = (f"preset `{tf.get('preset', '?')}`, {size}, normalise with mean {tf.get('mean', '?')} "
+                          f"and std {tf.get('std', '?')}")
     frac = ds.get("fraction")
     dataset_desc = (f"on `{ds['id']}` (split `{ds.get('split', 'train')}`"
                     + (f", revision `{ds['revision']}`" if ds.get("revision") else "")

@@ -267,7 +267,8 @@ def test_nan_and_inf_rejected(tiny_ckpt):
 
 def test_unknown_architecture_suggests_close_matches(tiny_ckpt):
     _edit_config(tiny_ckpt, backbone={"arch": "resnet19", "small_images": True, "width": 8})
-    with pytest.raises(UnknownModelError, match=r"unknown architecture 'resnet19'; did you mean 'resnet18'"):
+    with pytest.raises(UnknownModelError, match=r"config\.json: field 'backbone': unknown architecture 'resnet19'; "
+                                                r"did you mean 'resnet18'"):
         from_pretrained(tiny_ckpt)
 
 

@@ -231,3 +231,39 @@ def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp
     enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {out["member"]: entry})  # one data entry suffices
     assert same_state(mvssl_hub.weights.load_published_backbone("barlowtwins_resnet18", enum.DEFAULT),
                       tiny_model.backbone)
+
+
+def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_path):
+    """A few real optimisation steps, push, then load by repo id and by torch.hub weights: identical outputs."""
+    from mvssl_hub.losses import build_loss
+    from mvssl_hub.models import build_ssl_model
+    from mvssl_hub.weights import make_weights_enum, register_weights, weights_entry_from_checkpoint
+
+    torch.manual_seed(0)
+    model = build_ssl_model("resnet18", small_images=True, width=8, proj_dim=32)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_fn, opt = build_loss("barlowtwins", 0.02), torch.optim.Adam(model.parameters(), lr=1e-3)
+    views = torch.randn(2, 8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model.train()
+    for _ in range(2):
+        opt.zero_grad()
+        loss_fn(model(views)).backward()
+        opt.step()
+    model.eval()
+    assert not torch.equal(model.state_dict()["backbone.conv1.weight"],
+                           initial["backbone.conv1.weight"])
+    folder = save_pretrained(model, tmp_path / "trained", include_projector=True, **TINY_SAVE_KWARGS)
+    push_to_hub(folder, "org/trained", revision_tag="v1")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    ref = model.backbone(x)
+    assert torch.equal(from_pretrained("org/trained", "v1")(x), ref)
+    enum = make_weights_enum("BarlowTwins_ResNet18_Weights",
+                             {"CIFAR10_TRAINED": weights_entry_from_checkpoint("org/trained", "v1")})
+    previous = register_weights("barlowtwins_resnet18", enum)
+    try:
+        root = Path(__file__).resolve().parents[1]
+        hub_model = torch.hub.load(str(root), "barlowtwins_resnet18", source="local",
+                                   weights="BarlowTwins_ResNet18_Weights.CIFAR10_TRAINED")
+        assert torch.equal(hub_model(x), ref)
+    finally:
+        register_weights("barlowtwins_resnet18", previous)
