@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from mvssl_hub.data import load_split
 
-    state = PartialState()  # initialises torch.distributed under `accelerate launch`
+    from mvssl_hub.training import check_distributed_launch
+
+    # Initialises torch.distributed under `accelerate launch` (gloo on CPU-only machines).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    check_distributed_launch(state.num_processes)
     device, main_proc = state.device, state.is_main_process
     say = print if main_proc else (lambda *a, **k: None)
     progress = main_proc and not args.no_progress

@@ -309,10 +309,13 @@ def main(argv: list[str] | None = None) -> dict:
         if epoch_done or step + 1 == total_steps:
             acc = evaluate()
             model.train()
+            totals = torch.tensor([running_loss, running_correct, running_seen], dtype=torch.float64, device=device)
+            if world > 1:  # training loss / accuracy over every process's augmented batches
+                totals = accelerator.reduce(totals, reduction="sum")
+            loss_sum, correct, seen = totals.tolist()
             record = {"epoch": round((step + 1) / steps_per_epoch, 4), "step": step + 1,
-                      "train_loss": running_loss / running_seen,
-                      "train_top1": 100.0 * running_correct / running_seen, "test_top1": acc["top1"],
-                      "test_top5": acc["top5"]}  # train figures: this process's augmented batches
+                      "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
+                      "test_top1": acc["top1"], "test_top5": acc["top5"]}
             state["history"].append(record)
             state["epoch"] = (step + 1) // steps_per_epoch
             accelerator.log(record, step=step + 1)
