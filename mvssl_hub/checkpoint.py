@@ -162,6 +162,8 @@ def atomic_write_folder(target: Path, files: Mapping[str, bytes]) -> Path:
     ``.<name>.old-*`` next to it.
     """
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file; a checkpoint is saved as a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
     tmp = target.parent / f".{target.name}.tmp-{tag}"
@@ -453,7 +455,7 @@ def check_header_against(
     hint: str = "",
 ) -> None:
     """One CheckpointError listing every missing / unexpected key and every shape or dtype mismatch."""
-    found = {strip_key: info for strip_key, info in zip(strip_prefixes(dict.fromkeys(header)), header.values())}
+    found = dict(zip(strip_prefixes(dict.fromkeys(header)), header.values()))  # same order, prefixes stripped
     problems: list[str] = []
     for key in sorted(set(expected) - set(found)):
         problems.append(f"  missing key {key!r}: expected shape {list(expected[key][0])} {expected[key][1]}")

@@ -128,7 +128,9 @@ def hub_download(
             f"`hf download {repo_id}{f' --revision {revision}' if revision else ''}`, with HF_HUB_OFFLINE unset."
         ) from None
     except RepositoryNotFoundError:
-        raise CheckpointNotFoundError(f"Hub repo {repo_id!r} not found (or private without a token)") from None
+        raise CheckpointNotFoundError(
+            f"Hub repo {repo_id!r} not found (or private without a token), and there is no local folder {repo_id!r}"
+        ) from None
     except RevisionNotFoundError:
         raise CheckpointNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
     except EntryNotFoundError:

@@ -8,11 +8,13 @@ config becomes one ``EvalResult`` whose ``metric_config`` is ``"<task>/<metric>"
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from string import Template
 from typing import Any, Mapping
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TASK_NAMES = {"knn": "kNN", "linear_probe": "Linear probe", "finetune": "Fine-tuning"}
 METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
 METHOD_NAMES = {"barlowtwins": "multi-view Barlow Twins", "vicreg": "multi-view VICReg"}
@@ -54,6 +56,8 @@ def _front_matter(cfg: Mapping[str, Any], model_name: str) -> str:
     from huggingface_hub import ModelCardData
 
     ds = (cfg.get("dataset") or {}).get("id")
+    if ds and not _HUB_ID.match(ds):
+        ds = None  # a local path is not a Hub dataset id; the body still names it
     tags = ["self-supervised-learning", "image-feature-extraction", "mvssl-hub", cfg["backbone"]["arch"]]
     if cfg.get("method"):
         tags.append(cfg["method"])

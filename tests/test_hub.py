@@ -267,3 +267,24 @@ def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_pa
         assert torch.equal(hub_model(x), ref)
     finally:
         register_weights("barlowtwins_resnet18", previous)
+
+
+def test_loopback_hub_serves_dataset_repos_and_snapshots(hub, tmp_path):
+    """Dataset repos work too (create, upload, tree listing, snapshot_download, resolve by tag and sha)."""
+    from huggingface_hub import snapshot_download
+
+    api = HfApi(endpoint=hub.url)
+    api.create_repo("org/tiny-data", repo_type="dataset")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 100 + b"PAR1")
+    (tmp_path / "data" / "test.parquet").write_bytes(b"PAR1 small PAR1")
+    info = api.upload_folder(folder_path=tmp_path / "data", path_in_repo="data", repo_id="org/tiny-data",
+                             repo_type="dataset")
+    api.create_tag("org/tiny-data", tag="1.0", repo_type="dataset")
+    assert sorted(api.list_repo_files("org/tiny-data", repo_type="dataset")) == [
+        ".gitattributes", "data/test.parquet", "data/train.parquet"]
+    local = Path(snapshot_download("org/tiny-data", repo_type="dataset", revision="1.0"))
+    assert (local / "data" / "train.parquet").read_bytes() == (tmp_path / "data" / "train.parquet").read_bytes()
+    assert local.name == info.oid  # the snapshot is the commit the tag points at
+    path = hf_hub_download("org/tiny-data", "data/test.parquet", repo_type="dataset", revision=info.oid)
+    assert Path(path).read_bytes() == b"PAR1 small PAR1"
