@@ -306,7 +306,9 @@ def _check_labels(labels: Any, feats: torch.Tensor, name: str, fname: str, where
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"{where}: {name} must be a 1-D integer tensor, got shape {tuple(labels.shape)} {labels.dtype}")
+        raise ValueError(
+            f"{where}: {name} must be a 1-D integer tensor, got shape {tuple(labels.shape)} {labels.dtype}"
+        )
     if labels.shape[0] != feats.shape[0]:
         raise ValueError(
             f"{where}: {name} has {labels.shape[0]} labels but {fname} has shape {tuple(feats.shape)} "
@@ -379,7 +381,9 @@ def knn_predict(
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"{where}: k must be a positive int, got {k!r}")
     if k > train_f.shape[0]:
-        raise ValueError(f"{where}: k={k} exceeds the {train_f.shape[0]} training rows of train_f {tuple(train_f.shape)}")
+        raise ValueError(
+            f"{where}: k={k} exceeds the {train_f.shape[0]} training rows of train_f {tuple(train_f.shape)}"
+        )
     if not temperature > 0:
         raise ValueError(f"{where}: temperature must be > 0, got {temperature!r}")
     _check_batch_size(chunk_size, where)

@@ -105,7 +105,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from accelerate import PartialState
 
     from mvssl_hub.data import load_split
-
     from mvssl_hub.training import check_distributed_launch
 
     # Initialises torch.distributed under `accelerate launch` (gloo on CPU-only machines).
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if want_knn and main_proc:
             t0 = time.time()
             out["knn"] = knn_accuracy(train_f, train.labels, test_f, test.labels, k=k,
-                                      temperature=args.temperature, num_classes=num_classes)
+                                      temperature=args.temperature, num_classes=num_classes, device=device)
             timings[f"{name}_knn_s"] = time.time() - t0
         if want_linear:
             if args.views > 1:  # paper: average each image's features over 1 clean + 15 augmented views

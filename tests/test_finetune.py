@@ -71,7 +71,7 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     resumed = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--resume", "--write_metrics", "false"))
     assert resumed["steps"] == 8
     assert [h["step"] for h in resumed["history"]] == [4, 8]
-    for a, b in zip(resumed["history"], hist):
+    for a, b in zip(resumed["history"], hist, strict=True):
         assert a["test_top1"] == b["test_top1"] and a["test_top5"] == b["test_top5"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     w_full = load_file(str(tmp_path / "full" / "export" / "model.safetensors"))
@@ -99,5 +99,5 @@ def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, ch
 def test_lr_schedule_warms_up_then_decays_to_zero(recipe) -> None:
     f = [recipe.lr_factor(s, 4, 20) for s in range(20)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert all(a >= b for a, b in zip(f[3:], f[4:])) and f[-1] < 0.02
+    assert all(a >= b for a, b in zip(f[3:], f[4:], strict=False)) and f[-1] < 0.02
     assert recipe.lr_factor(20, 4, 20) == 0.0

@@ -35,7 +35,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
 
 
-def _clusters(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _clusters(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(num_classes, dim, generator=g) * 3
     labels = torch.arange(num_classes).repeat_interleave(n_per_class)
@@ -208,19 +209,19 @@ def test_linear_probe_standardize_removes_feature_scale() -> None:
 
 def test_linear_probe_restores_threads_and_validates() -> None:
     before = torch.get_num_threads()
-    f, l = torch.randn(8, 3), torch.arange(8) % 2
-    linear_probe(f, l, f, l, epochs=1, cpu_threads=1)
+    f, y = torch.randn(8, 3), torch.arange(8) % 2
+    linear_probe(f, y, f, y, epochs=1, cpu_threads=1)
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match=r"test_l has 7 labels but test_f has shape \(8, 3\)"):
-        linear_probe(f, l, f, l[:7], epochs=1)
+        linear_probe(f, y, f, y[:7], epochs=1)
     with pytest.raises(ValueError, match=r"train_f has shape \(8, 3\) but test_f has shape \(8, 4\)"):
-        linear_probe(f, l, torch.randn(8, 4), l, epochs=1)
+        linear_probe(f, y, torch.randn(8, 4), y, epochs=1)
     with pytest.raises(ValueError, match="epochs must be a positive int"):
-        linear_probe(f, l, f, l, epochs=0)
+        linear_probe(f, y, f, y, epochs=0)
     with pytest.raises(ValueError, match="negative label"):
-        linear_probe(f, l - 1, f, l, epochs=1)
+        linear_probe(f, y - 1, f, y, epochs=1)
     with pytest.raises(ValueError, match="label_smoothing"):
-        linear_probe(f, l, f, l, epochs=1, label_smoothing=1.0)
+        linear_probe(f, y, f, y, epochs=1, label_smoothing=1.0)
 
 
 # -------------------------------------------------------------------------------------- feature extraction
@@ -296,7 +297,8 @@ def _worker(rank: int, world: int, port: int, out_dir: Path) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         bb = _tiny_backbone()
-        out = {f"n{n}": extract_features(bb, _images(n), EvalTransform(CIFAR), batch_size=2, bf16=False) for n in (7, 1)}
+        out = {f"n{n}": extract_features(bb, _images(n), EvalTransform(CIFAR), batch_size=2, bf16=False)
+               for n in (7, 1)}
         save_file(out, str(out_dir / f"rank{rank}.safetensors"))
     finally:
         dist.destroy_process_group()
