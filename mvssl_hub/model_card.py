@@ -44,8 +44,8 @@ def eval_results(cfg: Mapping[str, Any]) -> list[Any]:
 
 
 def builder_name(cfg: Mapping[str, Any]) -> str:
-    """The registered builder this checkpoint belongs to, e.g. ``barlowtwins_resnet18``."""
-    return f"{cfg.get('method') or 'barlowtwins'}_{cfg['backbone']['arch']}"
+    """The registered builder this checkpoint belongs to, e.g. ``barlowtwins_resnet18`` (``ssl_<arch>`` if no method)."""
+    return f"{cfg.get('method') or 'ssl'}_{cfg['backbone']['arch']}"
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -118,8 +118,9 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
     width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
     kwargs = "" if bb["width"] == 64 and bb["small_images"] else f", small_images={bb['small_images']}, width={bb['width']}"
     if bb["width"] == 64:
-        tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (", with `conv1` replaced by a 3×3 stride-1 conv and "
-                   "`maxpool = Identity()`" if bb["small_images"] else "") +
+        tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
+                   ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
+                   "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
                    ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
                    "with `strict=True`.")
     else:

@@ -115,11 +115,15 @@ def test_offline_load_from_cache_makes_no_request(pushed, hub, monkeypatch):
     assert len(hub.state.requests) == n
 
 
-def test_offline_with_nothing_cached_says_how_to_fetch(pushed, monkeypatch):
+def test_offline_with_nothing_cached_says_how_to_fetch(pushed, hub, monkeypatch):
     _, _, repo, _ = pushed
-    _go_offline(monkeypatch)
+    n = len(hub.state.requests)
+    # only the environment variable, set after huggingface_hub was imported: still honoured, no request made
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert constants.HF_HUB_OFFLINE is False
     with pytest.raises(CheckpointNotFoundError) as info:
         from_pretrained(repo, "v1")
+    assert len(hub.state.requests) == n
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     assert "config.json of org/bt-r18-tiny@v1 is not in the local cache" in msg
