@@ -98,7 +98,8 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img" if "extract" in desc else "it", dynamic_ncols=True)
+    unit = "epoch" if desc == "linear probe" else "img"
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 class _NoBar:
@@ -366,6 +367,7 @@ def knn_predict(
     num_classes: int | None = None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Class scores (Q, C) of a weighted kNN on cosine similarity.
 
@@ -393,13 +395,18 @@ def knn_predict(
     bank_l = train_l.to(dev)
     queries = F.normalize(test_f.to(dev, torch.float32), dim=1)
     out = torch.empty(queries.shape[0], c, dtype=torch.float32)
-    for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start : start + chunk_size]
-        sim, idx = (q @ bank.T).topk(k, dim=1)
-        weights = (sim / temperature).exp()
-        scores = torch.zeros(q.shape[0], c, dtype=torch.float32, device=dev)
-        scores.scatter_add_(1, bank_l[idx], weights)
-        out[start : start + q.shape[0]] = scores.cpu()
+    bar = _progress(queries.shape[0], "kNN", progress)
+    try:
+        for start in range(0, queries.shape[0], chunk_size):
+            q = queries[start : start + chunk_size]
+            sim, idx = (q @ bank.T).topk(k, dim=1)
+            weights = (sim / temperature).exp()
+            scores = torch.zeros(q.shape[0], c, dtype=torch.float32, device=dev)
+            scores.scatter_add_(1, bank_l[idx], weights)
+            out[start : start + q.shape[0]] = scores.cpu()
+            bar.update(q.shape[0])
+    finally:
+        bar.close()
     return out
 
 
@@ -414,6 +421,7 @@ def knn_accuracy(
     num_classes: int | None = None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Weighted-kNN top-1 / top-5 accuracy in percent: {"top1": .., "top5": ..}. See :func:`knn_predict`."""
     test_f = _check_features(test_f, "test_f", "knn_accuracy")
@@ -422,7 +430,7 @@ def knn_accuracy(
                             "knn_accuracy")
     c = _resolve_num_classes(num_classes, "knn_accuracy", train_l, test_l)
     scores = knn_predict(train_f, train_l, test_f, k=k, temperature=temperature, num_classes=c,
-                         chunk_size=chunk_size, device=device)
+                         chunk_size=chunk_size, device=device, progress=progress)
     return topk_accuracy(scores, test_l)
 
 

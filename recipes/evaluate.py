@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if want_knn and main_proc:
             t0 = time.time()
             out["knn"] = knn_accuracy(train_f, train.labels, test_f, test.labels, k=k,
-                                      temperature=args.temperature, num_classes=num_classes, device=device)
+                                      temperature=args.temperature, num_classes=num_classes, device=device,
+                                      progress=progress)
             timings[f"{name}_knn_s"] = time.time() - t0
         if want_linear:
             if args.views > 1:  # paper: average each image's features over 1 clean + 15 augmented views

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         # Sharded over the processes and gathered (mvssl_hub.probes), eval mode, same precision choice.
         logits = extract_features(accelerator.unwrap_model(model), test.images, eval_transform,
                                   batch_size=cfg.eval_batch_size, device=device, bf16=precision == "bf16",
-                                  channels_last=cfg.channels_last)
+                                  channels_last=cfg.channels_last, progress=main_proc and cfg.progress)
         return topk_accuracy(logits, test.labels)
 
     # ---- resume

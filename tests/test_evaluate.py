@@ -104,3 +104,18 @@ def test_find_checkpoint_resolution(recipe, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         recipe.find_checkpoint(tmp_path / "empty")
+
+
+def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path, hub) -> None:
+    from mvssl_hub.hub import push_to_hub
+
+    local = save_pretrained(_backbone(seed=2), tmp_path / "local", transforms=TRANSFORMS)
+    push_to_hub(local, "org/tiny-eval")
+    common = ["--data", str(DATA), "--limit", "150", "--protocol", "knn", "--k", "10", "--bf16", "off",
+              "--no-progress"]
+    from_hub = recipe.main(["org/tiny-eval", *common, "--output", str(tmp_path / "hub.json")])
+    from_dir = recipe.main([str(local), *common, "--no-write", "--output", str(tmp_path / "dir.json")])
+    assert from_hub["checkpoint"] is None  # nothing written into the (read-only) Hub cache
+    assert json.loads((tmp_path / "hub.json").read_text())["records"] == from_hub["records"]
+    assert [r["value"] for r in from_hub["records"]] == [r["value"] for r in from_dir["records"]]
+    assert [r["random_init"] for r in from_hub["records"]] == [r["random_init"] for r in from_dir["records"]]
