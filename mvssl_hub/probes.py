@@ -471,7 +471,8 @@ def linear_probe(
     train_f (N, D), train_l (N,), test_f (Q, D), test_l (Q,). The paper's protocol is the default: raw
     features, Adam (lr 1e-3, L2 weight decay 1e-6 as in ``torch.optim.Adam``), 200 epochs, cross-entropy
     with label smoothing 0.1, constant learning rate. Each epoch visits the training rows in a random
-    order in mini-batches of ``batch_size`` (``None``: one full batch per epoch).
+    order in mini-batches of ``batch_size`` (``None``: one full batch per epoch); 512 is the batch of the
+    reference code's CIFAR classifier loader (kumarkrishna/fastssl; 256 there for STL-10 / ImageNet).
 
     ``standardize=True`` subtracts the training mean and divides by the training std per feature (test
     features use the training statistics). It is off by default to keep the paper's protocol; turn it
@@ -479,8 +480,9 @@ def linear_probe(
     size then needs many more epochs.
 
     ``cpu_threads``: intra-op threads while training on the CPU (restored afterwards; ``None`` leaves
-    the setting alone). A step on 512 x 512 features is far too small to gain from threads, and on a
-    loaded 2-core machine OpenMP's waiting made 2 threads 6-60x slower than 1 (benchmarks/probes.py).
+    the setting alone). A step on 512 x 512 features is too small to gain from threads, and on a busy
+    2-core machine OpenMP's waiting made 2 threads several times slower than 1 (benchmarks/probes.py
+    records this A/B).
 
     Deterministic for a given ``seed``: the weights (nn.Linear's default uniform init) and each epoch's
     permutation are drawn, in that order, from one CPU ``torch.Generator(seed)``.
