@@ -13,7 +13,15 @@ from pathlib import Path
 from string import Template
 from typing import Any, Mapping
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+
+
+def _template_path() -> Path:
+    """The card template: ``model_cards/`` of a source checkout, else the installed ``mvssl_hub/model_cards``."""
+    source = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
+    return source if source.is_file() else Path(__file__).resolve().parent / "model_cards" / "template.md"
+
+
+TEMPLATE_PATH = _template_path()
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TASK_NAMES = {"knn": "kNN", "linear_probe": "Linear probe", "finetune": "Fine-tuning"}
 METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
