@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> dict:
             optimizer.step()
             state["nan_streak"] = 0
         else:
+            if world > 1:  # DDP expects a backward after each forward: a zero one keeps the processes in step
+                accelerator.backward(torch.nan_to_num(z).mul(0).sum())
             with torch.no_grad():  # the skipped forward must not leave its statistics behind
                 for b, saved in zip(bn_buffers, saved_buffers):
                     b.copy_(saved)
