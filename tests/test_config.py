@@ -110,7 +110,9 @@ def test_bad_values_are_rejected(argv: list[str], pattern: str) -> None:
 
 
 def test_every_preset_parses_and_auto_beta_is_the_recommended_one() -> None:
-    presets = sorted(CONFIGS.glob("*.yaml"))
+    # pretraining presets only (other recipes keep their presets in the same folder)
+    presets = sorted(p for p in CONFIGS.glob("*.yaml")
+                     if p.name == "demo.yaml" or p.name.split("_")[0] in ("cifar10", "stl10", "imagenet100"))
     assert len(presets) >= 7
     names = {p.stem for p in presets}
     for method in ("bt", "vicreg"):
