@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -408,3 +409,39 @@ def peak_memory_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except (ImportError, OSError):
         return float("nan")
+
+
+def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: str = "cosine") -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then constant or cosine to 0 at ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any]) -> tuple[Any, str]:
+    """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in ("bf16" or "fp32").
+
+    cpu=None picks the CPU when no GPU is visible; precision "auto" is bf16 autocast where the device
+    runs it natively (CUDA with bf16, CPUs with AMX / AVX512-BF16). Fails loudly on a launch that
+    started unrelated single processes (:func:`check_distributed_launch`).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    from .probes import bf16_is_fast
+
+    use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    if precision == "auto":
+        precision = "bf16" if bf16_is_fast(torch.device("cpu" if use_cpu else "cuda")) else "fp32"
+    accelerator = Accelerator(
+        cpu=use_cpu,
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
+    )
+    check_distributed_launch(accelerator.num_processes)
+    return accelerator, precision

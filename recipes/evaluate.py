@@ -28,28 +28,9 @@ from typing import Any
 import torch
 
 from mvssl_hub.backbones import build_backbone
+from mvssl_hub.checkpoint import find_checkpoint
 from mvssl_hub.probes import bf16_is_fast, extract_features, extract_multiview_features, knn_accuracy, linear_probe
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
-
-
-def find_checkpoint(path: Path) -> Path:
-    """The checkpoint folder inside ``path``: itself, ``path/export``, or the one sub-folder (2 levels) holding one."""
-    if all((path / f).is_file() for f in CHECKPOINT_FILES):
-        return path
-    if all((path / "export" / f).is_file() for f in CHECKPOINT_FILES):
-        return path / "export"
-    found = sorted(
-        {p.parent for p in path.glob("*/config.json")} | {p.parent for p in path.glob("*/*/config.json")}
-    )
-    found = [p for p in found if (p / "model.safetensors").is_file() and not p.name.startswith(".")]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(f"{path}: no checkpoint folder (config.json + model.safetensors) in it or below it")
-    raise ValueError(f"{path}: several checkpoint folders {[str(p) for p in found]}; pass one of them")
-
 
 def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:
     """(backbone in eval mode, local checkpoint folder or None for a Hub repo)."""

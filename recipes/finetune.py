@@ -30,11 +30,10 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, check_distributed_launch, convert_batchnorm, epoch_batches,
-    hardware_string, make_generator, process_slice,
+    CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
+    make_accelerator, make_generator, process_slice,
 )
-
-CHECKPOINT_FILES = ("config.json", "model.safetensors")
+from mvssl_hub.checkpoint import find_checkpoint  # noqa: E402
 
 
 @dataclass
@@ -120,57 +119,23 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def find_checkpoint(path: Path) -> Path:
-    """The checkpoint folder inside ``path``: itself, ``path/export``, or the one sub-folder (2 levels) holding one."""
-    if all((path / f).is_file() for f in CHECKPOINT_FILES):
-        return path
-    if all((path / "export" / f).is_file() for f in CHECKPOINT_FILES):
-        return path / "export"
-    found = sorted({p.parent for p in path.glob("*/config.json")} | {p.parent for p in path.glob("*/*/config.json")})
-    found = [p for p in found if (p / "model.safetensors").is_file() and not p.name.startswith(".")]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(f"{path}: no checkpoint folder (config.json + model.safetensors) in it or below it")
-    raise ValueError(f"{path}: several checkpoint folders {[str(p) for p in found]}; pass one of them")
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Multiplier of the base learning rates: linear warm-up over ``warmup_steps``, then cosine to 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns a summary dict (used by the tests)."""
     cfg = parse_config(FinetuneConfig, argv)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
     from tqdm.auto import tqdm
 
     from mvssl_hub.data import load_split
     from mvssl_hub.hub import from_pretrained
-    from mvssl_hub.probes import bf16_is_fast, extract_features, topk_accuracy
+    from mvssl_hub.probes import extract_features, topk_accuracy
     from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 
     run_dir = Path(cfg.output_dir)
-    use_cpu = (not torch.cuda.is_available()) if cfg.cpu is None else cfg.cpu
-    if cfg.precision == "auto":
-        precision = "bf16" if bf16_is_fast(torch.device("cpu" if use_cpu else "cuda")) else "fp32"
-    else:
-        precision = cfg.precision
-    accelerator = Accelerator(
-        cpu=use_cpu, mixed_precision="bf16" if precision == "bf16" else "no",
-        log_with=[JSONLTracker("finetune", run_dir / "logs")],
-        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
-        step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
+    accelerator, precision = make_accelerator(
+        cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir, log_with=[JSONLTracker("finetune", run_dir / "logs")]
     )
-    check_distributed_launch(accelerator.num_processes)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     main_proc = accelerator.is_main_process
     say = accelerator.print
@@ -225,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
          {"params": model.head.parameters(), "lr": cfg.lr_head}],
         weight_decay=cfg.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup_steps, schedule_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, schedule_steps, warmup_steps=warmup_steps))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     train_images = train.images.to(device) if device.type == "cuda" else train.images
 

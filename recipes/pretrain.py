@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, check_distributed_launch, convert_batchnorm, epoch_batches,
-    hardware_string, make_generator, peak_memory_mb, process_slice,
+    CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
+    make_accelerator, make_generator, peak_memory_mb, process_slice,
 )
 
 METHODS = ("barlowtwins", "vicreg")
@@ -149,17 +149,6 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses."""
 
 
-def lr_factor(step: int, cfg: PretrainConfig, total_steps: int) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then constant or cosine to 0 at ``total_steps``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def knn_top1(backbone, bank, queries, cfg: PretrainConfig, transform, batch_size: int, channels_last: bool) -> float:
     """kNN top-1 (percent) of ``backbone`` features: bank/queries are ImageSplits with labels."""
     from mvssl_hub.probes import extract_features, knn_accuracy
@@ -179,22 +168,12 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
     from mvssl_hub.data import load_split
     from mvssl_hub.losses import build_loss
     from mvssl_hub.models import build_ssl_model
-    from mvssl_hub.probes import bf16_is_fast
     from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 
     run_dir = Path(cfg.output_dir)
-    use_cpu = (not torch.cuda.is_available()) if cfg.cpu is None else cfg.cpu
-    if cfg.precision == "auto":
-        device_guess = torch.device("cpu" if use_cpu else "cuda")
-        precision = "bf16" if bf16_is_fast(device_guess) else "fp32"
-    else:
-        precision = cfg.precision
     log_with = []
     if cfg.tracker == "tensorboard":
         try:
@@ -205,14 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
             print("tensorboard is not installed: logging to JSONL instead", file=sys.stderr)
     if not log_with:
         log_with.append(JSONLTracker("metrics", run_dir / "logs"))
-    accelerator = Accelerator(
-        cpu=use_cpu,
-        mixed_precision="bf16" if precision == "bf16" else "no",
-        log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
-        step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
-    )
-    check_distributed_launch(accelerator.num_processes)
+    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir, log_with=log_with)
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     main_proc = accelerator.is_main_process
     say = accelerator.print
@@ -250,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     schedule_steps = cfg.epochs * steps_per_epoch
     total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
     say(f"# data: {n_train} training images {tuple(train.images.shape[1:])} from {cfg.data} [{cfg.split}], "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps planned; kNN: "
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps planned"
+        f"{f' or {cfg.time_budget:g} s of training, whichever comes first' if cfg.time_budget else ''}; kNN: "
         f"{'off' if bank is None else f'{len(bank)} bank / {len(queries)} queries'}; loaded in {time.time() - t0:.1f}s")
     preset = get_view_preset(cfg.view_preset)
     view_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -267,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.method, beta, cfg.loss_form, distributed=world > 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, schedule_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, schedule_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     train_model = torch.compile(model) if cfg.compile else model
     bn_buffers = [b for name, b in accelerator.unwrap_model(model).named_buffers() if "running" in name

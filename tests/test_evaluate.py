@@ -92,18 +92,20 @@ def test_evaluate_random_init_uses_the_same_seed(recipe, tmp_path: Path) -> None
     assert json.loads((tmp_path / "res.json").read_text())["seed"] == 5
 
 
-def test_find_checkpoint_resolution(recipe, tmp_path: Path) -> None:
+def test_find_checkpoint_resolution(tmp_path: Path) -> None:
+    from mvssl_hub.checkpoint import find_checkpoint
+
     ckpt = save_pretrained(_backbone(0), tmp_path / "a" / "export", transforms=TRANSFORMS)
-    assert recipe.find_checkpoint(tmp_path / "a") == ckpt
-    assert recipe.find_checkpoint(ckpt) == ckpt
+    assert find_checkpoint(tmp_path / "a") == ckpt
+    assert find_checkpoint(ckpt) == ckpt
     nested = save_pretrained(_backbone(0), tmp_path / "b" / "final" / "best", transforms=TRANSFORMS)
-    assert recipe.find_checkpoint(tmp_path / "b") == nested
+    assert find_checkpoint(tmp_path / "b") == nested
     save_pretrained(_backbone(0), tmp_path / "b" / "other", transforms=TRANSFORMS)
     with pytest.raises(ValueError, match="several checkpoint folders"):
-        recipe.find_checkpoint(tmp_path / "b")
+        find_checkpoint(tmp_path / "b")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
-        recipe.find_checkpoint(tmp_path / "empty")
+        find_checkpoint(tmp_path / "empty")
 
 
 def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path, hub) -> None:

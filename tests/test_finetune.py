@@ -96,8 +96,11 @@ def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, ch
         recipe.main(_args(checkpoint, tmp_path / "x", "--label_smoothing", "1.5"))
 
 
-def test_lr_schedule_warms_up_then_decays_to_zero(recipe) -> None:
-    f = [recipe.lr_factor(s, 4, 20) for s in range(20)]
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    from mvssl_hub.training import lr_factor
+
+    f = [lr_factor(s, 20, warmup_steps=4) for s in range(20)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(f[3:], f[4:], strict=False)) and f[-1] < 0.02
-    assert recipe.lr_factor(20, 4, 20) == 0.0
+    assert lr_factor(20, 20, warmup_steps=4) == 0.0
+    assert [lr_factor(s, 20, warmup_steps=2, schedule="constant") for s in (0, 1, 2, 19)] == [0.5, 1.0, 1.0, 1.0]
