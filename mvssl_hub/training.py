@@ -273,6 +273,40 @@ class CheckpointManager:
         accelerator.load_state(str(folder))
         return json.loads((folder / STATE_FILE).read_text())
 
+    def start_or_resume(self, accelerator: Any, config: Mapping[str, Any], *, resume: bool, overwrite: bool,
+                        resumable: set[str], log_dir: Path) -> tuple[dict[str, Any], Path | None]:
+        """Begin a run: resume from the newest complete checkpoint, or start clean.
+
+        resume: restore the newest complete checkpoint (incomplete ones are deleted first); every config key
+        outside ``resumable`` must equal the saved one. Without resume, existing checkpoints are refused
+        unless ``overwrite``, which deletes them and ``log_dir``. Returns (saved training state or {}, folder or None).
+        """
+        from .config import ConfigError
+
+        if resume:
+            if accelerator.is_main_process:
+                self.clean_incomplete()
+            accelerator.wait_for_everyone()
+            latest = self.latest()
+            if latest is None:
+                return {}, None
+            saved = json.loads((latest / "config.json").read_text())
+            changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable and saved.get(k) != v}
+            if changed:
+                raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
+                                  f"(saved, now): {changed}")
+            return self.load(accelerator, latest), latest
+        if self.root.exists() and any(self.root.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"{self.root} already holds checkpoints; pass --resume to continue, --overwrite "
+                                  "to start again, or choose another --output_dir")
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                shutil.rmtree(self.root)
+                shutil.rmtree(log_dir, ignore_errors=True)
+            accelerator.wait_for_everyone()
+        return {}, None
+
 
 # --------------------------------------------------------------------------------------------------- tracking
 

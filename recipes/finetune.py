@@ -204,34 +204,13 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- resume
     ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
-    if cfg.resume:
-        if main_proc:
-            for p in ckpts.clean_incomplete():
-                say(f"# removed incomplete checkpoint {p}")
-        accelerator.wait_for_everyone()
-        latest = ckpts.latest()
-        if latest is None:
-            say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
-        else:
-            saved_cfg = json.loads((latest / "config.json").read_text())
-            changed = {k: (saved_cfg.get(k), v) for k, v in config_dict.items()
-                       if k not in RESUMABLE_CHANGES and saved_cfg.get(k) != v}
-            if changed:
-                raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
-                                  f"(saved, now): {changed}")
-            state.update(CheckpointManager.load(accelerator, latest))
-            say(f"# resumed from {latest} at step {state['global_step']}")
-    elif ckpts.root.exists() and any(ckpts.root.iterdir()):
-        if not cfg.overwrite:
-            raise ConfigError(f"{ckpts.root} already holds checkpoints; pass --resume to continue, --overwrite "
-                              "to start again, or choose another --output_dir")
-        accelerator.wait_for_everyone()
-        if main_proc:
-            import shutil
-
-            shutil.rmtree(ckpts.root)
-            shutil.rmtree(run_dir / "logs", ignore_errors=True)
-        accelerator.wait_for_everyone()
+    saved, latest = ckpts.start_or_resume(accelerator, config_dict, resume=cfg.resume, overwrite=cfg.overwrite,
+                                          resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs")
+    state.update(saved)
+    if latest is not None:
+        say(f"# resumed from {latest} at step {state['global_step']}")
+    elif cfg.resume:
+        say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
     accelerator.init_trackers("finetune", config=config_dict)
 
     def save() -> Path:

@@ -259,37 +259,14 @@ def main(argv: list[str] | None = None) -> dict:
     ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
              "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
-    if cfg.resume:
-        if main_proc:
-            for p in ckpts.clean_incomplete():
-                say(f"# removed incomplete checkpoint {p}")
-        accelerator.wait_for_everyone()
-        latest = ckpts.latest()
-        if latest is None:
-            say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
-        else:
-            import json
-
-            saved_cfg = json.loads((latest / "config.json").read_text())
-            changed = {k: (saved_cfg.get(k), v) for k, v in config_to_dict(cfg).items()
-                       if k not in RESUMABLE_CHANGES and saved_cfg.get(k) != v}
-            if changed:
-                raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
-                                  f"(saved, now): {changed}")
-            state.update(CheckpointManager.load(accelerator, latest))
-            say(f"# resumed from {latest} at step {state['global_step']} (epoch {state['epoch']}, "
-                f"step {state['step_in_epoch']} of {steps_per_epoch})")
-    elif ckpts.root.exists() and any(ckpts.root.iterdir()):
-        if not cfg.overwrite:
-            raise ConfigError(f"{ckpts.root} already holds checkpoints; pass --resume to continue, --overwrite "
-                              f"to start again, or choose another --output_dir")
-        accelerator.wait_for_everyone()
-        if main_proc:
-            import shutil
-
-            shutil.rmtree(ckpts.root)
-            shutil.rmtree(run_dir / "logs", ignore_errors=True)
-        accelerator.wait_for_everyone()
+    saved, latest = ckpts.start_or_resume(accelerator, config_to_dict(cfg), resume=cfg.resume,
+                                          overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs")
+    state.update(saved)
+    if latest is not None:
+        say(f"# resumed from {latest} at step {state['global_step']} (epoch {state['epoch']}, "
+            f"step {state['step_in_epoch']} of {steps_per_epoch})")
+    elif cfg.resume:
+        say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
 
     accelerator.init_trackers("pretrain", config={k: v for k, v in config_dict.items()})
     if state["global_step"] == 0 and cfg.knn_random_init and bank is not None:
