@@ -203,9 +203,9 @@ def _pairs(m: int) -> list[tuple[int, int]]:
 
 def _standardise(z: Tensor, eps: float) -> Tensor:
     """Per view, per feature: (z - batch mean) / sqrt(biased batch var + eps). (M, N, d) -> same."""
-    var, mean = torch.var_mean(z, dim=1, unbiased=False, keepdim=True)
-    scale = torch.rsqrt(var + eps)
-    return torch.addcmul(-mean * scale, z, scale)           # one fused pass: z * scale - mean * scale
+    centred = z - z.mean(dim=1, keepdim=True)
+    var = centred.pow(2).mean(dim=1, keepdim=True)  # two plain passes: var_mean over the middle dim is ~3x slower on CPU
+    return centred * torch.rsqrt(var + eps)
 
 
 def _bt_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -219,7 +219,7 @@ def _bt_mean(zs: Tensor) -> tuple[Tensor, Tensor]:
     """Mean-form terms of standardised (M, N, d) views; one d x d matmul."""
     m, n, _ = zs.shape
     zbar = zs.mean(dim=0)                                   # (N, d)
-    c = torch.einsum("mnd,nd->md", zs, zbar) / n            # (M, d): c_vk, no d x d matrix
+    c = (zs * zbar).sum(dim=1) / n                          # (M, d): c_vk, no d x d matrix (einsum lowers to d tiny bmm copies)
     inv = (1.0 - c).pow(2).sum() / m
     a = zbar.T @ zbar / n                                   # (d, d)
     return inv, _offdiag_sq_sum(a)
