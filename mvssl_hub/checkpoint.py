@@ -262,7 +262,7 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},
-    "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int,), "mean": (list,), "std": (list,)},
+    "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int, type(None)), "mean": (list,), "std": (list,)},
     "training": {"hardware": (str,), "wall_clock_s": (int, float), "images_per_s": (int, float),
                  "steps": (int,), "epochs": (int, float)},
 }
@@ -319,7 +319,9 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
         for key, t in types.items():
             sub = cfg.get(section) or {}
             if key in sub and (not isinstance(sub[key], t) or isinstance(sub[key], bool)):
-                raise CheckpointError(f"{source}: field {section}.{key} = {sub[key]!r} has type {type(sub[key]).__name__}")
+                expected = " or ".join("null" if x is type(None) else x.__name__ for x in t)
+                raise CheckpointError(f"{source}: field {section}.{key} = {sub[key]!r} has type "
+                                      f"{type(sub[key]).__name__}, expected {expected}")
     cfg["metrics"] = [normalize_metric(m, f"{source}: metrics[{i}]") for i, m in enumerate(cfg["metrics"])]
     for name, info in cfg["files"].items():
         if name not in (MODEL_FILE, PROJECTOR_FILE):

@@ -369,3 +369,17 @@ def test_save_rejects_bad_metadata(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="include_projector=True needs an SSLModel"):
         save_pretrained(tiny_model.backbone, tmp_path / "y", include_projector=True)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_transforms_from_a_view_preset_round_trip_and_bad_nested_types(tmp_path: Path) -> None:
+    from mvssl_hub.views import get_view_preset
+
+    preset = get_view_preset("cifar10")
+    transforms = {"preset": "cifar10", "eval_size": preset.eval_size, "eval_resize": preset.eval_resize,
+                  "mean": list(preset.mean), "std": list(preset.std)}
+    assert transforms["eval_resize"] is None  # CIFAR is evaluated at its own size: no resize
+    folder = save_pretrained(build_backbone("resnet18", width=8), tmp_path / "ok", transforms=transforms)
+    assert load_config(folder)["transforms"]["eval_resize"] is None
+    with pytest.raises(CheckpointError, match=r"transforms.eval_size = '32' has type str, expected int"):
+        save_pretrained(build_backbone("resnet18", width=8), tmp_path / "bad", transforms={**transforms, "eval_size": "32"})
+    assert not (tmp_path / "bad").exists()
