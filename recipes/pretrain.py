@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -193,7 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
     per_proc = cfg.batch_size // world
     beta = cfg.resolved_beta()
     config_dict = {**config_to_dict(cfg), "resolved_beta": beta, "precision_used": precision,
-                   "num_processes": world, "per_process_batch": per_proc, "global_batch": cfg.batch_size}
+                   "num_processes": world, "per_process_batch": per_proc, "global_batch": cfg.batch_size,
+                   # what was typed, for the model card; every resolved key is stored beside it
+                   "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py",
+                                          *(sys.argv[1:] if argv is None else argv)])}
     say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
         f"# beta used: {beta:g}; precision: {precision}; processes: {world}; device: {device}; "
         f"global batch {cfg.batch_size} = {world} x {per_proc} per process; threads/process: {torch.get_num_threads()}")

@@ -94,6 +94,10 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
     (knn,) = cfg["metrics"]
     assert knn["task"] == "knn" and 0 <= knn["value"] <= 100 and knn["random_init"] is not None
     assert cfg["training"]["steps"] == 3 and cfg["training"]["images_per_s"] > 0
+    # the card shows the command as typed
+    assert cfg["train_config"]["command"].startswith("accelerate launch recipes/pretrain.py ")
+    assert "--max_steps 3 --save_every 2" in cfg["train_config"]["command"]
+    assert cfg["train_config"]["command"] in (out / "export" / "README.md").read_text()
     assert (out / "export" / "projector.safetensors").is_file()
     # the tracker wrote one JSON line per logged step
     lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
