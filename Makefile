@@ -19,8 +19,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/loss_scaling.py
+	$(PY) benchmarks/augment_speed.py
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/probes.py
+	$(PY) benchmarks/views_at_equal_time.py
 
 clean:
 	rm -rf $(VENV) runs
