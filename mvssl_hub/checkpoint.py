@@ -69,8 +69,10 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def refuse_pickle(path: Path) -> None:
     """Raise CheckpointError if ``path`` is a pickle / torch.save archive, judged by name and magic bytes only.
 
-    Nothing is unpickled: the first 4 bytes are read and compared with the zip (torch.save) and pickle
-    protocol-2+ signatures.
+    Nothing is unpickled. A file that is plausibly safetensors (its 8-byte little-endian header length
+    fits the file and byte 8 is ``{``) is accepted here, since a header length such as 640 or 1152
+    starts with the same bytes as a pickle; otherwise the first bytes are compared with the zip
+    (torch.save) and pickle protocol-2+ signatures.
     """
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise CheckpointError(
@@ -80,7 +82,13 @@ def refuse_pickle(path: Path) -> None:
         )
     if path.is_file():
         with open(path, "rb") as f:
-            magic = f.read(4)
+            head = f.read(9)
+        size = path.stat().st_size
+        if len(head) == 9 and head[8:9] == b"{":
+            (n,) = struct.unpack("<Q", head[:8])
+            if 2 <= n <= min(_MAX_HEADER_BYTES, size - 8):
+                return  # plausibly safetensors; read_safetensors_header checks the rest
+        magic = head[:4]
         if magic.startswith(b"PK\x03\x04") or (len(magic) >= 2 and magic[0] == 0x80 and 2 <= magic[1] <= 5):
             kind = "a zip archive (torch.save format)" if magic.startswith(b"PK") else "a pickle stream"
             raise CheckpointError(

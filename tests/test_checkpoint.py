@@ -357,6 +357,27 @@ def test_pickle_files_refused_unread(tiny_ckpt, tmp_path, no_unpickling):
         from_pretrained(tiny_ckpt)
 
 
+def test_projector_512_round_trip_not_mistaken_for_pickle(tmp_path):
+    # a 512-512-512 projector's safetensors header is 640 bytes: the file starts b"\x80\x02", like a pickle
+    model = mvssl_hub.build_ssl_model("resnet18", proj_dim=512)
+    d = save_pretrained(model, tmp_path / "p512", include_projector=True)
+    assert (d / "projector.safetensors").read_bytes()[:2] == b"\x80\x02"
+    loaded = from_pretrained(d, with_projector=True)
+    assert same_state(loaded.projector, model.projector)
+
+
+@pytest.mark.parametrize("header_len", [640, 896, 1152, 1408])
+def test_safetensors_with_pickle_like_header_length_accepted(tmp_path, header_len, no_unpickling):
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (header_len - len(header))
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", header_len) + header + struct.pack("<2f", 1.0, 2.0))
+    assert path.read_bytes()[0] == 0x80 and 2 <= path.read_bytes()[1] <= 5
+    ckpt_mod.refuse_pickle(path)  # does not raise
+    assert list(ckpt_mod.read_safetensors_header(path)) == ["w"]
+    assert load_file(str(path))["w"].tolist() == [1.0, 2.0]
+
+
 def test_nonexistent_source(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
         from_pretrained(str(tmp_path / "nope" / "deeper"))
