@@ -25,12 +25,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # `python recipes/evaluate.py` from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint
 from mvssl_hub.probes import bf16_is_fast, extract_features, extract_multiview_features, knn_accuracy, linear_probe
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
+
 
 def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:
     """(backbone in eval mode, local checkpoint folder or None for a Hub repo)."""

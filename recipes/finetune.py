@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
     CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
-    make_accelerator, make_generator, process_slice,
+    make_accelerator, make_generator, place_images, process_slice,
 )
 from mvssl_hub.checkpoint import find_checkpoint  # noqa: E402
 
@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data, decoded once
     t0 = time.time()
-    train = load_split(cfg.data, cfg.train_split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
-                       revision=cfg.revision, limit=cfg.limit)
-    test = load_split(cfg.data, cfg.test_split, size=cfg.image_size, revision=cfg.revision, limit=cfg.eval_limit)
+    with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
+        train = load_split(cfg.data, cfg.train_split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
+                           revision=cfg.revision, limit=cfg.limit)
+        test = load_split(cfg.data, cfg.test_split, size=cfg.image_size, revision=cfg.revision, limit=cfg.eval_limit)
     if train.labels is None or test.labels is None:
         raise ValueError(f"{cfg.data}: fine-tuning needs labels in splits {cfg.train_split!r} and {cfg.test_split!r}")
     num_classes = max(int(train.labels.max()), int(test.labels.max()), (train.num_classes or 0) - 1) + 1
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, schedule_steps, warmup_steps=warmup_steps))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    train_images = train.images.to(device) if device.type == "cuda" else train.images
+    train_images = place_images(train.images, device)
 
     def evaluate() -> dict[str, float]:
         # Sharded over the processes and gathered (mvssl_hub.probes), eval mode, same precision choice.
@@ -318,4 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
     CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
-    make_accelerator, make_generator, peak_memory_mb, process_slice,
+    make_accelerator, make_generator, place_images, peak_memory_mb, process_slice,
 )
 
 METHODS = ("barlowtwins", "vicreg")
@@ -94,6 +94,7 @@ class PretrainConfig:
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
     export: bool = True
+    recipe_version: str = "v1"  # the Hub tag recipes/publish.py gives this run's checkpoint
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, what: str) -> None:
@@ -141,7 +142,8 @@ class PretrainConfig:
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {
-    "resume", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every", "progress", "export",
+    "resume", "recipe_version", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every",
+    "progress", "export",
     "knn_every", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps", "overwrite",
 }
 
@@ -159,7 +161,7 @@ def knn_top1(backbone, bank, queries, cfg: PretrainConfig, transform, batch_size
     test_f = extract_features(backbone, queries.images, transform, **kw)
     k = min(cfg.knn_k, len(bank))
     acc = knn_accuracy(train_f, bank.labels, test_f, queries.labels, k=k, temperature=cfg.knn_temperature,
-                       num_classes=bank.num_classes)
+                       num_classes=bank.num_classes, device=next(backbone.parameters()).device)
     return float(acc["top1"])
 
 
@@ -206,18 +208,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data: decoded once into a uint8 tensor; views are made on the device per step
     t0 = time.time()
-    train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
-                       revision=cfg.revision, limit=cfg.limit)
-    eval_source = cfg.eval_data or cfg.data
-    bank = queries = None
-    if cfg.eval_split:
-        bank = load_split(eval_source, cfg.eval_train_split, size=cfg.image_size, revision=cfg.revision,
-                          limit=cfg.eval_limit)
-        queries = load_split(eval_source, cfg.eval_split, size=cfg.image_size, revision=cfg.revision,
-                             limit=cfg.eval_limit)
-        if bank.labels is None or queries.labels is None:
-            say(f"# kNN monitor off: {eval_source} has no labels")
-            bank = queries = None
+    with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
+        train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
+                           revision=cfg.revision, limit=cfg.limit)
+        eval_source = cfg.eval_data or cfg.data
+        bank = queries = None
+        if cfg.eval_split:
+            bank = load_split(eval_source, cfg.eval_train_split, size=cfg.image_size, revision=cfg.revision,
+                              limit=cfg.eval_limit)
+            queries = load_split(eval_source, cfg.eval_split, size=cfg.image_size, revision=cfg.revision,
+                                 limit=cfg.eval_limit)
+    if bank is not None and (bank.labels is None or queries.labels is None):
+        say(f"# kNN monitor off: {eval_source} has no labels")
+        bank = queries = None
     n_train = len(train)
     if n_train < cfg.batch_size:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} exceeds the {n_train} training images "
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_model = torch.compile(model) if cfg.compile else model
     bn_buffers = [b for name, b in accelerator.unwrap_model(model).named_buffers() if "running" in name
                   or "num_batches" in name]
-    train_images = train.images.to(device) if device.type == "cuda" else train.images
+    train_images = place_images(train.images, device)
 
     def backbone():
         return accelerator.unwrap_model(model).backbone

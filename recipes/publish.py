@@ -14,6 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python recipes/publish.py` from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.checkpoint import find_checkpoint, load_config
 from mvssl_hub.hub import push_to_hub

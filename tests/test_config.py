@@ -140,3 +140,27 @@ def test_dump_yaml_round_trips(tmp_path: Path) -> None:
     f = tmp_path / "resolved.yaml"
     f.write_text(dump_yaml(cfg))
     assert parse_config(PretrainConfig, ["--config", str(f)]) == cfg
+
+
+# What method.md (Agrawal et al., NeurIPS 2024) sets for each preset: backbone, views, projector width,
+# beta, global batch (unique images) and the Adam 1e-3 / wd 1e-6 / 100-epoch constant schedule.
+PAPER_SETTINGS = {
+    # name: (arch, view preset, views, d, beta, batch)
+    "cifar10_bt_d256_m4": ("resnet50", "cifar10", 4, 256, 0.01, 128),       # beta retuned 0.02 -> 0.01 at 4 views
+    "cifar10_bt_d8192_m2": ("resnet50", "cifar10", 2, 8192, 0.0051, 512),   # classic Barlow Twins
+    "cifar10_vicreg_d256_m4": ("resnet50", "cifar10", 4, 256, 1 / 25, 128),  # tuned lambda = 25 at d = 256
+    "cifar10_vicreg_d8192_m2": ("resnet50", "cifar10", 2, 8192, 1 / 25, 512),  # classic VICReg 25/25/1
+    "stl10_bt_d256_m4": ("resnet50", "stl10", 4, 256, 0.01, 100),
+    "stl10_bt_d8192_m2": ("resnet50", "stl10", 2, 8192, 0.0051, 400),
+    "imagenet100_bt_d256_m4": ("resnet18", "imagenet100", 4, 256, 0.02, 256),   # beta*d ~ 5-14 on ImageNet-100
+    "imagenet100_bt_d8192_m2": ("resnet18", "imagenet100", 2, 8192, 0.0051, 512),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SETTINGS))
+def test_presets_match_the_papers_settings(name: str) -> None:
+    cfg = parse_config(PretrainConfig, ["--config", str(CONFIGS / f"{name}.yaml")])
+    arch, preset, views, d, beta, batch = PAPER_SETTINGS[name]
+    assert (cfg.arch, cfg.view_preset, cfg.num_views, cfg.proj_dim, cfg.batch_size) == (arch, preset, views, d, batch)
+    assert cfg.resolved_beta() == pytest.approx(beta)
+    assert (cfg.lr, cfg.weight_decay, cfg.epochs, cfg.schedule, cfg.small_images) == (1e-3, 1e-6, 100, "constant", True)
