@@ -140,7 +140,7 @@ def hub_download(
 
 
 def fetch_verified(
-    repo_id: str, filename: str, commit: str, sha256: str, *, cache_dir: str | os.PathLike[str] | None,
+    repo_id: str, filename: str, commit: str | None, sha256: str, *, cache_dir: str | os.PathLike[str] | None,
     endpoint: str | None, local_files_only: bool,
 ) -> Path:
     """Download (or take from the cache) one file and check its sha256 before it is used.
@@ -202,7 +202,7 @@ def resolve_hub_checkpoint(
     otherwise the weights are checked against the sha256 recorded in config.json.
     """
     offline = _offline(local_files_only)
-    if config_sha256 is not None and revision is not None:
+    if config_sha256 is not None:  # pinned whenever given, whatever the revision
         cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, cache_dir=cache_dir,
                                   endpoint=endpoint, local_files_only=offline)
     else:
@@ -294,7 +294,7 @@ def push_to_hub(
     with the repo id in its load snippets. An existing ``revision_tag`` is never moved: ValueError.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     if not _REPO_ID.match(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
@@ -306,8 +306,10 @@ def push_to_hub(
     if revision_tag is not None:
         try:
             existing = {t.name for t in api.list_repo_refs(repo_id).tags}
-        except HfHubHTTPError:
-            existing = set()  # the repo does not exist yet
+        except GatedRepoError:
+            raise  # exists, but this token may not read it: not "missing"
+        except RepositoryNotFoundError:
+            existing = set()  # the repo does not exist yet; 401/403/5xx and other errors propagate
         if revision_tag in existing:
             raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
     api.create_repo(repo_id, private=private, exist_ok=True)

@@ -193,6 +193,7 @@ def resolve_weights(builder: str, weights: Any) -> Weights:
     if isinstance(weights, WeightsEnum):
         w = weights.value
     elif isinstance(weights, Weights):
+        validate_entry(weights)  # a hand-made entry gets the same schema checks as a registered one
         w = weights
     elif isinstance(weights, str):
         if len(enum) == 0:

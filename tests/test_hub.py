@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
 
 import mvssl_hub.weights
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.errors import IntegrityError
-from mvssl_hub.hub import CheckpointNotFoundError, from_pretrained, load_config, push_to_hub, save_pretrained
+from mvssl_hub.hub import (
+    CheckpointNotFoundError, from_pretrained, load_config, push_to_hub, resolve_hub_checkpoint, save_pretrained,
+)
 from mvssl_hub.models import SSLModel
 
 from conftest import TINY_SAVE_KWARGS, same_state
@@ -77,6 +81,34 @@ def test_existing_tag_is_not_moved(pushed, hub):
     with pytest.raises(ValueError, match="tag 'v1' already exists"):
         push_to_hub(folder, repo, revision_tag="v1")
     assert len(hub.state.repos[("model", repo)].commits) == n_commits
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_push_does_not_mistake_auth_or_server_errors_for_a_new_repo(tiny_ckpt, hub, monkeypatch, status):
+    import hub_server
+
+    route = hub_server._Handler._route
+
+    def failing_refs(self, method, path, query, body):
+        if path.endswith("/refs"):
+            return self._error(status, None, f"injected {status}")
+        return route(self, method, path, query, body)
+
+    monkeypatch.setattr(hub_server._Handler, "_route", failing_refs)
+    with pytest.raises(HfHubHTTPError, match=str(status)) as info:
+        push_to_hub(tiny_ckpt, "org/refs-fail", revision_tag="v1")
+    assert not isinstance(info.value, RepositoryNotFoundError)
+    assert ("model", "org/refs-fail") not in hub.state.repos  # nothing was created or committed
+
+
+def test_pinned_config_hash_checked_without_revision(pushed):
+    _, _, repo, _ = pushed
+    common = dict(with_projector=False, cache_dir=None, endpoint=None, local_files_only=False)
+    with pytest.raises(IntegrityError, match=r"config\.json downloaded from .* expected 1111"):
+        resolve_hub_checkpoint(repo, None, config_sha256="1" * 64, **common)
+    good = hashlib.sha256(Path(hf_hub_download(repo, "config.json")).read_bytes()).hexdigest()
+    cfg, paths, _ = resolve_hub_checkpoint(repo, None, config_sha256=good, **common)
+    assert sorted(paths) == ["model.safetensors"]
 
 
 def test_private_push_and_explicit_endpoint(tiny_ckpt, hub, monkeypatch):

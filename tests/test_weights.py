@@ -133,6 +133,16 @@ def test_pinned_hashes_are_enforced(published):
         mvssl_hub.get_model("barlowtwins_resnet18", weights=bad_config)
 
 
+def test_hand_made_weights_entry_is_validated(published):
+    w = published[0].DEFAULT.value
+    unpinned = Weights(**{**w.__dict__, "revision": "main"})
+    with pytest.raises(ValueError, match="revision 'main' must be a full 40-hex commit sha"):
+        mvssl_hub.get_model("barlowtwins_resnet18", weights=unpinned)
+    short_hash = Weights(**{**w.__dict__, "sha256": {**w.sha256, "model.safetensors": "abc"}})
+    with pytest.raises(ValueError, match=r"sha256\['model.safetensors'\] = 'abc' must be a 64-hex digest"):
+        mvssl_hub.get_model("barlowtwins_resnet18", weights=short_hash)
+
+
 def test_cached_published_file_corrupted_is_redownloaded(published):
     enum, model, repo, commit = published
     mvssl_hub.get_model("barlowtwins_resnet18", weights="DEFAULT")
