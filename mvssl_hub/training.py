@@ -28,10 +28,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .checkpoint import sha256_file
+
 __all__ = [
     "CheckpointManager", "GlobalBatchNorm", "JSONLTracker", "LaunchError", "check_distributed_launch",
-    "convert_batchnorm", "derive_seed", "epoch_batches", "hardware_string", "make_generator", "peak_memory_mb",
-    "process_slice",
+    "convert_batchnorm", "derive_seed", "epoch_batches", "hardware_string", "lr_factor", "make_accelerator",
+    "make_generator", "peak_memory_mb", "place_images", "process_slice",
 ]
 
 MARKER_FILE = "COMPLETE.json"
@@ -143,14 +145,6 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, obj: Any) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=False)
@@ -206,7 +200,7 @@ class CheckpointManager:
             info = json.loads(marker.read_text())
             files = info["files"]
             return bool(files) and all(
-                (folder / rel).is_file() and _sha256(folder / rel) == digest for rel, digest in files.items()
+                (folder / rel).is_file() and sha256_file(folder / rel) == digest for rel, digest in files.items()
             )
         except (OSError, ValueError, KeyError, TypeError):
             return False
@@ -250,7 +244,7 @@ class CheckpointManager:
             _write_json(tmp / STATE_FILE, dict(state))
             _write_json(tmp / CONFIG_FILE, dict(config))
             files = {
-                str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+                str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
             }
             _write_json(tmp / MARKER_FILE, {"step": step, "files": files})
             _fsync_dir(tmp)
@@ -258,7 +252,11 @@ class CheckpointManager:
                 shutil.rmtree(final)
             os.rename(tmp, final)
             _fsync_dir(self.root)
-            for old in self.complete_checkpoints()[: -self.keep]:
+            # Prune by marker and step, without re-hashing every kept checkpoint on every save: the one just
+            # written was hashed above, and latest() verifies hashes when a run resumes.
+            marked = sorted((s, p) for p in self.root.iterdir()
+                            if (s := self._step_of(p)) is not None and (p / MARKER_FILE).is_file())
+            for _, old in marked[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
         return final

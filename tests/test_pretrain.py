@@ -216,3 +216,9 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeyp
     calls["n"] = 0
     with pytest.raises(recipe.NonFiniteLossError, match=r"3 consecutive non-finite losses.*step-00000002"):
         recipe.main(tiny(tmp_path / "many", "--max_steps", "8", "--save_every", "2", "--max_nan_steps", "3"))
+
+
+def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    recipe.main(tiny(out, "--max_steps", "4", "--save_every", "1", "--keep_checkpoints", "2", "--export", "false"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
