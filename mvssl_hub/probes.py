@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -132,16 +133,31 @@ def _check_batch_size(batch_size: int, where: str) -> None:
         raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
 
 
+def _is_channels_last(module: nn.Module) -> bool | None:
+    """Whether the module's 4-D tensors are channels_last; None if no 4-D tensor tells the formats apart."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.dim() == 4:
+            plain, cl = t.is_contiguous(), t.is_contiguous(memory_format=torch.channels_last)
+            if plain != cl:
+                return cl
+    return None
+
+
 class _Runner:
-    """Runs a backbone on ready inputs: eval mode, device, channels_last, optional bf16 autocast."""
+    """Runs a backbone on ready inputs: eval mode, device, channels_last, optional bf16 autocast.
+
+    ``restore()`` puts back the backbone's training flag, device and memory format.
+    """
 
     def __init__(self, backbone: nn.Module, device: torch.device | str | None, bf16: bool | None,
                  channels_last: bool) -> None:
-        self.device = torch.device(device) if device is not None else _module_device(backbone)
+        self.orig_device = _module_device(backbone)
+        self.device = torch.device(device) if device is not None else self.orig_device
         self.bf16 = bf16_is_fast(self.device) if bf16 is None else bool(bf16)
         self.channels_last = channels_last
         self.backbone = backbone
         self.was_training = backbone.training
+        self.was_channels_last = _is_channels_last(backbone)
         backbone.eval()
         backbone.to(self.device)
         if channels_last:
@@ -159,7 +175,12 @@ class _Runner:
         return out.float()
 
     def restore(self) -> None:
+        """Training flag, device and (if changed) memory format back to what they were before."""
         self.backbone.train(self.was_training)
+        if self.device != self.orig_device:
+            self.backbone.to(self.orig_device)
+        if self.channels_last and self.was_channels_last is False:
+            self.backbone.to(memory_format=torch.contiguous_format)
 
 
 def _gather_rows(local: torch.Tensor, n_total: int, per_rank: int, device: torch.device) -> torch.Tensor:
@@ -448,6 +469,31 @@ def _init_linear(head: nn.Linear, generator: torch.Generator) -> None:
         head.bias.copy_(b)
 
 
+_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _cpu_threads(cpu_threads: int | None) -> Iterator[None]:
+    """Run the block with ``cpu_threads`` torch threads, restoring the count after; no-op if unchanged.
+
+    torch's thread count is process-wide, so a change (and its restore) holds a module-level lock: two
+    probes in different threads never undo each other's setting.
+    """
+    if cpu_threads is None:
+        yield
+        return
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        if cpu_threads != before:
+            torch.set_num_threads(cpu_threads)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(before)
+            return
+    yield  # already the requested count: nothing to set, nothing to restore
+
+
 def linear_probe(
     train_f: torch.Tensor,
     train_l: torch.Tensor,
@@ -528,26 +574,24 @@ def linear_probe(
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     losses: list[float] = []
     bar = _progress(epochs, "linear probe", progress)
-    threads_before = torch.get_num_threads()
-    if dev.type == "cpu" and cpu_threads is not None:
-        torch.set_num_threads(cpu_threads)
-    try:
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=gen).to(dev)
-            total = torch.zeros((), device=dev)
-            for start in range(0, n, bs):
-                idx = order[start : start + bs]
-                loss = F.cross_entropy(head(x_train[idx]), y_train[idx], label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach() * idx.numel()
-            losses.append(total.item() / n)
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    finally:
-        bar.close()
-        torch.set_num_threads(threads_before)
+    threads = _cpu_threads(cpu_threads) if dev.type == "cpu" else nullcontext()
+    with threads:
+        try:
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=gen).to(dev)
+                total = torch.zeros((), device=dev)
+                for start in range(0, n, bs):
+                    idx = order[start : start + bs]
+                    loss = F.cross_entropy(head(x_train[idx]), y_train[idx], label_smoothing=label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach() * idx.numel()
+                losses.append(total.item() / n)
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        finally:
+            bar.close()
     with torch.no_grad():
         test_acc = topk_accuracy(head(x_test).float().cpu(), test_l)
         train_acc = topk_accuracy(head(x_train).float().cpu(), y_train.cpu())

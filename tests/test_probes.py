@@ -224,6 +224,21 @@ def test_linear_probe_restores_threads_and_validates() -> None:
         linear_probe(f, y, f, y, epochs=1, label_smoothing=1.0)
 
 
+def test_linear_probe_sets_threads_only_when_changed(monkeypatch) -> None:
+    from mvssl_hub import probes
+
+    calls: list[tuple[int, bool]] = []  # (value, lock held) of every set_num_threads call
+    monkeypatch.setattr(torch, "set_num_threads", lambda k: calls.append((k, probes._THREADS_LOCK.locked())))
+    f, y = torch.randn(8, 3), torch.arange(8) % 2
+    current = torch.get_num_threads()
+    linear_probe(f, y, f, y, epochs=1, cpu_threads=current)
+    linear_probe(f, y, f, y, epochs=1, cpu_threads=None)
+    assert calls == []  # same count or none asked: the process-wide setting is not touched
+    linear_probe(f, y, f, y, epochs=1, cpu_threads=current + 1)
+    assert calls == [(current + 1, True), (current, True)]  # set then restored, both under the lock
+    assert not probes._THREADS_LOCK.locked()
+
+
 # -------------------------------------------------------------------------------------- feature extraction
 
 
@@ -242,6 +257,37 @@ def test_extract_features_equals_direct_forward_and_restores_mode() -> None:
     # batch size and memory format do not change the result (eval mode: no batch statistics)
     other = extract_features(bb, images, transform, batch_size=64, bf16=False, channels_last=False)
     torch.testing.assert_close(other, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_extraction_restores_device_and_memory_format() -> None:
+    from mvssl_hub.probes import _Runner
+
+    bb = _tiny_backbone()
+    images = _images(4)
+    transform = EvalTransform(CIFAR)
+    assert bb.conv1.weight.is_contiguous() and not bb.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    runner = _Runner(bb, "cpu", False, True)
+    assert runner.orig_device == torch.device("cpu") and runner.was_channels_last is False
+    assert bb.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # converted for the run
+    runner.restore()
+    assert bb.conv1.weight.is_contiguous()
+
+    def same_view(batch: torch.Tensor, m: int, generator: torch.Generator | None) -> torch.Tensor:
+        return transform(batch).unsqueeze(0).expand(m, -1, -1, -1, -1)
+
+    for extract in (
+        lambda: extract_features(bb, images, transform, batch_size=4, device="cpu", bf16=False, channels_last=True),
+        lambda: extract_multiview_features(bb, images, same_view, transform, num_views=2, batch_size=4,
+                                           device="cpu", bf16=False, channels_last=True),
+    ):
+        feats = extract()
+        assert feats.shape == (4, bb.feature_dim)
+        assert next(bb.parameters()).device == torch.device("cpu")
+        assert bb.conv1.weight.is_contiguous(), "channels_last conversion not undone"
+    # a model that was channels_last already stays so
+    bb.to(memory_format=torch.channels_last)
+    extract_features(bb, images, transform, batch_size=4, device="cpu", bf16=False, channels_last=True)
+    assert bb.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_extract_features_bf16_is_close_to_fp32() -> None:
