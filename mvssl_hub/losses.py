@@ -456,15 +456,17 @@ def build_loss(method: str, beta: float, form: str = "auto", distributed: bool =
 _VICREG_LAMBDA: tuple[tuple[int, float], ...] = (
     (64, 20.0), (256, 25.0), (1024, 25.0), (2048, 75.0), (4096, 200.0), (8192, 800.0))
 _BT_BETA_TIMES_D = 5.12
+_BT_BETA_MAX = 0.04  # method.md: tuned beta is 0.04 at both d = 64 and d = 128
 
 
 def recommended_beta(method: str, proj_dim: int, num_views: int = 2) -> float:
     """A starting value of beta for a projector of output width ``proj_dim`` (then tune it).
 
     Source: docs/method.md, tables read from the run scripts of Agrawal et al. (NeurIPS 2024).
-    - Barlow Twins: beta = 5.12 / d, which reproduces the tuned 0.04 / 0.02 / 0.01 at d = 128 / 256 / 512
-      (the authors' tuned values at d >= 1024 are lower than this rule). For num_views >= 4 the value
-      is halved: the authors retuned 0.02 -> 0.01 at d = 256 for 4 and 8 views.
+    - Barlow Twins: beta = min(5.12 / d, 0.04), which reproduces the tuned 0.04 / 0.04 / 0.02 / 0.01 at
+      d = 64 / 128 / 256 / 512 (the cap keeps d <= 128 at the tuned 0.04; the authors' tuned values at
+      d >= 1024 are lower than this rule). For num_views >= 4 the value is then halved: the authors
+      retuned 0.02 -> 0.01 at d = 256 for 4 and 8 views.
     - VICReg: beta = 1 / lambda, lambda interpolated linearly in log2(d) between the tuned table
       (d: lambda = 64: 20, 256: 25, 1024: 25, 2048: 75, 4096: 200, 8192: 800), clamped at its ends;
       num_views does not change it (no multi-view VICReg tuning is reported).
@@ -475,7 +477,7 @@ def recommended_beta(method: str, proj_dim: int, num_views: int = 2) -> float:
     if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
         raise ValueError(f"recommended_beta: num_views must be an int >= 2, got {num_views!r}")
     if method == "barlowtwins":
-        beta = _BT_BETA_TIMES_D / proj_dim
+        beta = min(_BT_BETA_TIMES_D / proj_dim, _BT_BETA_MAX)
         return beta / 2 if num_views >= 4 else beta
     dims = [d for d, _ in _VICREG_LAMBDA]
     lams = [lam for _, lam in _VICREG_LAMBDA]

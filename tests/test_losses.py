@@ -312,7 +312,7 @@ def test_unknown_form_lists_valid_forms() -> None:
 # recommended_beta (method.md tables as data)
 # ---------------------------------------------------------------------------------------------
 
-BT_TUNED_TWO_VIEWS = {128: 0.04, 256: 0.02, 512: 0.01}        # beta * d = 5.12 reproduces these
+BT_TUNED_TWO_VIEWS = {64: 0.04, 128: 0.04, 256: 0.02, 512: 0.01}  # min(5.12 / d, 0.04) reproduces these
 BT_TUNED_MULTI_VIEW = {(256, 4): 0.01, (256, 8): 0.01, (256, 2): 0.02}
 VICREG_TUNED_LAMBDA = {64: 20, 256: 25, 1024: 25, 2048: 75, 4096: 200, 8192: 800}
 
@@ -325,6 +325,9 @@ def test_recommended_beta_reproduces_tables() -> None:
     for d, lam in VICREG_TUNED_LAMBDA.items():
         assert recommended_beta("vicreg", d) == pytest.approx(1 / lam, rel=1e-9)
     assert recommended_beta("vicreg", 256) == pytest.approx(0.04)
+    # Barlow Twins is capped at 0.04 for small projectors, before the multi-view halving
+    assert recommended_beta("barlowtwins", 8) == pytest.approx(0.04)
+    assert recommended_beta("barlowtwins", 32, num_views=4) == pytest.approx(0.02)
     # clamped outside the table; monotone and between neighbours inside it
     assert recommended_beta("vicreg", 16) == pytest.approx(1 / 20)
     assert recommended_beta("vicreg", 16384) == pytest.approx(1 / 800)
