@@ -31,7 +31,7 @@ import torch.nn as nn
 from .checkpoint import sha256_file
 
 __all__ = [
-    "CheckpointManager", "GlobalBatchNorm", "JSONLTracker", "LaunchError", "check_distributed_launch",
+    "CheckpointManager", "GlobalBatchNorm", "JSONLTracker", "LaunchError", "StepBatches", "check_distributed_launch",
     "convert_batchnorm", "derive_seed", "epoch_batches", "hardware_string", "lr_factor", "make_accelerator",
     "make_generator", "peak_memory_mb", "place_images", "process_slice",
 ]
@@ -74,6 +74,26 @@ def process_slice(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
         raise ValueError(f"global batch {batch.shape[0]} is not divisible by the {world} processes")
     per = batch.shape[0] // world
     return batch[rank * per : (rank + 1) * per]
+
+
+class StepBatches:
+    """Global step -> (epoch, step within the epoch, this process's row indices (global_batch / world,)).
+
+    The epoch's permutation depends only on (seed, epoch), so a resumed run at step s draws the same
+    rows as an uninterrupted one; the permutation is computed once per epoch.
+    """
+
+    def __init__(self, num_images: int, global_batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.num_images, self.global_batch, self.seed = num_images, global_batch, seed
+        self.rank, self.world = rank, world
+        self.steps_per_epoch = num_images // global_batch
+        self._epoch: tuple[int, torch.Tensor] | None = None
+
+    def __call__(self, step: int) -> tuple[int, int, torch.Tensor]:
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, epoch_batches(self.num_images, self.global_batch, self.seed, epoch))
+        return epoch, in_epoch, process_slice(self._epoch[1][in_epoch], self.rank, self.world)
 
 
 # -------------------------------------------------------------------------------------------------- batchnorm

@@ -30,8 +30,8 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
-    make_accelerator, make_generator, place_images, process_slice,
+    CheckpointManager, JSONLTracker, StepBatches, convert_batchnorm, hardware_string, lr_factor,
+    make_accelerator, make_generator, place_images,
 )
 from mvssl_hub.checkpoint import find_checkpoint  # noqa: E402
 
@@ -223,13 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     model.train()
     running_loss, running_correct, running_seen = 0.0, 0, 0
-    batches: tuple[int, torch.Tensor] | None = None
+    batches = StepBatches(n_train, cfg.batch_size, cfg.seed, rank, world)
     while state["global_step"] < total_steps:
         step = state["global_step"]
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        if batches is None or batches[0] != epoch:
-            batches = (epoch, epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch))
-        idx = process_slice(batches[1][in_epoch], rank, world)
+        epoch, in_epoch, idx = batches(step)
         images = train_images[idx.to(train_images.device)].to(device, non_blocking=True)
         labels = train.labels[idx].to(device)
         if cfg.augment == "light":  # per-sample random crops/flips, seeded by (seed, epoch, step, process)

@@ -27,8 +27,8 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, convert_batchnorm, epoch_batches, hardware_string, lr_factor,
-    make_accelerator, make_generator, place_images, peak_memory_mb, process_slice,
+    CheckpointManager, JSONLTracker, StepBatches, convert_batchnorm, hardware_string, lr_factor,
+    make_accelerator, make_generator, place_images, peak_memory_mb,
 )
 
 METHODS = ("barlowtwins", "vicreg")
@@ -294,14 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
     window_t, window_imgs = time.time(), 0
     last_ips = 0.0
     stopped_by = "completed"
-    epoch_cache: tuple[int, torch.Tensor] | None = None
+    batches = StepBatches(n_train, cfg.batch_size, cfg.seed, rank, world)
     train_model.train()
     while state["global_step"] < total_steps:
         step = state["global_step"]
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        if epoch_cache is None or epoch_cache[0] != epoch:
-            epoch_cache = (epoch, epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch))
-        idx = process_slice(epoch_cache[1][in_epoch], rank, world)
+        epoch, in_epoch, idx = batches(step)
         images = train_images[idx.to(train_images.device)].to(device, non_blocking=True)
         # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
         # so a resumed run draws exactly the views the uninterrupted one would have.

@@ -113,7 +113,9 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7"))
 
     # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
-    real_slice = recipe.process_slice
+    import mvssl_hub.training as training
+
+    real_slice = training.process_slice
     calls = {"n": 0}
 
     def crashing_slice(batch, rank, world):
@@ -122,10 +124,10 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt("simulated interruption")
         return real_slice(batch, rank, world)
 
-    monkeypatch.setattr(recipe, "process_slice", crashing_slice)
+    monkeypatch.setattr(training, "process_slice", crashing_slice)
     with pytest.raises(KeyboardInterrupt):
         recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3"))
-    monkeypatch.setattr(recipe, "process_slice", real_slice)
+    monkeypatch.setattr(training, "process_slice", real_slice)
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(True)
