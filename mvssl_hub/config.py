@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union
 
-__all__ = ["ConfigError", "config_to_dict", "dump_yaml", "field_types", "parse_config", "read_yaml"]
+__all__ = ["ConfigError", "config_to_dict", "dump_yaml", "field_types", "parse_config", "read_yaml", "run_cli"]
 
 C = TypeVar("C")
 
@@ -217,3 +219,12 @@ def dump_yaml(cfg: Any) -> str:
     import yaml
 
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a recipe's ``main()``; a ConfigError becomes one ``error: ...`` line and exit code 2, not a traceback."""
+    try:
+        main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config  # noqa: E402
+from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli  # noqa: E402
 from mvssl_hub.training import (  # noqa: E402
     CheckpointManager, JSONLTracker, StepBatches, convert_batchnorm, hardware_string, lr_factor,
     make_accelerator, make_generator, place_images,
@@ -316,8 +316,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

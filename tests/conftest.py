@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import socket
 import sys
@@ -13,6 +14,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hub_server.py
 
 from hub_server import LoopbackHub  # noqa: E402
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def load_recipe(script: str, module_name: str) -> object:
+    """Import ``recipes/<script>.py`` (a script, not a package) as the module ``module_name``."""
+    spec = importlib.util.spec_from_file_location(module_name, RECIPES / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 def _is_loopback(address: object) -> bool:

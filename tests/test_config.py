@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,20 +9,13 @@ import pytest
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, read_yaml
 from mvssl_hub.losses import recommended_beta
+from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs"
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", ROOT / "recipes" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pretrain_recipe"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-recipe = _load_recipe()
+recipe = load_recipe("pretrain", "pretrain_recipe")
 PretrainConfig = recipe.PretrainConfig
 
 
@@ -164,3 +155,18 @@ def test_presets_match_the_papers_settings(name: str) -> None:
     assert (cfg.arch, cfg.view_preset, cfg.num_views, cfg.proj_dim, cfg.batch_size) == (arch, preset, views, d, batch)
     assert cfg.resolved_beta() == pytest.approx(beta)
     assert (cfg.lr, cfg.weight_decay, cfg.epochs, cfg.schedule, cfg.small_images) == (1e-3, 1e-6, 100, "constant", True)
+
+
+def test_run_cli_turns_config_errors_into_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from mvssl_hub.config import run_cli
+
+    def bad() -> None:
+        raise ConfigError("config key 'lr' = -1: must be a positive number")
+
+    with pytest.raises(SystemExit) as ended:
+        run_cli(bad)
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "error: config key 'lr' = -1: must be a positive number\n"
+    ran = []
+    run_cli(lambda: ran.append(1))
+    assert ran == [1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,24 +13,18 @@ from mvssl_hub.data import load_split
 from mvssl_hub.hub import save_pretrained
 from mvssl_hub.probes import extract_features, knn_accuracy
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
+from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 TRANSFORMS = {"preset": "cifar10", "eval_size": 32}
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("mvssl_evaluate_recipe", ROOT / "recipes" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def recipe():
     if not (DATA / "train.parquet").exists():
         pytest.skip("embedded CIFAR-10 subset missing")
-    return _load_recipe()
+    return load_recipe("evaluate", "mvssl_evaluate_recipe")
 
 
 def _backbone(seed: int) -> torch.nn.Module:

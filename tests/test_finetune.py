@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from safetensors.torch import load_file
 from mvssl_hub import build_backbone
 from mvssl_hub.config import ConfigError
 from mvssl_hub.hub import save_pretrained
+from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
@@ -23,11 +22,7 @@ DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 def recipe():
     if not (DATA / "train.parquet").exists():
         pytest.skip("embedded CIFAR-10 subset missing")
-    spec = importlib.util.spec_from_file_location("mvssl_finetune_recipe", ROOT / "recipes" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("finetune", "mvssl_finetune_recipe")
 
 
 @pytest.fixture

@@ -248,14 +248,10 @@ def test_two_processes_loading_at_once(pushed, hf_home, tmp_path):
 
 
 def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp_path, hub, capsys):
-    import importlib.util
-
+    from conftest import load_recipe
     from mvssl_hub.weights import make_weights_enum
 
-    spec = importlib.util.spec_from_file_location(
-        "publish_recipe", Path(__file__).resolve().parents[1] / "recipes" / "publish.py")
-    publish = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(publish)
+    publish = load_recipe("publish", "publish_recipe")
     run = tmp_path / "run"
     save_pretrained(tiny_model, run / "export", **TINY_SAVE_KWARGS)
     out = publish.main([str(run), "--repo-id", "org/from-recipe"])

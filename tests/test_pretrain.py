@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
@@ -17,15 +16,7 @@ DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 pytest.importorskip("accelerate")
 
 
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("pretrain_recipe_run", ROOT / "recipes" / "pretrain.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pretrain_recipe_run"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-recipe = _load_recipe()
+recipe = load_recipe("pretrain", "pretrain_recipe_run")
 
 
 @pytest.fixture(autouse=True)
