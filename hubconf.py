@@ -1,4 +1,4 @@
-"""torch.hub entry points of mvssl-hub: ``torch.hub.load("<repo or checkout>", "barlowtwins_resnet18", weights=...)``.
+"""torch.hub entry points of mvssl-hub: ``torch.hub.load("<repo or checkout>", "barlowtwins_resnet18_w16", weights=...)``.
 
 Only explicit imports of the public builders live here (no logic); importing this file imports neither
 accelerate nor datasets.
@@ -6,9 +6,11 @@ accelerate nor datasets.
 
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub"]
 
-from mvssl_hub.models import (  # noqa: E402,F401
+from mvssl_hub.zoo import (  # noqa: E402,F401
     barlowtwins_resnet18,
+    barlowtwins_resnet18_w16,
     barlowtwins_resnet50,
     vicreg_resnet18,
+    vicreg_resnet18_w16,
     vicreg_resnet50,
 )

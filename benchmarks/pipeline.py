@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mvssl_hub.data import load_split  # noqa: E402
 from mvssl_hub.losses import build_loss, recommended_beta  # noqa: E402
 from mvssl_hub.models import build_ssl_model  # noqa: E402
-from mvssl_hub.probes import bf16_is_fast  # noqa: E402
-from mvssl_hub.training import epoch_batches, hardware_string, make_generator  # noqa: E402
+from mvssl_hub.device import bf16_is_fast, hardware_string  # noqa: E402
+from mvssl_hub.training import epoch_batches, make_generator  # noqa: E402
 from mvssl_hub.views import MultiViewAugment, get_view_preset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

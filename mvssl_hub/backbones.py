@@ -59,7 +59,7 @@ class ResNetBackbone(ResNet):
     forward: (N, 3, H, W) -> (N, feature_dim).
     """
 
-    def __init__(self, config: BackboneConfig) -> None:
+    def __init__(self, config: BackboneConfig, init_weights: bool = True) -> None:
         block, layers = _RESNET_LAYOUTS[config.arch]
         nn.Module.__init__(self)
         # Same attributes torchvision's ResNet.__init__ sets, so its _make_layer / forward apply.
@@ -84,7 +84,8 @@ class ResNetBackbone(ResNet):
         self.fc = nn.Identity()
         self.config = config
         self.feature_dim = config.feature_dim
-        self._init_weights()
+        if init_weights:  # skipped on the meta device, where only shapes matter
+            self._init_weights()
 
     def _init_weights(self) -> None:
         # torchvision's initialisation, so that random-init baselines match a plain resnet18().

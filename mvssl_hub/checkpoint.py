@@ -1,24 +1,22 @@
-"""The local checkpoint format: ``model.safetensors`` (+ ``projector.safetensors``), ``config.json``, ``README.md``.
+"""The checkpoint format: a folder of ``model.safetensors`` (+ ``projector.safetensors``), ``config.json``, ``README.md``.
 
-A checkpoint folder holds the backbone weights with torchvision key names, the JSON config that rebuilds
-and documents the model (architecture, projector, method, data, transforms, metrics, sha256 of every
-weights file), and a generated model card. Writes are atomic (temporary sibling folder, fsync, swap);
-reads are strict (header, sha256, key set, shapes, dtypes and finiteness are checked before
-``load_state_dict``, and one error lists every offending key). Pickle files are refused unread.
+Folder <-> (validated config, state dicts). ``config.json`` rebuilds and documents the model
+(architecture, projector, method, data, transforms, metrics, sha256 and size of every weights file);
+the card is rendered from it. Reads check, in this order and before any tensor is allocated: the
+config (types *and* ranges), each file's sha256, the safetensors header against the shapes the config
+implies (computed on the meta device), and the header's metadata against the config. Only then are
+the tensors read, and NaN/Inf refused. Models are built a layer up (:mod:`mvssl_hub.loading`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import math
 import os
 import re
-import shutil
-import struct
-import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,15 @@ import torch.nn as nn
 
 from .backbones import BackboneConfig, ResNetBackbone
 from .errors import CheckpointError, IntegrityError, UnknownModelError
+from .model_card import render_card
+from .models import SSLModel
 from .projector import Projector, parse_projector_spec
+from .safe_io import (
+    SAFETENSORS_DTYPES, SafetensorsHeader, atomic_write_folder, check_regular_file, json_bytes, load_safetensors,
+    parse_json, read_json_file, read_safetensors_header, refuse_pickle, safetensors_bytes, sha256_file,
+)
+from .vocabulary import METHODS
+from .version import __version__
 
 FORMAT = "mvssl-hub"
 FORMAT_VERSION = 1
@@ -35,165 +41,25 @@ MODEL_FILE = "model.safetensors"
 PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+WEIGHTS_FILES = (MODEL_FILE, PROJECTOR_FILE)
 CHECKPOINT_FILES = (MODEL_FILE, PROJECTOR_FILE, CONFIG_FILE, CARD_FILE)
 
 METRIC_TASKS = ("knn", "linear_probe", "finetune")
 METRIC_NAMES = ("top1", "top5")
-_METRIC_KEYS = ("task", "metric", "value", "random_init", "dataset", "split", "protocol", "date")
-_SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# safetensors dtype codes -> torch dtypes (the ones a checkpoint of ours can hold)
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-_MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+METRIC_KEYS = ("task", "metric", "value", "random_init", "dataset", "split", "protocol", "date")
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-
-# ----------------------------------------------------------------------------------------------------- files
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def refuse_pickle(path: Path) -> None:
-    """Raise CheckpointError if ``path`` is a pickle / torch.save archive, judged by name and magic bytes only.
-
-    Nothing is unpickled. A file that is plausibly safetensors (its 8-byte little-endian header length
-    fits the file and byte 8 is ``{``) is accepted here, since a header length such as 640 or 1152
-    starts with the same bytes as a pickle; otherwise the first bytes are compared with the zip
-    (torch.save) and pickle protocol-2+ signatures.
-    """
-    if path.suffix.lower() in _PICKLE_SUFFIXES:
-        raise CheckpointError(
-            f"{path}: refusing a {path.suffix} file as weights: pickle files can run code when loaded. "
-            "Convert it once in a trusted environment (torch.load(..., weights_only=True) then "
-            "mvssl_hub.save_pretrained) and load the safetensors checkpoint instead."
-        )
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(9)
-        size = path.stat().st_size
-        if len(head) == 9 and head[8:9] == b"{":
-            (n,) = struct.unpack("<Q", head[:8])
-            if 2 <= n <= min(_MAX_HEADER_BYTES, size - 8):
-                return  # plausibly safetensors; read_safetensors_header checks the rest
-        magic = head[:4]
-        if magic.startswith(b"PK\x03\x04") or (len(magic) >= 2 and magic[0] == 0x80 and 2 <= magic[1] <= 5):
-            kind = "a zip archive (torch.save format)" if magic.startswith(b"PK") else "a pickle stream"
-            raise CheckpointError(
-                f"{path}: the file is {kind}, not safetensors; refusing to unpickle it. "
-                "Re-export the weights with mvssl_hub.save_pretrained."
-            )
-
-
-def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
-    """Parse and check a safetensors header without trusting it: name -> {dtype, shape, data_offsets}.
-
-    Raises CheckpointError for an empty or truncated file, an absurd header length, a header that is
-    not JSON, or tensor offsets that do not tile the data section exactly.
-    """
-    refuse_pickle(path)
-    size = path.stat().st_size
-    if size < 8:
-        raise CheckpointError(f"{path}: {size} bytes, too short for a safetensors file (empty or truncated)")
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > _MAX_HEADER_BYTES or n > size - 8:
-            raise CheckpointError(
-                f"{path}: corrupted safetensors header: declares a {n}-byte header but the file has {size} bytes"
-            )
-        raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupted safetensors header: not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupted safetensors header: expected a JSON object, got {type(header).__name__}")
-    header.pop("__metadata__", None)
-    data_len = size - 8 - n
-    end_max = 0
-    for name, info in header.items():
-        try:
-            dtype, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
-            numel = math.prod(int(s) for s in shape)
-            ok = dtype in _ST_ITEMSIZE and 0 <= begin <= end and end - begin == numel * _ST_ITEMSIZE[dtype]
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise CheckpointError(f"{path}: corrupted safetensors header: bad entry for tensor {name!r}: {info!r}")
-        end_max = max(end_max, end)
-    if end_max != data_len:
-        what = "truncated" if end_max > data_len else "has trailing bytes"
-        raise CheckpointError(
-            f"{path}: {what}: the header describes {end_max} bytes of tensor data but the file holds {data_len}"
-        )
-    return header
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` and fsync it (one place, so tests can inject a failure mid-save)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
-
-
-def atomic_write_folder(target: Path, files: Mapping[str, bytes]) -> Path:
-    """Write ``files`` into a temporary sibling folder, fsync, then swap it in place of ``target``.
-
-    Entries of an existing ``target`` that are not checkpoint files (e.g. training logs in a run folder)
-    are moved into the new folder. A failure before the swap leaves ``target`` untouched and removes the
-    temporary folder; a crash between the two renames leaves the previous checkpoint in
-    ``.<name>.old-*`` next to it.
-    """
-    target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} is a file; a checkpoint is saved as a folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    tmp = target.parent / f".{target.name}.tmp-{tag}"
-    tmp.mkdir()
-    try:
-        for name, data in files.items():
-            _write_file(tmp / name, data)
-        _fsync_dir(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.parent / f".{target.name}.old-{tag}"
-    if target.exists():
-        os.rename(target, old)
-    os.rename(tmp, target)
-    if old.exists():
-        for entry in old.iterdir():
-            if entry.name not in CHECKPOINT_FILES and not (target / entry.name).exists():
-                os.rename(entry, target / entry.name)
-        shutil.rmtree(old)
-    _fsync_dir(target.parent)
-    return target
+# Sane upper bounds: a config past them is refused before anything is built (meta device included).
+MAX_WIDTH = 1024  # 16x torchvision's ResNet
+MAX_PROJECTOR_DIM = 65536
+MAX_PROJECTOR_LAYERS = 8
+MAX_VIEWS = 1024
+MAX_BETA = 1e4
+MAX_IMAGE_SIZE = 8192
+MAX_FILE_BYTES = 1 << 40
 
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -203,16 +69,21 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _need(ok: bool, source: str, field: str, value: Any, what: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{source}: field {field} = {value!r:.120}: {what}")
 
 
 def normalize_metric(record: Mapping[str, Any], where: str = "metric record") -> dict[str, Any]:
     """Check one metric record and fill defaults (random_init None, protocol "", date today)."""
     if not isinstance(record, Mapping):
         raise CheckpointError(f"{where}: expected a dict, got {type(record).__name__}")
-    unknown = sorted(set(record) - set(_METRIC_KEYS))
+    unknown = sorted(set(record) - set(METRIC_KEYS))
     if unknown:
-        raise CheckpointError(f"{where}: unknown field(s) {unknown}; allowed: {list(_METRIC_KEYS)}")
+        raise CheckpointError(f"{where}: unknown field(s) {unknown}; allowed: {list(METRIC_KEYS)}")
     rec = {"random_init": None, "protocol": "", "date": _dt.date.today().isoformat(), **record}
     for key in ("task", "metric", "value", "dataset", "split"):
         if key not in rec:
@@ -233,10 +104,11 @@ def normalize_metric(record: Mapping[str, Any], where: str = "metric record") ->
             raise CheckpointError(f"{where}: {key}={rec[key]!r} must be a string")
     if not _DATE.match(rec["date"]):
         raise CheckpointError(f"{where}: date={rec['date']!r} must be YYYY-MM-DD")
-    return {k: rec[k] for k in _METRIC_KEYS}
+    return {k: rec[k] for k in METRIC_KEYS}
 
 
-def _metric_key(rec: Mapping[str, Any]) -> tuple[str, str, str, str]:
+def metric_key(rec: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What identifies a result: (task, metric, dataset, split)."""
     return (rec["task"], rec["metric"], rec["dataset"], rec["split"])
 
 
@@ -245,7 +117,7 @@ def merge_metrics(old: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, A
     merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for i, rec in enumerate(list(old) + list(new)):
         norm = normalize_metric(rec, f"metrics[{i}]")
-        merged[_metric_key(norm)] = norm
+        merged[metric_key(norm)] = norm
     return list(merged.values())
 
 
@@ -270,16 +142,14 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},
-    "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int, type(None)), "mean": (list,), "std": (list,)},
+    "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int, type(None)), "mean": (list,),
+                   "std": (list,)},
     "training": {"hardware": (str,), "wall_clock_s": (int, float), "images_per_s": (int, float),
                  "steps": (int,), "epochs": (int, float)},
 }
 
 
-def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
-    """Check a parsed config.json; CheckpointError names the field, its value and what was expected."""
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+def _check_types(cfg: Mapping[str, Any], source: str) -> None:
     unknown = sorted(set(cfg) - set(_CONFIG_FIELDS))
     if unknown:
         raise CheckpointError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(_CONFIG_FIELDS)}")
@@ -292,51 +162,90 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
             continue
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             names = "/".join(t.__name__ for t in types) + (" or null" if nullable else "")
-            raise CheckpointError(f"{source}: field {key!r} = {v!r} has type {type(v).__name__}, expected {names}")
-    if cfg["format"] != FORMAT or cfg["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{source}: format {cfg['format']!r} v{cfg['format_version']} is not {FORMAT!r} v{FORMAT_VERSION}"
-        )
-    bb = cfg["backbone"]
+            raise CheckpointError(f"{source}: field {key!r} = {v!r:.120} has type {type(v).__name__}, expected {names}")
+    for section, types in _NESTED_TYPES.items():
+        sub = cfg.get(section) or {}
+        for key, t in types.items():
+            if key in sub and (not isinstance(sub[key], t) or isinstance(sub[key], bool)):
+                expected = " or ".join("null" if x is type(None) else x.__name__ for x in t)
+                raise CheckpointError(f"{source}: field {section}.{key} = {sub[key]!r:.120} has type "
+                                      f"{type(sub[key]).__name__}, expected {expected}")
+
+
+def _check_backbone(bb: Any, source: str) -> BackboneConfig:
     if set(bb) != {"arch", "small_images", "width"}:
-        raise CheckpointError(f"{source}: field 'backbone' = {bb!r} must have exactly arch, small_images, width")
+        raise CheckpointError(f"{source}: field 'backbone' = {bb!r:.200} must have exactly arch, small_images, width")
+    width = bb["width"]
+    _need(_is_int(width) and 1 <= width <= MAX_WIDTH, source, "backbone.width", width, f"must be an int in 1..{MAX_WIDTH}")
     try:
-        bcfg = BackboneConfig(**bb)
+        return BackboneConfig(**bb)
     except UnknownModelError as e:  # keep the type (and its close matches), name the file
         raise UnknownModelError(f"{source}: field 'backbone': {e}") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: field 'backbone' = {bb!r}: {e}") from None
-    if cfg["feature_dim"] != bcfg.feature_dim:
+
+
+def _check_ranges(cfg: Mapping[str, Any], source: str) -> None:
+    beta, views = cfg.get("beta"), cfg.get("num_views")
+    _need(beta is None or (_is_num(beta) and 0 <= beta <= MAX_BETA), source, "beta", beta,
+          f"must be a finite number in [0, {MAX_BETA:g}]")
+    _need(views is None or 2 <= views <= MAX_VIEWS, source, "num_views", views, f"must be in 2..{MAX_VIEWS}")
+    ds = cfg.get("dataset") or {}
+    if "fraction" in ds:
+        _need(_is_num(ds["fraction"]) and 0 < ds["fraction"] <= 1, source, "dataset.fraction", ds["fraction"],
+              "must be in (0, 1]")
+    tf = cfg.get("transforms") or {}
+    for key in ("eval_size", "eval_resize"):
+        if tf.get(key) is not None:
+            _need(1 <= tf[key] <= MAX_IMAGE_SIZE, source, f"transforms.{key}", tf[key], f"must be in 1..{MAX_IMAGE_SIZE}")
+    for key in ("mean", "std"):
+        if key in tf:
+            v = tf[key]
+            _need(len(v) == 3 and all(_is_num(x) for x in v), source, f"transforms.{key}", v,
+                  "must be 3 finite numbers (RGB)")
+            _need(key == "mean" or all(x > 0 for x in v), source, "transforms.std", v, "must be > 0")
+    tr = cfg.get("training") or {}
+    for key in ("wall_clock_s", "images_per_s", "steps", "epochs"):
+        if key in tr:
+            _need(_is_num(tr[key]) and tr[key] >= 0, source, f"training.{key}", tr[key], "must be a finite number >= 0")
+
+
+def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
+    """Check a parsed config.json: every field's type and range; returns it with metrics normalised."""
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+    _check_types(cfg, source)
+    if cfg["format"] != FORMAT or cfg["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"{source}: feature_dim = {cfg['feature_dim']} disagrees with backbone {bb} (feature dim {bcfg.feature_dim})"
+            f"{source}: format {cfg['format']!r} v{cfg['format_version']} is not {FORMAT!r} v{FORMAT_VERSION}"
         )
+    bcfg = _check_backbone(cfg["backbone"], source)
+    if cfg["feature_dim"] != bcfg.feature_dim:
+        raise CheckpointError(f"{source}: feature_dim = {cfg['feature_dim']} disagrees with backbone "
+                              f"{cfg['backbone']} (feature dim {bcfg.feature_dim})")
     if cfg.get("projector") is not None:
         try:
             dims = parse_projector_spec(cfg["projector"])
         except ValueError as e:
             raise CheckpointError(f"{source}: field 'projector': {e}") from None
+        _need(len(dims) - 1 <= MAX_PROJECTOR_LAYERS and max(dims) <= MAX_PROJECTOR_DIM, source, "projector",
+              cfg["projector"], f"at most {MAX_PROJECTOR_LAYERS} layers of at most {MAX_PROJECTOR_DIM} units")
         if dims[0] != bcfg.feature_dim:
-            raise CheckpointError(
-                f"{source}: projector {cfg['projector']!r} takes {dims[0]} inputs but the backbone gives {bcfg.feature_dim}"
-            )
-    if cfg.get("method") is not None and cfg["method"] not in ("barlowtwins", "vicreg"):
-        raise CheckpointError(f"{source}: method = {cfg['method']!r}, expected 'barlowtwins' or 'vicreg'")
-    if cfg["dtype"] not in _SAVE_DTYPES:
-        raise CheckpointError(f"{source}: dtype = {cfg['dtype']!r}, expected one of {sorted(_SAVE_DTYPES)}")
-    for section, types in _NESTED_TYPES.items():
-        for key, t in types.items():
-            sub = cfg.get(section) or {}
-            if key in sub and (not isinstance(sub[key], t) or isinstance(sub[key], bool)):
-                expected = " or ".join("null" if x is type(None) else x.__name__ for x in t)
-                raise CheckpointError(f"{source}: field {section}.{key} = {sub[key]!r} has type "
-                                      f"{type(sub[key]).__name__}, expected {expected}")
+            raise CheckpointError(f"{source}: projector {cfg['projector']!r} takes {dims[0]} inputs but the "
+                                  f"backbone gives {bcfg.feature_dim}")
+    if cfg.get("method") is not None and cfg["method"] not in METHODS:
+        raise CheckpointError(f"{source}: method = {cfg['method']!r}, expected one of {METHODS}")
+    if cfg["dtype"] not in SAVE_DTYPES:
+        raise CheckpointError(f"{source}: dtype = {cfg['dtype']!r}, expected one of {sorted(SAVE_DTYPES)}")
+    _check_ranges(cfg, source)
     cfg["metrics"] = [normalize_metric(m, f"{source}: metrics[{i}]") for i, m in enumerate(cfg["metrics"])]
     for name, info in cfg["files"].items():
-        if name not in (MODEL_FILE, PROJECTOR_FILE):
+        if name not in WEIGHTS_FILES:
             raise CheckpointError(f"{source}: files lists {name!r}; only {MODEL_FILE} and {PROJECTOR_FILE} are allowed")
         if (not isinstance(info, dict) or not _HEX64.match(str(info.get("sha256", "")))
-                or not _is_int(info.get("size"))):
-            raise CheckpointError(f"{source}: files[{name!r}] = {info!r} needs a 64-hex 'sha256' and an int 'size'")
+                or not _is_int(info.get("size")) or not 0 <= info["size"] <= MAX_FILE_BYTES):
+            raise CheckpointError(f"{source}: files[{name!r}] = {info!r:.200} needs a 64-hex 'sha256' and an int "
+                                  "'size' >= 0")
     if MODEL_FILE not in cfg["files"]:
         raise CheckpointError(f"{source}: files has no entry for {MODEL_FILE}")
     if PROJECTOR_FILE in cfg["files"] and cfg.get("projector") is None:
@@ -345,14 +254,10 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """Read and validate a config.json file."""
-    if not path.is_file():
+    """Read and validate a config.json file (strict JSON, bounded size and depth)."""
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: missing; every mvssl-hub checkpoint has a {CONFIG_FILE}")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
-    return validate_config(cfg, str(path))
+    return validate_config(read_json_file(Path(path)), str(path))
 
 
 def load_config(save_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -360,185 +265,38 @@ def load_config(save_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return read_config(Path(save_dir) / CONFIG_FILE)
 
 
-# ------------------------------------------------------------------------------------------------ state dicts
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or (
-            model.module if type(model).__name__ in ("DistributedDataParallel", "DataParallel") else None
-        )
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove leading ``module.`` / ``_orig_mod.`` (any order, repeated) from every key."""
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _WRAPPER_PREFIXES:
-                if key.startswith(p):
-                    key, changed = key[len(p):], True
-        out[key] = value
-    return out
+def is_checkpoint_folder(path: Path) -> bool:
+    """True when ``path`` holds a weights file and a config.json that declares this format."""
+    cfg_path = path / CONFIG_FILE
+    if not ((path / MODEL_FILE).is_file() and cfg_path.is_file()):
+        return False
+    try:
+        cfg = parse_json(cfg_path.read_bytes()[: 1 << 22], str(cfg_path))
+    except (CheckpointError, OSError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
 
 
-def _tensor_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype, metadata: dict[str, str]) -> bytes:
-    from safetensors.torch import save
+def find_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint folder at ``path``: itself, or the one checkpoint folder one or two levels below it.
 
-    tensors = {
-        k: (v.detach().to("cpu", dtype=dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in state.items()
-    }
-    return save(tensors, metadata=metadata)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    for name, d in _SAVE_DTYPES.items():
-        if d == dtype:
-            return name
-    raise ValueError(f"dtype must be one of torch.float32/float16/bfloat16, got {dtype}")
-
-
-def build_checkpoint_files(
-    model: nn.Module, *, method: str | None, beta: float | None, num_views: int | None,
-    train_config: dict | None, dataset: dict | None, transforms: dict | None, metrics: list[dict] | None,
-    training: dict | None, include_projector: bool, dtype: torch.dtype,
-) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The bytes of the weights files and the validated config (README not included)."""
-    from . import __version__
-    from .models import SSLModel
-
-    model = unwrap_model(model)
-    if isinstance(model, SSLModel):
-        backbone, projector = model.backbone, model.projector
-    elif isinstance(model, ResNetBackbone):
-        backbone, projector = model, None
-    else:
-        raise TypeError(f"save_pretrained takes an SSLModel or ResNetBackbone, got {type(model).__name__}")
-    if include_projector and projector is None:
-        raise ValueError("include_projector=True needs an SSLModel; a bare ResNetBackbone has no projector")
-    dtype_name = _dtype_name(dtype)
-    meta = {"format": FORMAT, "arch": backbone.config.arch, "library_version": __version__}
-    files: dict[str, bytes] = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, meta)}
-    if include_projector:
-        assert projector is not None
-        files[PROJECTOR_FILE] = _tensor_bytes(strip_prefixes(projector.state_dict()), dtype,
-                                              {**meta, "projector": projector.spec})
-    cfg: dict[str, Any] = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "library_version": __version__,
-        "backbone": backbone.config.to_dict(),
-        "feature_dim": backbone.feature_dim,
-        "projector": projector.spec if projector is not None else None,
-        "method": method,
-        "beta": beta,
-        "num_views": num_views,
-        "dtype": dtype_name,
-        "train_config": train_config,
-        "dataset": dataset,
-        "transforms": transforms,
-        "metrics": list(metrics or []),
-        "training": training,
-        "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for name, data in files.items()},
-    }
-    # round-trip through JSON so that what is validated is exactly what is written
-    cfg = validate_config(json.loads(_json_bytes(cfg)), "config being saved")
-    return files, cfg
+    A folder counts when its config.json declares this format (a run's training checkpoints do not).
+    FileNotFoundError if there is none, ValueError (listing them) if there are several.
+    """
+    path = Path(path)
+    if is_checkpoint_folder(path):
+        return path
+    found = sorted({p.parent for pattern in (f"*/{CONFIG_FILE}", f"*/*/{CONFIG_FILE}") for p in path.glob(pattern)
+                    if not p.parent.name.startswith(".") and is_checkpoint_folder(p.parent)})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"{path}: no checkpoint folder ({CONFIG_FILE} + {MODEL_FILE}) in it or below it")
+    raise ValueError(f"{path}: several checkpoint folders {[str(p) for p in found]}; pass one of them")
 
 
-def expected_state(module: nn.Module, dtype: torch.dtype) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """key -> (shape, dtype) a checkpoint of ``module`` saved in ``dtype`` holds."""
-    return {
-        k: (tuple(v.shape), dtype if v.is_floating_point() else v.dtype)
-        for k, v in module.state_dict().items()
-    }
-
-
-def check_header_against(
-    path: Path, header: Mapping[str, Mapping[str, Any]], expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
-    hint: str = "",
-) -> None:
-    """One CheckpointError listing every missing / unexpected key and every shape or dtype mismatch."""
-    found = dict(zip(strip_prefixes(dict.fromkeys(header)), header.values()))  # same order, prefixes stripped
-    problems: list[str] = []
-    for key in sorted(set(expected) - set(found)):
-        problems.append(f"  missing key {key!r}: expected shape {list(expected[key][0])} {expected[key][1]}")
-    for key in sorted(set(found) - set(expected)):
-        problems.append(f"  unexpected key {key!r}: found shape {list(found[key]['shape'])} {found[key]['dtype']}")
-    for key in sorted(set(found) & set(expected)):
-        exp_shape, exp_dtype = expected[key]
-        shape, dt = tuple(found[key]["shape"]), _ST_DTYPES.get(found[key]["dtype"])
-        if shape != exp_shape:
-            problems.append(f"  {key!r}: expected shape {list(exp_shape)}, found {list(shape)}")
-        if dt != exp_dtype:
-            problems.append(f"  {key!r}: expected dtype {exp_dtype}, found {found[key]['dtype']} ({dt})")
-    if problems:
-        raise CheckpointError(
-            f"{path}: {len(problems)} tensor(s) do not match the model {hint}:\n" + "\n".join(problems)
-        )
-
-
-def verify_sha256(path: Path, expected: str, what: str) -> None:
-    """IntegrityError if the file's sha256 differs from ``expected``."""
-    found = sha256_file(path)
-    if found != expected:
-        raise IntegrityError(f"{path}: sha256 {found} does not match {expected} recorded in {what}")
-
-
-def load_tensors(path: Path, header_check: Mapping[str, tuple[tuple[int, ...], torch.dtype]], hint: str) -> dict[str, torch.Tensor]:
-    """Checked safetensors -> state dict (prefixes stripped); non-finite values raise CheckpointError."""
-    from safetensors.torch import load_file
-
-    header = read_safetensors_header(path)
-    check_header_against(path, header, header_check, hint)
-    state = strip_prefixes(load_file(str(path)))
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        counts = ", ".join(f"{k!r} ({int((~torch.isfinite(state[k])).sum())} values)" for k in bad)
-        raise CheckpointError(f"{path}: NaN/Inf in {len(bad)} tensor(s): {counts}")
-    return state
-
-
-def build_from_config(cfg: Mapping[str, Any], with_projector: bool) -> nn.Module:
-    """An untrained model shaped like the checkpoint: a ResNetBackbone, or an SSLModel with its projector."""
-    from .models import SSLModel
-
-    backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]))
-    if not with_projector:
-        return backbone
-    return SSLModel(backbone, Projector(cfg["projector"]))
-
-
-def load_checkpoint_files(
-    cfg: dict[str, Any], paths: Mapping[str, Path], *, with_projector: bool, source: str,
-) -> nn.Module:
-    """Build the model described by ``cfg`` and load the (already sha256-verified) weights files strictly."""
-    from .models import SSLModel
-
-    model = build_from_config(cfg, with_projector)
-    dtype = _SAVE_DTYPES[cfg["dtype"]]
-    bb = cfg["backbone"]
-    hint = (f"described by {source} (arch={bb['arch']}, small_images={bb['small_images']}, width={bb['width']}, "
-            f"dtype={cfg['dtype']})")
-    backbone = model.backbone if isinstance(model, SSLModel) else model
-    state = load_tensors(paths[MODEL_FILE], expected_state(backbone, dtype), hint)
-    backbone.load_state_dict(state, strict=True)
-    if isinstance(model, SSLModel):
-        pstate = load_tensors(paths[PROJECTOR_FILE], expected_state(model.projector, dtype),
-                              f"described by {source} (projector={cfg['projector']!r}, dtype={cfg['dtype']})")
-        model.projector.load_state_dict(pstate, strict=True)
-    model.mvssl_config = cfg  # type: ignore[assignment]
-    model.eval()
-    return model
-
-
-_EXPECTED_KEYS = ("arch", "small_images", "width", "feature_dim", "method", "projector", "proj_dim", "num_views", "beta")
+_EXPECTED_KEYS = ("arch", "small_images", "width", "feature_dim", "method", "projector", "proj_dim", "num_views",
+                  "beta")
 
 
 def check_expected(cfg: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> None:
@@ -557,31 +315,282 @@ def check_expected(cfg: Mapping[str, Any], expected: Mapping[str, Any], source: 
             raise ValueError(f"{key}={want!r} was asked for, but the checkpoint {source} has {key}={found[key]!r}")
 
 
+# ------------------------------------------------------------------------------------------------ state dicts
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if type(model).__name__ in ("DistributedDataParallel", "DataParallel") else None
+        )
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def strip_prefix(key: str) -> str:
+    """``key`` without leading ``module.`` / ``_orig_mod.`` (any order, repeated)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in _WRAPPER_PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes from every key of a state dict."""
+    return {strip_prefix(k): v for k, v in state.items()}
+
+
+Expected = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def expected_state(module: nn.Module, dtype: torch.dtype) -> Expected:
+    """key -> (shape, dtype) a checkpoint of ``module`` saved in ``dtype`` holds."""
+    return {k: (tuple(v.shape), dtype if v.is_floating_point() else v.dtype) for k, v in module.state_dict().items()}
+
+
+def expected_tensors(cfg: Mapping[str, Any]) -> tuple[Expected, Expected | None]:
+    """(backbone, projector or None) key -> (shape, dtype) implied by a validated config.
+
+    The modules are built on the meta device: no memory is allocated, whatever the config asks for.
+    """
+    dtype = SAVE_DTYPES[cfg["dtype"]]
+    with torch.device("meta"):
+        backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]), init_weights=False)
+        projector = Projector(cfg["projector"]) if cfg.get("projector") else None
+    return expected_state(backbone, dtype), (None if projector is None else expected_state(projector, dtype))
+
+
+def check_header_against(path: Path, header: SafetensorsHeader, expected: Expected, hint: str = "") -> None:
+    """One CheckpointError listing every missing / unexpected key and every shape or dtype mismatch."""
+    found = {strip_prefix(k): t for k, t in header.tensors.items()}
+    problems: list[str] = []
+    for key in sorted(set(expected) - set(found)):
+        problems.append(f"  missing key {key!r}: expected shape {list(expected[key][0])} {expected[key][1]}")
+    for key in sorted(set(found) - set(expected)):
+        problems.append(f"  unexpected key {key!r}: found shape {list(found[key].shape)} {found[key].dtype}")
+    for key in sorted(set(found) & set(expected)):
+        exp_shape, exp_dtype = expected[key]
+        t = found[key]
+        if t.shape != exp_shape:
+            problems.append(f"  {key!r}: expected shape {list(exp_shape)}, found {list(t.shape)}")
+        if t.torch_dtype != exp_dtype:
+            problems.append(f"  {key!r}: expected dtype {exp_dtype}, found {t.dtype} ({t.torch_dtype})")
+    if problems:
+        raise CheckpointError(f"{path}: {len(problems)} tensor(s) do not match the model {hint}:\n" + "\n".join(problems))
+
+
+def _file_metadata(cfg: Mapping[str, Any], name: str) -> dict[str, str]:
+    meta = {"format": FORMAT, "arch": cfg["backbone"]["arch"], "library_version": cfg["library_version"]}
+    if name == PROJECTOR_FILE:
+        meta["projector"] = cfg["projector"]
+    return meta
+
+
+def check_metadata_against(path: Path, header: SafetensorsHeader, cfg: Mapping[str, Any], source: str) -> None:
+    """CheckpointError when the weights file's own metadata disagrees with config.json (both values named)."""
+    for key, want in _file_metadata(cfg, path.name).items():
+        have = header.metadata.get(key)
+        if have is not None and have != want:
+            raise CheckpointError(f"{path}: the file's metadata says {key}={have!r} but {source} says {key}={want!r}")
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    """IntegrityError if the file's sha256 differs from ``expected``."""
+    found = sha256_file(path)
+    if found != expected:
+        raise IntegrityError(f"{path}: sha256 {found} does not match {expected} recorded in {what}")
+
+
+@dataclass
+class CheckpointState:
+    """A checked checkpoint: its config, backbone state dict and (if asked for) projector state dict."""
+
+    config: dict[str, Any]
+    backbone: dict[str, torch.Tensor]
+    projector: dict[str, torch.Tensor] | None
+    source: str
+
+
+def read_weights(path: Path, cfg: Mapping[str, Any], expected: Expected, source: str) -> dict[str, torch.Tensor]:
+    """Checked safetensors -> state dict: header vs ``expected`` and ``cfg`` first, then the bytes, then finiteness."""
+    header = read_safetensors_header(path)
+    bb = cfg["backbone"]
+    what = (f"projector={cfg['projector']!r}" if path.name == PROJECTOR_FILE
+            else f"arch={bb['arch']}, small_images={bb['small_images']}, width={bb['width']}")
+    check_header_against(path, header, expected, f"described by {source} ({what}, dtype={cfg['dtype']})")
+    check_metadata_against(path, header, cfg, source)
+    state = strip_prefixes(load_safetensors(path))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        counts = ", ".join(f"{k!r} ({int((~torch.isfinite(state[k])).sum())} values)" for k in bad)
+        raise CheckpointError(f"{path}: NaN/Inf in {len(bad)} tensor(s): {counts}")
+    return state
+
+
+def read_checkpoint(cfg: dict[str, Any], paths: Mapping[str, Path], *, with_projector: bool,
+                    source: str) -> CheckpointState:
+    """State dicts of the (already sha256-verified) weights files of a validated config."""
+    expected_backbone, expected_projector = expected_tensors(cfg)
+    backbone = read_weights(paths[MODEL_FILE], cfg, expected_backbone, source)
+    projector = None
+    if with_projector:
+        assert expected_projector is not None
+        projector = read_weights(paths[PROJECTOR_FILE], cfg, expected_projector, source)
+    return CheckpointState(cfg, backbone, projector, source)
+
+
+def local_weights_paths(folder: Path, cfg: Mapping[str, Any], with_projector: bool) -> dict[str, Path]:
+    """The weights files of a local checkpoint folder, each checked (regular file, no pickle, header, sha256)."""
+    names = [MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
+    paths = {}
+    for name in names:
+        if name not in cfg["files"]:
+            raise CheckpointError(f"{folder}: {name} was not saved (config.json lists {sorted(cfg['files'])}); "
+                                  "save with include_projector=True to keep the projector")
+        path = folder / name
+        check_regular_file(path, f"listed in {CONFIG_FILE}")
+        read_safetensors_header(path)  # truncation / corrupted header: the specific error before the hash one
+        verify_sha256(path, cfg["files"][name]["sha256"], str(folder / CONFIG_FILE))
+        paths[name] = path
+    return paths
+
+
+def read_checkpoint_folder(folder: Path, *, with_projector: bool = False) -> CheckpointState:
+    """A local checkpoint folder -> :class:`CheckpointState`, every check passed."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        check_regular_file(folder, "a checkpoint folder")
+        refuse_pickle(folder)
+        raise CheckpointError(f"{folder}: give the checkpoint folder, not a single file")
+    if folder.is_dir() and not (folder / MODEL_FILE).exists():
+        for p in sorted(folder.iterdir()):
+            refuse_pickle(p)  # a pickle checkpoint: say so, unread, rather than "config.json missing"
+    cfg = load_config(folder)
+    paths = local_weights_paths(folder, cfg, with_projector)
+    return read_checkpoint(cfg, paths, with_projector=with_projector, source=str(folder / CONFIG_FILE))
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, d in SAVE_DTYPES.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"dtype must be one of torch.float32/float16/bfloat16, got {dtype}")
+
+
+def _tensor_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype, metadata: dict[str, str]) -> bytes:
+    tensors = {k: (v.detach().to("cpu", dtype=dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in state.items()}
+    return safetensors_bytes(tensors, metadata)
+
+
+def build_checkpoint_files(
+    model: nn.Module, *, method: str | None, beta: float | None, num_views: int | None,
+    train_config: dict | None, dataset: dict | None, transforms: dict | None, metrics: list[dict] | None,
+    training: dict | None, include_projector: bool, dtype: torch.dtype,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The bytes of the weights files and the validated config (README not included)."""
+    model = unwrap_model(model)
+    if isinstance(model, SSLModel):
+        backbone, projector = model.backbone, model.projector
+    elif isinstance(model, ResNetBackbone):
+        backbone, projector = model, None
+    else:
+        raise TypeError(f"save_pretrained takes an SSLModel or ResNetBackbone, got {type(model).__name__}")
+    if include_projector and projector is None:
+        raise ValueError("include_projector=True needs an SSLModel; a bare ResNetBackbone has no projector")
+    cfg: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
+        "backbone": backbone.config.to_dict(), "feature_dim": backbone.feature_dim,
+        "projector": projector.spec if projector is not None else None,
+        "method": method, "beta": beta, "num_views": num_views, "dtype": _dtype_name(dtype),
+        "train_config": train_config, "dataset": dataset, "transforms": transforms, "metrics": list(metrics or []),
+        "training": training,
+    }
+    files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
+    if include_projector:
+        assert projector is not None
+        files[PROJECTOR_FILE] = _tensor_bytes(strip_prefixes(projector.state_dict()), dtype,
+                                              _file_metadata(cfg, PROJECTOR_FILE))
+    cfg["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for name, data in files.items()}
+    # round-trip through JSON so that what is validated is exactly what is written
+    cfg = validate_config(parse_json(json_bytes(cfg), "config being saved"), "config being saved")
+    return files, cfg
+
+
+def save_pretrained(
+    model: nn.Module, save_dir: str | os.PathLike[str], *, method: str | None = None, beta: float | None = None,
+    num_views: int | None = None, train_config: dict | None = None, dataset: dict | None = None,
+    transforms: dict | None = None, metrics: list[dict] | None = None, training: dict | None = None,
+    include_projector: bool = False, dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``model.safetensors`` (+ ``projector.safetensors``), ``config.json`` and ``README.md`` atomically.
+
+    ``model`` is an SSLModel or ResNetBackbone (DDP / torch.compile wrappers are unwrapped). ``metrics``
+    are records {task, metric, value, random_init, dataset, split, protocol, date}; ``dataset`` has
+    id, revision, split, fraction; ``transforms`` preset, eval_size, eval_resize, mean, std; ``training``
+    hardware, wall_clock_s, images_per_s, steps, epochs. Returns the folder.
+    """
+    files, cfg = build_checkpoint_files(
+        model, method=method, beta=beta, num_views=num_views, train_config=train_config, dataset=dataset,
+        transforms=transforms, metrics=metrics, training=training, include_projector=include_projector,
+        dtype=dtype,
+    )
+    files[CONFIG_FILE] = json_bytes(cfg)
+    files[CARD_FILE] = render_card(cfg).encode("utf-8")
+    return atomic_write_folder(Path(save_dir), files, replace=CHECKPOINT_FILES)
+
+
 def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
     """A copy of ``cfg`` with ``metrics`` merged in (same (task, metric, dataset, split) replaces)."""
     new = dict(cfg)
     new["metrics"] = merge_metrics(cfg.get("metrics", []), metrics)
-    return validate_config(json.loads(_json_bytes(new)), "updated config")
+    return validate_config(parse_json(json_bytes(new), "updated config"), "updated config")
 
 
-def config_bytes(cfg: Mapping[str, Any]) -> bytes:
-    return _json_bytes(cfg)
+def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict) -> None:
+    """Merge metric records into config.json (same (task, metric, dataset, split) replaces) and regenerate README.md.
 
-
-def find_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint folder at ``path``: itself, ``path/export`` (a pretrain run), or the one folder below it.
-
-    FileNotFoundError if there is none, ValueError (listing them) if there are several.
+    The weights files are carried over unchanged (their sha256 is checked first); the swap is atomic.
     """
-    path = Path(path)
-    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file():
-        return path
-    if (path / "export" / CONFIG_FILE).is_file() and (path / "export" / MODEL_FILE).is_file():
-        return path / "export"
-    found = sorted({p.parent for pattern in (f"*/{CONFIG_FILE}", f"*/*/{CONFIG_FILE}") for p in path.glob(pattern)
-                    if (p.parent / MODEL_FILE).is_file() and not p.parent.name.startswith(".")})
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(f"{path}: no checkpoint folder ({CONFIG_FILE} + {MODEL_FILE}) in it or below it")
-    raise ValueError(f"{path}: several checkpoint folders {[str(p) for p in found]}; pass one of them")
+    save_dir = Path(save_dir)
+    records = [metrics] if isinstance(metrics, dict) else list(metrics)
+    cfg = with_metrics(load_config(save_dir), records)
+    files: dict[str, bytes] = {}
+    for name, info in cfg["files"].items():
+        verify_sha256(save_dir / name, info["sha256"], str(save_dir / CONFIG_FILE))
+        files[name] = (save_dir / name).read_bytes()
+    files[CONFIG_FILE] = json_bytes(cfg)
+    files[CARD_FILE] = render_card(cfg).encode("utf-8")
+    atomic_write_folder(save_dir, files, replace=CHECKPOINT_FILES)
+
+
+def model_from_state(state: CheckpointState) -> nn.Module:
+    """The model a checked checkpoint describes, loaded ``strict=True``, in eval mode; ``.mvssl_config`` set.
+
+    A ResNetBackbone ((N, 3, H, W) -> (N, feature_dim)), or an SSLModel when the projector was read.
+    """
+    cfg = state.config
+    backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]))
+    backbone.load_state_dict(state.backbone, strict=True)
+    model: nn.Module = backbone
+    if state.projector is not None:
+        projector = Projector(cfg["projector"])
+        projector.load_state_dict(state.projector, strict=True)
+        model = SSLModel(backbone, projector)
+    model.mvssl_config = cfg  # type: ignore[assignment]
+    return model.eval()
+
+
+__all__ = [
+    "CARD_FILE", "CHECKPOINT_FILES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "MODEL_FILE", "PROJECTOR_FILE",
+    "CheckpointState", "build_checkpoint_files", "check_expected", "check_header_against", "expected_state",
+    "expected_tensors", "find_checkpoint", "load_config", "merge_metrics", "model_from_state", "normalize_metric",
+    "read_checkpoint", "read_checkpoint_folder", "read_config", "save_pretrained", "strip_prefixes",
+    "unwrap_model", "update_metrics", "validate_config", "verify_sha256", "with_metrics",
+]

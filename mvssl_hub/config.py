@@ -20,6 +20,8 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union
 
+from .errors import ConfigError
+
 __all__ = ["ConfigError", "config_to_dict", "dump_yaml", "field_types", "parse_config", "read_yaml", "run_cli"]
 
 C = TypeVar("C")
@@ -28,9 +30,6 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null", "~"}
 
-
-class ConfigError(ValueError):
-    """A config file or argument is unknown, wrongly typed or out of range; the message says which."""
 
 
 def field_types(cls: type) -> dict[str, Any]:

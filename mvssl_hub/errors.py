@@ -14,8 +14,16 @@ class IntegrityError(CheckpointError):
     """A weights file's sha256 differs from the one it was published or saved with."""
 
 
+class ConfigError(ValueError):
+    """A config file or argument is unknown, wrongly typed or out of range; the message says which."""
+
+
 class UnknownModelError(KeyError):
     """A model or architecture name is not registered; the message lists close matches."""
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint at the given path / repo, or (offline) nothing cached for it; the message says how to fetch it."""

@@ -1,9 +1,12 @@
-"""save_pretrained / from_pretrained / push_to_hub / update_metrics: checkpoints on disk and on the Hub.
+"""Hub transport: download, upload, cache, revisions and sha256 verification. It only moves files.
 
-A checkpoint is a folder (or a Hub model repo) with ``model.safetensors`` (+ ``projector.safetensors``),
-``config.json`` and ``README.md``; see :mod:`mvssl_hub.checkpoint` for the format and its checks.
-The Hub endpoint is read when a call is made (``endpoint=`` argument, else
-``huggingface_hub.constants.ENDPOINT``), never cached at import.
+What comes back is paths (and the validated config that names them); models are built a layer up
+(:mod:`mvssl_hub.loading`, :mod:`mvssl_hub.weights`). huggingface_hub is imported inside each function
+that makes a Hub call, so that importing mvssl_hub does not import it. The endpoint is read when a call
+is made (``endpoint=``, else ``huggingface_hub.constants.ENDPOINT``), never cached at import.
+
+A downloaded file whose sha256 does not match is removed from the cache (the snapshot link and the
+blob it points to), so a later load fetches it again instead of failing on the bad copy forever.
 """
 
 from __future__ import annotations
@@ -14,70 +17,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn as nn
-
-from .backbones import ResNetBackbone
 from .checkpoint import (
-    CARD_FILE, CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, atomic_write_folder, build_checkpoint_files,
-    check_expected, config_bytes, load_checkpoint_files, load_config, read_config, refuse_pickle, sha256_file,
-    verify_sha256, with_metrics,
+    CARD_FILE, CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, load_config, read_config, verify_sha256,
 )
-from .errors import CheckpointError, IntegrityError
+from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from .model_card import render_card
+from .safe_io import sha256_file
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint at the given path / repo, or (offline) nothing cached for it; the message says how to fetch it."""
-
-
-# ---------------------------------------------------------------------------------------------------- saving
-
-def save_pretrained(
-    model: nn.Module, save_dir: str | os.PathLike[str], *, method: str | None = None, beta: float | None = None,
-    num_views: int | None = None, train_config: dict | None = None, dataset: dict | None = None,
-    transforms: dict | None = None, metrics: list[dict] | None = None, training: dict | None = None,
-    include_projector: bool = False, dtype: torch.dtype = torch.float32,
-) -> Path:
-    """Write ``model.safetensors`` (+ ``projector.safetensors``), ``config.json`` and ``README.md`` atomically.
-
-    ``model`` is an SSLModel or ResNetBackbone (DDP / torch.compile wrappers are unwrapped). ``metrics``
-    are records {task, metric, value, random_init, dataset, split, protocol, date}; ``dataset`` has
-    id, revision, split, fraction; ``transforms`` preset, eval_size, eval_resize, mean, std; ``training``
-    hardware, wall_clock_s, images_per_s, steps, epochs. Returns the folder.
-    """
-    files, cfg = build_checkpoint_files(
-        model, method=method, beta=beta, num_views=num_views, train_config=train_config, dataset=dataset,
-        transforms=transforms, metrics=metrics, training=training, include_projector=include_projector,
-        dtype=dtype,
-    )
-    files[CONFIG_FILE] = config_bytes(cfg)
-    files[CARD_FILE] = render_card(cfg).encode("utf-8")
-    return atomic_write_folder(Path(save_dir), files)
-
-
-def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict]) -> None:
-    """Merge metric records into config.json (same (task, metric, dataset, split) replaces) and regenerate README.md.
-
-    The weights files are carried over unchanged (their sha256 is checked first); the swap is atomic.
-    """
-    save_dir = Path(save_dir)
-    if isinstance(metrics, dict):
-        metrics = [metrics]
-    cfg = with_metrics(load_config(save_dir), metrics)
-    files: dict[str, bytes] = {}
-    for name, info in cfg["files"].items():
-        verify_sha256(save_dir / name, info["sha256"], str(save_dir / CONFIG_FILE))
-        files[name] = (save_dir / name).read_bytes()
-    files[CONFIG_FILE] = config_bytes(cfg)
-    files[CARD_FILE] = render_card(cfg).encode("utf-8")
-    atomic_write_folder(save_dir, files)
-
-
-# --------------------------------------------------------------------------------------------------- loading
 
 def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -> tuple[str, str | None, bool]:
     """(location, revision, is_local). Accepts a folder, ``org/name``, ``hf-hub:org/name[@rev]``."""
@@ -92,12 +41,13 @@ def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -
         return src, revision, False
     if Path(src).exists():
         return src, revision, True
-    if _REPO_ID.match(src) and not src.startswith((".", "/")):
+    if REPO_ID.match(src) and not src.startswith((".", "/")):
         return src, revision, False
     raise CheckpointNotFoundError(f"{src!r} is neither an existing folder nor a Hub repo id 'org/name'")
 
 
-def _offline(local_files_only: bool) -> bool:
+def is_offline(local_files_only: bool) -> bool:
+    """True when no request may be made: ``local_files_only`` or ``HF_HUB_OFFLINE``."""
     from huggingface_hub import constants
 
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
@@ -105,8 +55,9 @@ def _offline(local_files_only: bool) -> bool:
 
 
 def hub_download(
-    repo_id: str, filename: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None,
-    endpoint: str | None, local_files_only: bool, force_download: bool = False,
+    repo_id: str, filename: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, force_download: bool = False,
+    token: str | bool | None = None,
 ) -> Path:
     """hf_hub_download with errors translated: nothing cached offline / no such repo -> CheckpointNotFoundError."""
     from huggingface_hub import hf_hub_download
@@ -118,7 +69,7 @@ def hub_download(
     try:
         return Path(hf_hub_download(
             repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-            local_files_only=local_files_only, force_download=force_download,
+            local_files_only=local_files_only, force_download=force_download, token=token,
         ))
     except LocalEntryNotFoundError:
         raise CheckpointNotFoundError(
@@ -139,29 +90,41 @@ def hub_download(
         ) from None
 
 
+def evict_cached_file(path: Path) -> None:
+    """Remove a cached file: the snapshot link and, when it is a link into ``blobs/``, the blob itself."""
+    blob = path.resolve() if path.is_symlink() else None
+    path.unlink(missing_ok=True)
+    if blob is not None and blob.parent.name == "blobs":
+        blob.unlink(missing_ok=True)
+
+
 def fetch_verified(
-    repo_id: str, filename: str, commit: str | None, sha256: str, *, cache_dir: str | os.PathLike[str] | None,
-    endpoint: str | None, local_files_only: bool,
+    repo_id: str, filename: str, commit: str | None, sha256: str, *, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, token: str | bool | None = None,
+    force_download: bool = False,
 ) -> Path:
     """Download (or take from the cache) one file and check its sha256 before it is used.
 
-    A cached file that fails the check is re-downloaded once with a warning that says so; offline, or
-    if a fresh download fails the check, IntegrityError says which file and both hashes.
+    A cached file that fails the check is evicted and re-downloaded once, with a warning that says so;
+    a fresh download that fails it is evicted too (the next call fetches again) and raises
+    IntegrityError naming the file and both hashes. Offline, a bad cached copy is an IntegrityError.
     """
     from huggingface_hub import try_to_load_from_cache
 
-    was_cached = isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit), str)
-    path = hub_download(repo_id, filename, commit, cache_dir=cache_dir, endpoint=endpoint,
-                        local_files_only=local_files_only)
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
+    was_cached = (not force_download
+                  and isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit), str))
+    path = hub_download(repo_id, filename, commit, local_files_only=local_files_only, force_download=force_download,
+                        **kw)
     found = sha256_file(path)
     if found == sha256:
         return path
     where = f"{repo_id}@{commit}"
+    served = (f"{filename} downloaded from {where} has sha256 {{found}}, expected {sha256}: the served file is not "
+              "the one the checkpoint was published with (removed from the cache; a later load fetches it again)")
     if not was_cached:
-        raise IntegrityError(
-            f"{filename} downloaded from {where} has sha256 {found}, expected {sha256}: the served file is not "
-            "the one the checkpoint was published with"
-        )
+        evict_cached_file(path)
+        raise IntegrityError(served.format(found=found))
     if local_files_only:
         raise IntegrityError(
             f"cached {filename} of {where} at {path} is corrupted: sha256 {found}, expected {sha256}. Offline, so it "
@@ -171,29 +134,27 @@ def fetch_verified(
         f"cached {filename} of {where} at {path} is corrupted (sha256 {found}, expected {sha256}); re-downloading it",
         RuntimeWarning, stacklevel=3,
     )
-    path = hub_download(repo_id, filename, commit, cache_dir=cache_dir, endpoint=endpoint,
-                        local_files_only=False, force_download=True)
+    evict_cached_file(path)
+    path = hub_download(repo_id, filename, commit, local_files_only=False, force_download=True, **kw)
     found = sha256_file(path)
     if found != sha256:
-        raise IntegrityError(
-            f"{filename} downloaded from {where} has sha256 {found}, expected {sha256}: the served file is not "
-            "the one the checkpoint was published with"
-        )
+        evict_cached_file(path)
+        raise IntegrityError(served.format(found=found))
     return path
 
 
-def _snapshot_commit(path: Path) -> str:
+def snapshot_commit(path: Path) -> str:
     """The commit sha a cached file belongs to (``.../snapshots/<sha>/<file>``)."""
     name = path.parent.name
-    if not _COMMIT.match(name):
+    if not COMMIT_SHA.match(name):
         raise CheckpointError(f"cannot tell the commit of cached file {path}")
     return name
 
 
 def resolve_hub_checkpoint(
-    repo_id: str, revision: str | None, *, with_projector: bool, cache_dir: str | os.PathLike[str] | None,
-    endpoint: str | None, local_files_only: bool, config_sha256: str | None = None,
-    files_sha256: dict[str, str] | None = None,
+    repo_id: str, revision: str | None, *, with_projector: bool, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, config_sha256: str | None = None,
+    files_sha256: dict[str, str] | None = None, token: str | bool | None = None, force_download: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Path], str]:
     """(validated config, verified local paths of the weights files, commit sha) of a Hub checkpoint.
 
@@ -201,14 +162,14 @@ def resolve_hub_checkpoint(
     it resolved to. ``config_sha256`` / ``files_sha256`` (from a published-weights entry) pin the hashes;
     otherwise the weights are checked against the sha256 recorded in config.json.
     """
-    offline = _offline(local_files_only)
+    offline = is_offline(local_files_only)
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, local_files_only=offline, token=token,
+                              force_download=force_download)
     if config_sha256 is not None:  # pinned whenever given, whatever the revision
-        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, cache_dir=cache_dir,
-                                  endpoint=endpoint, local_files_only=offline)
+        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, **kw)
     else:
-        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, cache_dir=cache_dir, endpoint=endpoint,
-                                local_files_only=offline)
-    commit = _snapshot_commit(cfg_path)
+        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
+    commit = snapshot_commit(cfg_path)
     cfg = read_config(cfg_path)
     names = [MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
     paths = {}
@@ -221,68 +182,23 @@ def resolve_hub_checkpoint(
                 f"{repo_id}@{commit}: config.json records sha256 {want} for {name} but the published entry pins "
                 f"{files_sha256[name]}"
             )
-        paths[name] = fetch_verified(repo_id, name, commit, want, cache_dir=cache_dir, endpoint=endpoint,
-                                     local_files_only=offline)
+        paths[name] = fetch_verified(repo_id, name, commit, want, **kw)
     return cfg, paths, commit
 
 
-def _local_checkpoint(folder: Path, with_projector: bool) -> tuple[dict[str, Any], dict[str, Path]]:
-    if folder.is_file():
-        refuse_pickle(folder)
-        raise CheckpointError(f"{folder}: give the checkpoint folder, not a single file")
-    if not (folder / MODEL_FILE).exists():
-        pickles = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        if pickles:
-            refuse_pickle(folder / pickles[0])
-    cfg = load_config(folder)
-    names = [MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
-    paths = {}
-    for name in names:
-        if name not in cfg["files"]:
-            raise CheckpointError(f"{folder}: {name} was not saved (config.json lists {sorted(cfg['files'])}); "
-                                  "save with include_projector=True to keep the projector")
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointNotFoundError(f"{path}: missing, but {CONFIG_FILE} lists it")
-        refuse_pickle(path)
-        from .checkpoint import read_safetensors_header
+def hub_file_hashes(repo_id: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
+                    endpoint: str | None = None, token: str | bool | None = None,
+                    ) -> tuple[dict[str, Any], dict[str, str], str]:
+    """(config, sha256 of config.json and of every weights file as the Hub serves them, commit sha)."""
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
+    cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
+    commit = snapshot_commit(cfg_path)
+    cfg = read_config(cfg_path)
+    sha = {CONFIG_FILE: sha256_file(cfg_path)}
+    for name, info in cfg["files"].items():
+        sha[name] = sha256_file(fetch_verified(repo_id, name, commit, info["sha256"], **kw))
+    return cfg, sha, commit
 
-        read_safetensors_header(path)  # truncation / corrupted header: the specific error before the hash one
-        verify_sha256(path, cfg["files"][name]["sha256"], str(folder / CONFIG_FILE))
-        paths[name] = path
-    return cfg, paths
-
-
-def from_pretrained(
-    repo_id_or_dir: str | os.PathLike[str], revision: str | None = None, *, with_projector: bool = False,
-    local_files_only: bool = False, cache_dir: str | os.PathLike[str] | None = None, endpoint: str | None = None,
-    **expected: Any,
-) -> ResNetBackbone | nn.Module:
-    """Load a checkpoint from a folder, a Hub repo (``org/name``, ``hf-hub:org/name@rev``) or the cache.
-
-    Returns the backbone ((N, 3, H, W) -> (N, feature_dim)) in eval mode, or with ``with_projector`` the
-    SSLModel; ``.mvssl_config`` holds the parsed config. ``expected`` kwargs (arch, small_images, width,
-    method, projector, proj_dim, num_views, beta, feature_dim) must agree with the checkpoint, else
-    ValueError naming both values. Offline (``HF_HUB_OFFLINE=1`` or ``local_files_only``) only the cache
-    is used.
-    """
-    src, revision, is_local = parse_source(repo_id_or_dir, revision)
-    if is_local:
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} given for a local folder {src!r}")
-        cfg, paths = _local_checkpoint(Path(src), with_projector)
-        where = str(Path(src) / CONFIG_FILE)
-    else:
-        cfg, paths, commit = resolve_hub_checkpoint(
-            src, revision, with_projector=with_projector, cache_dir=cache_dir, endpoint=endpoint,
-            local_files_only=local_files_only,
-        )
-        where = f"{src}@{commit}"
-    check_expected(cfg, expected, where)
-    return load_checkpoint_files(cfg, paths, with_projector=with_projector, source=where)
-
-
-# --------------------------------------------------------------------------------------------------- pushing
 
 def push_to_hub(
     save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
@@ -296,7 +212,7 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if not _REPO_ID.match(repo_id):
+    if not REPO_ID.match(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
     folder = Path(save_dir)
     cfg = load_config(folder)
@@ -323,13 +239,12 @@ def push_to_hub(
         f"{cfg['library_version']}"
     )
     info = api.create_commit(repo_id, operations=ops, commit_message=message)
-    commit = info.oid
     if revision_tag is not None:
-        api.create_tag(repo_id, tag=revision_tag, revision=commit)
-    return commit
+        api.create_tag(repo_id, tag=revision_tag, revision=info.oid)
+    return info.oid
 
 
 __all__ = [
-    "CheckpointNotFoundError", "fetch_verified", "from_pretrained", "hub_download", "load_config", "parse_source",
-    "push_to_hub", "resolve_hub_checkpoint", "save_pretrained", "update_metrics",
+    "COMMIT_SHA", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_file_hashes", "is_offline",
+    "parse_source", "push_to_hub", "resolve_hub_checkpoint", "snapshot_commit",
 ]

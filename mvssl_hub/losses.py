@@ -38,14 +38,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .distributed import world_size
+from .vocabulary import BT_FORMS, METHODS, VICREG_FORMS
+
 __all__ = [
     "BT_FORMS", "VICREG_FORMS", "LOSS_METHODS", "BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss",
     "build_loss", "recommended_beta", "vicreg_loss",
 ]
 
-BT_FORMS: tuple[str, ...] = ("auto", "classic", "mean", "all_pairs")
-VICREG_FORMS: tuple[str, ...] = ("auto", "classic", "leave_one_out", "all_pairs")
-LOSS_METHODS: tuple[str, ...] = ("barlowtwins", "vicreg")
+LOSS_METHODS = METHODS
 
 ViewsLike = Tensor | Sequence[Tensor]
 
@@ -110,17 +111,9 @@ def _check_form(form: str, valid: tuple[str, ...], name: str) -> None:
         raise ValueError(f"{name}: unknown form {form!r}; valid forms are {', '.join(valid)}")
 
 
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
 def _gather_batch(z: Tensor, name: str) -> Tensor:
     """All-gather (M, N, d) along the batch dim across ranks, keeping autograd (no-op at world 1)."""
-    world = _world_size()
+    world = world_size()
     if world == 1:
         return z
     import torch.distributed as dist

@@ -13,6 +13,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Mapping
 
+from .vocabulary import NARROW_WIDTHS
+
 
 
 def _template_path() -> Path:
@@ -52,8 +54,11 @@ def eval_results(cfg: Mapping[str, Any]) -> list[Any]:
 
 
 def builder_name(cfg: Mapping[str, Any]) -> str:
-    """The registered builder this checkpoint belongs to, e.g. ``barlowtwins_resnet18`` (``ssl_<arch>`` if no method)."""
-    return f"{cfg.get('method') or 'ssl'}_{cfg['backbone']['arch']}"
+    """The zoo builder a checkpoint belongs to: ``barlowtwins_resnet18``, or ``vicreg_resnet18_w16`` for a width
+    with a builder of its own (``ssl_<arch>`` if no method)."""
+    bb = cfg["backbone"]
+    narrow = bb["width"] in NARROW_WIDTHS and bb["arch"] == "resnet18"
+    return f"{cfg.get('method') or 'ssl'}_{bb['arch']}" + (f"_w{bb['width']}" if narrow else "")
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

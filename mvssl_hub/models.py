@@ -1,18 +1,12 @@
-"""SSL model = backbone + projector, and the registered builders users call by name."""
+"""SSL model = backbone + projector: what pretraining trains (the zoo's builders return backbones)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .backbones import BackboneConfig, ResNetBackbone, build_backbone
+from .backbones import ResNetBackbone, build_backbone
 from .projector import Projector, projector_spec
-from .registry import register_model
-
-METHODS = ("barlowtwins", "vicreg")
-
 
 class SSLModel(nn.Module):
     """Backbone + projector. All M views run through the network as one batch of M*N images.
@@ -48,43 +42,4 @@ def build_ssl_model(
     return SSLModel(backbone, Projector(spec))
 
 
-def _backbone_builder(method: str, arch: str, weights: Any, kwargs: dict[str, Any]) -> ResNetBackbone:
-    if weights is None:
-        return build_backbone(arch, **kwargs)
-    from .weights import load_published_backbone  # the Hub client only when weights are asked for
-
-    return load_published_backbone(f"{method}_{arch}", weights, **kwargs)
-
-
-@register_model()
-def barlowtwins_resnet18(*, weights: Any = None, **kwargs: Any) -> ResNetBackbone:
-    """ResNet-18 backbone (N, 3, H, W) -> (N, 512 * width / 64) pretrained with multi-view Barlow Twins.
-
-    Keyword args: ``weights`` (None, "DEFAULT", an enum member or "Enum.MEMBER"), ``small_images``
-    (3x3 stride-1 stem, no max-pool; default True), ``width`` (first-stage channels; default 64).
-    """
-    return _backbone_builder("barlowtwins", "resnet18", weights, kwargs)
-
-
-@register_model()
-def barlowtwins_resnet50(*, weights: Any = None, **kwargs: Any) -> ResNetBackbone:
-    """ResNet-50 backbone (N, 3, H, W) -> (N, 2048 * width / 64) pretrained with multi-view Barlow Twins."""
-    return _backbone_builder("barlowtwins", "resnet50", weights, kwargs)
-
-
-@register_model()
-def vicreg_resnet18(*, weights: Any = None, **kwargs: Any) -> ResNetBackbone:
-    """ResNet-18 backbone (N, 3, H, W) -> (N, 512 * width / 64) pretrained with multi-view VICReg."""
-    return _backbone_builder("vicreg", "resnet18", weights, kwargs)
-
-
-@register_model()
-def vicreg_resnet50(*, weights: Any = None, **kwargs: Any) -> ResNetBackbone:
-    """ResNet-50 backbone (N, 3, H, W) -> (N, 2048 * width / 64) pretrained with multi-view VICReg."""
-    return _backbone_builder("vicreg", "resnet50", weights, kwargs)
-
-
-__all__ = [
-    "METHODS", "SSLModel", "BackboneConfig", "build_ssl_model",
-    "barlowtwins_resnet18", "barlowtwins_resnet50", "vicreg_resnet18", "vicreg_resnet50",
-]
+__all__ = ["SSLModel", "build_ssl_model"]

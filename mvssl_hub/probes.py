@@ -24,6 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .device import bf16_is_fast
+from .distributed import rank_and_world
+
 __all__ = [
     "bf16_is_fast",
     "extract_features",
@@ -41,52 +44,6 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 # Device helpers
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    """CPU feature flags from /proc/cpuinfo (Linux) or py-cpuinfo when installed; empty if unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    try:
-        import cpuinfo  # type: ignore[import-not-found]  # py-cpuinfo, optional
-
-        return frozenset(cpuinfo.get_cpu_info().get("flags", []))
-    except Exception:  # noqa: BLE001 - optional probe, any failure means "unknown"
-        return frozenset()
-
-
-def bf16_is_fast(device: torch.device | str) -> bool:
-    """True when bf16 autocast is a speed-up on ``device``.
-
-    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: oneDNN bf16 support *and* native bf16 instructions
-    (``amx_bf16`` or ``avx512_bf16`` in the CPU flags); without them oneDNN emulates bf16, slower than
-    fp32. Other devices: False (pass ``bf16=True`` explicitly to force it).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            onednn_bf16 = False
-        return onednn_bf16 and bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
-    return False
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _module_device(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -94,7 +51,7 @@ def _module_device(module: nn.Module) -> torch.device:
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     """A tqdm bar on the main process when ``enabled``; a no-op object otherwise."""
-    rank, _ = _dist_rank_world()
+    rank, _ = rank_and_world()
     if not enabled or rank != 0:
         return _NoBar()
     from tqdm.auto import tqdm
@@ -187,7 +144,7 @@ def _gather_rows(local: torch.Tensor, n_total: int, per_rank: int, device: torch
     """All-gather equal-size (per_rank, D) shards from every rank; return the first n_total rows on CPU."""
     import torch.distributed as dist
 
-    _, world = _dist_rank_world()
+    _, world = rank_and_world()
     # NCCL gathers CUDA tensors only; gloo gathers CPU tensors.
     comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
     padded = torch.zeros(per_rank, local.shape[1], dtype=local.dtype, device=comm_device)
@@ -207,7 +164,7 @@ def _extract(
 ) -> torch.Tensor:
     """Shard over processes, run ``featurize`` (uint8 batch on device -> (B, D)) batch by batch, gather."""
     n = images.shape[0]
-    rank, world = _dist_rank_world()
+    rank, world = rank_and_world()
     per_rank = math.ceil(n / world)
     lo, hi = min(n, rank * per_rank), min(n, (rank + 1) * per_rank)
     out: list[torch.Tensor] = []

@@ -1,4 +1,5 @@
-"""A name -> builder registry, torchvision style: ``register_model``, ``list_models``, ``get_model``."""
+"""The one registry, torchvision style: name -> (builder, its weights enum). ``register_model``, ``list_models``,
+``get_model``, ``get_model_builder``, ``get_model_weights``."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from .errors import UnknownModelError
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_WEIGHTS: dict[str, Any] = {}  # name -> the builder's weights enum (a WeightsEnum subclass), when it has one
 
 
-def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
-    """Decorator that registers a builder under ``name`` (default: the function's name).
+def register_model(name: str | None = None, weights: Any = None) -> Callable[[Builder], Builder]:
+    """Decorator that registers a builder under ``name`` (default: the function's name) with its weights enum.
 
     Raises ValueError if the name is taken: a silent overwrite would change what users load.
     """
@@ -30,9 +32,33 @@ def register_model(name: str | None = None) -> Callable[[Builder], Builder]:
                 f"{_BUILDERS[key].__qualname__}"
             )
         _BUILDERS[key] = fn
+        if weights is not None:
+            _WEIGHTS[key] = weights
         return fn
 
     return wrap
+
+
+def get_model_weights(name: str | Callable[..., nn.Module]) -> Any:
+    """The weights enum of a registered builder (by name or the builder itself); may be empty."""
+    key = name if isinstance(name, str) else getattr(name, "__name__", repr(name))
+    get_model_builder(key)
+    if key not in _WEIGHTS:
+        raise unknown_name_error("builder with weights", key, _WEIGHTS)
+    return _WEIGHTS[key]
+
+
+def set_model_weights(name: str, weights: Any) -> Any:
+    """Replace the weights enum of a registered builder (tests, a freshly published entry); returns the previous one."""
+    get_model_builder(name)
+    previous = _WEIGHTS.get(name)
+    _WEIGHTS[name] = weights
+    return previous
+
+
+def registered_weights() -> dict[str, Any]:
+    """name -> weights enum, for every builder that has one (schema checks iterate over this)."""
+    return dict(_WEIGHTS)
 
 
 def _as_patterns(patterns: str | Iterable[str] | None) -> list[str]:

@@ -1,35 +1,43 @@
-"""Published weights, torchvision style: per builder an enum of entries, each pinned to a Hub commit.
+"""Published weights, torchvision style: an entry per checkpoint, pinned to a Hub commit, in an enum per builder.
 
 An entry is data: repo id, 40-hex revision, sha256 of ``config.json`` and of each weights file, and
-``meta`` (backbone config, method, metrics, transforms, recipe config, ...). Adding a published
-checkpoint is one entry in :data:`PUBLISHED`; :func:`weights_entry_from_checkpoint` builds that entry
-from a pushed checkpoint. Nothing is published yet, so every shipped enum is empty and
-``weights="DEFAULT"`` raises :class:`NoPublishedWeightsError` with how to load a checkpoint instead.
+``meta`` (backbone config, method, metrics, transforms, recipe config, ...). :func:`load_weights` goes
+strictly down the layers: entry -> a verified bundled snapshot, else the Hub transport (pinned commit,
+sha256 checked) -> the checkpoint format -> ``load_state_dict(strict=True)``.
+
+A bundled snapshot is the entry's repo exactly as the Hub holds it, shipped in ``mvssl_hub/bundled/``
+(``<org>--<name>/``), so the zoo works offline on a fresh clone; every file's sha256 is checked against
+the entry before it is used.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from .backbones import BackboneConfig, ResNetBackbone
 from .checkpoint import (
-    CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, check_expected, load_checkpoint_files, normalize_metric,
-    sha256_file,
+    CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, check_expected, model_from_state, normalize_metric, read_checkpoint,
+    read_config,
 )
 from .errors import CheckpointError
-from .registry import list_models, unknown_name_error
+from .hub import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub_checkpoint
+from .model_card import builder_name
+from .registry import unknown_name_error
+from .safe_io import sha256_file
+from .views import EvalTransform, ViewPreset
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 META_KEYS = ("backbone", "feature_dim", "method", "beta", "num_views", "projector", "metrics", "transforms",
              "recipe", "dataset", "num_params", "library_version")
-# kwargs a builder accepts that must agree with the weights' config
-_BUILDER_KWARGS = ("small_images", "width")
 
 
 class NoPublishedWeightsError(ValueError):
@@ -38,7 +46,7 @@ class NoPublishedWeightsError(ValueError):
 
 @dataclass(frozen=True, eq=True)
 class Weights:
-    """One published checkpoint: where it lives (pinned), its hashes, and what it is."""
+    """One published checkpoint: where it lives (pinned), its hashes, and what it is (``meta``)."""
 
     builder: str
     repo_id: str
@@ -51,33 +59,48 @@ class Weights:
         return list(self.meta.get("metrics", []))
 
     @property
-    def transforms(self) -> dict[str, Any] | None:
-        return self.meta.get("transforms")
-
-    @property
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig(**self.meta["backbone"])
 
+    def transforms(self) -> EvalTransform:
+        """The evaluation transform these weights were measured with: uint8 (N, 3, H, W) -> float (N, 3, S, S)."""
+        tf = self.meta["transforms"]
+        preset = ViewPreset(crop_size=tf["eval_size"], eval_size=tf["eval_size"], eval_resize=tf.get("eval_resize"),
+                            mean=tuple(tf["mean"]), std=tuple(tf["std"]))
+        return EvalTransform(preset)
+
+    def bundled_path(self) -> Path:
+        """Where this entry's snapshot is shipped: ``mvssl_hub/bundled/<org>--<name>``."""
+        return BUNDLED_DIR / self.repo_id.replace("/", "--")
+
 
 class WeightsEnum(Enum):
-    """Base of the per-builder enums; members' values are :class:`Weights`."""
+    """Base of the per-builder enums; members' values are :class:`Weights` (``.meta``, ``.transforms()``)."""
 
     @property
     def weights(self) -> Weights:
         return self.value
 
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.value.meta
+
+    def transforms(self) -> EvalTransform:
+        return self.value.transforms()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
 
 
-def validate_entry(w: Weights) -> None:
-    """Check an entry's schema; ValueError names the field and value at fault."""
+def validate_entry(w: Weights, builder_config: Callable[[str], tuple[str, dict[str, Any]]] | None = None) -> None:
+    """Check an entry's schema; ValueError names the field and value at fault.
+
+    ``builder_config(builder)`` -> (method, fixed backbone kwargs) checks that the entry fits its builder.
+    """
     where = f"weights entry {w.builder}@{w.repo_id}"
-    if w.builder not in list_models():
-        raise unknown_name_error("model", w.builder, list_models())
-    if not _REPO_ID.match(w.repo_id):
+    if not REPO_ID.match(w.repo_id):
         raise ValueError(f"{where}: repo_id {w.repo_id!r} must look like 'org/name'")
-    if not _COMMIT.match(w.revision):
+    if not COMMIT_SHA.match(w.revision):
         raise ValueError(f"{where}: revision {w.revision!r} must be a full 40-hex commit sha (pinned)")
     for name in (CONFIG_FILE, MODEL_FILE):
         if name not in w.sha256:
@@ -90,9 +113,12 @@ def validate_entry(w: Weights) -> None:
     if missing or unknown:
         raise ValueError(f"{where}: meta missing {missing}, unknown {unknown}; expected keys {list(META_KEYS)}")
     bcfg = BackboneConfig(**w.meta["backbone"])
-    method, arch = w.builder.split("_", 1)
-    if bcfg.arch != arch or w.meta["method"] != method:
-        raise ValueError(f"{where}: meta says {w.meta['method']}/{bcfg.arch} but the builder is {w.builder}")
+    if builder_config is not None:
+        method, fixed = builder_config(w.builder)
+        clash = {k: (v, w.meta["backbone"][k]) for k, v in fixed.items() if w.meta["backbone"][k] != v}
+        if w.meta["method"] != method or clash:
+            raise ValueError(f"{where}: meta says {w.meta['method']}/{w.meta['backbone']} but the builder "
+                             f"{w.builder} is {method} with {fixed}")
     if w.meta["feature_dim"] != bcfg.feature_dim:
         raise ValueError(f"{where}: feature_dim {w.meta['feature_dim']} != {bcfg.feature_dim} for {bcfg}")
     for i, m in enumerate(w.meta["metrics"]):
@@ -106,7 +132,7 @@ def validate_entry(w: Weights) -> None:
 
 
 def make_weights_enum(class_name: str, entries: Mapping[str, Mapping[str, Any] | Weights],
-                      default: str | None = None) -> type[WeightsEnum]:
+                      default: str | None = None, module: str | None = None) -> type[WeightsEnum]:
     """An enum (functional API) of ``entries`` (member name -> Weights or its dict) plus a ``DEFAULT`` alias.
 
     ``default`` names the member DEFAULT points to (the first one if None); no alias when empty.
@@ -120,66 +146,10 @@ def make_weights_enum(class_name: str, entries: Mapping[str, Mapping[str, Any] |
         if target not in members:
             raise ValueError(f"default {target!r} is not one of {list(members)}")
         items.append(("DEFAULT", members[target]))  # equal value -> Enum makes it an alias
-    return WeightsEnum(class_name, items, module=__name__)  # type: ignore[return-value]
+    return WeightsEnum(class_name, items, module=module or __name__)  # type: ignore[return-value]
 
 
-def _enum_name(builder: str) -> str:
-    method, arch = builder.split("_", 1)
-    return {"barlowtwins": "BarlowTwins", "vicreg": "VICReg"}.get(method, method.title()) + \
-        "_" + arch.replace("resnet", "ResNet") + "_Weights"
-
-
-# builder -> {member name -> entry dict}. One entry per checkpoint that exists on the Hub; none yet.
-PUBLISHED: dict[str, dict[str, dict[str, Any]]] = {
-    "barlowtwins_resnet18": {},
-    "barlowtwins_resnet50": {},
-    "vicreg_resnet18": {},
-    "vicreg_resnet50": {},
-}
-
-BarlowTwins_ResNet18_Weights = make_weights_enum("BarlowTwins_ResNet18_Weights", PUBLISHED["barlowtwins_resnet18"])
-BarlowTwins_ResNet50_Weights = make_weights_enum("BarlowTwins_ResNet50_Weights", PUBLISHED["barlowtwins_resnet50"])
-VICReg_ResNet18_Weights = make_weights_enum("VICReg_ResNet18_Weights", PUBLISHED["vicreg_resnet18"])
-VICReg_ResNet50_Weights = make_weights_enum("VICReg_ResNet50_Weights", PUBLISHED["vicreg_resnet50"])
-
-_REGISTRY: dict[str, type[WeightsEnum]] = {
-    "barlowtwins_resnet18": BarlowTwins_ResNet18_Weights,
-    "barlowtwins_resnet50": BarlowTwins_ResNet50_Weights,
-    "vicreg_resnet18": VICReg_ResNet18_Weights,
-    "vicreg_resnet50": VICReg_ResNet50_Weights,
-}
-
-
-def register_weights(builder: str, enum: type[WeightsEnum] | Mapping[str, Mapping[str, Any] | Weights],
-                     default: str | None = None) -> type[WeightsEnum] | None:
-    """Set the weights enum of ``builder`` (an enum, or entries to build one from); returns the previous one."""
-    if builder not in list_models():
-        raise unknown_name_error("model", builder, list_models())
-    if not isinstance(enum, type):
-        enum = make_weights_enum(_enum_name(builder), enum, default)
-    for member in enum:
-        validate_entry(member.value)
-        if member.value.builder != builder:
-            raise ValueError(f"{enum.__name__}.{member.name} is for {member.value.builder}, not {builder}")
-    previous = _REGISTRY.get(builder)
-    _REGISTRY[builder] = enum
-    return previous
-
-
-def get_weights_enum(builder: str) -> type[WeightsEnum]:
-    """The weights enum of a builder (possibly empty)."""
-    try:
-        return _REGISTRY[builder]
-    except KeyError:
-        raise unknown_name_error("builder with weights", builder, _REGISTRY) from None
-
-
-def registered_weights() -> dict[str, type[WeightsEnum]]:
-    """builder -> weights enum, for every builder (schema tests iterate over this)."""
-    return dict(_REGISTRY)
-
-
-def _how_to_load_instead(builder: str) -> str:
+def how_to_load_instead(builder: str) -> str:
     return (
         f"no weights are published yet for {builder}. Load a checkpoint directly instead: "
         "mvssl_hub.from_pretrained('path/to/checkpoint_dir') or mvssl_hub.from_pretrained('org/name', revision=...) "
@@ -187,9 +157,8 @@ def _how_to_load_instead(builder: str) -> str:
     )
 
 
-def resolve_weights(builder: str, weights: Any) -> Weights:
+def resolve_weights(builder: str, enum: type[WeightsEnum], weights: Any) -> Weights:
     """``"DEFAULT"`` | member | ``"Enum.MEMBER"`` | ``"MEMBER"`` | Weights -> the Weights entry for ``builder``."""
-    enum = get_weights_enum(builder)
     if isinstance(weights, WeightsEnum):
         w = weights.value
     elif isinstance(weights, Weights):
@@ -197,14 +166,13 @@ def resolve_weights(builder: str, weights: Any) -> Weights:
         w = weights
     elif isinstance(weights, str):
         if len(enum) == 0:
-            raise NoPublishedWeightsError(_how_to_load_instead(builder))
+            raise NoPublishedWeightsError(how_to_load_instead(builder))
         enum_name, _, member = weights.rpartition(".")
         if enum_name and enum_name != enum.__name__:
             raise ValueError(f"weights {weights!r} belong to {enum_name}, but {builder} takes {enum.__name__}")
-        try:
-            w = enum[member].value
-        except KeyError:
-            raise unknown_name_error(f"weights for {builder}", member, enum.__members__) from None
+        if member not in enum.__members__:
+            raise unknown_name_error(f"weights for {builder}", member, enum.__members__)
+        w = enum[member].value
     else:
         raise TypeError(f"weights must be None, 'DEFAULT', a {enum.__name__} member or 'Enum.MEMBER', got {weights!r}")
     if w.builder != builder:
@@ -212,81 +180,76 @@ def resolve_weights(builder: str, weights: Any) -> Weights:
     return w
 
 
-def load_published_backbone(builder: str, weights: Any, *, cache_dir: str | None = None,
-                            endpoint: str | None = None, local_files_only: bool = False,
-                            **kwargs: Any) -> ResNetBackbone:
-    """The backbone of ``builder`` with published ``weights``, downloaded at the pinned commit and sha256-checked.
+def bundled_files(w: Weights, with_projector: bool = False) -> dict[str, Path] | None:
+    """The entry's shipped snapshot files, each matching its pinned sha256; None when not shipped or not intact."""
+    folder = w.bundled_path()
+    names = [CONFIG_FILE, MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
+    if not all((folder / n).is_file() for n in names) or any(n not in w.sha256 for n in names):
+        return None
+    bad = [n for n in names if sha256_file(folder / n) != w.sha256[n]]
+    if bad:
+        warnings.warn(f"bundled snapshot {folder} of {w.repo_id}@{w.revision[:12]}: {bad} do not match the pinned "
+                      "sha256; ignoring it and using the Hub", RuntimeWarning, stacklevel=3)
+        return None
+    return {n: folder / n for n in names}
 
-    ``kwargs`` (small_images, width) must agree with the weights, else ValueError naming both values.
-    """
-    w = resolve_weights(builder, weights)
-    unknown = sorted(set(kwargs) - set(_BUILDER_KWARGS))
-    if unknown:
-        raise TypeError(f"{builder}() got unexpected keyword argument(s) {unknown} with weights; allowed: "
-                        f"{list(_BUILDER_KWARGS)}")
-    for key, value in kwargs.items():
-        if value != w.meta["backbone"][key]:
-            raise ValueError(f"{builder}({key}={value!r}) contradicts the weights {w.repo_id}@{w.revision[:12]}, "
-                             f"which have {key}={w.meta['backbone'][key]!r}")
-    from .hub import resolve_hub_checkpoint
 
-    cfg, paths, _ = resolve_hub_checkpoint(
-        w.repo_id, w.revision, with_projector=False, cache_dir=cache_dir, endpoint=endpoint,
-        local_files_only=local_files_only, config_sha256=w.sha256[CONFIG_FILE], files_sha256=dict(w.sha256),
-    )
+def load_weights(w: Weights, *, with_projector: bool = False, cache_dir: str | None = None, endpoint: str | None = None,
+                 local_files_only: bool = False, token: str | bool | None = None,
+                 force_download: bool = False) -> torch.nn.Module:
+    """The model of a published entry: the verified bundled snapshot, else the Hub at the pinned commit."""
     where = f"{w.repo_id}@{w.revision}"
-    check_expected(cfg, {"arch": w.meta["backbone"]["arch"], "method": w.meta["method"]}, where)
-    model = load_checkpoint_files(cfg, paths, with_projector=False, source=where)
+    files = None if force_download else bundled_files(w, with_projector)
+    if files is not None:
+        cfg = read_config(files[CONFIG_FILE])
+        paths = {n: p for n, p in files.items() if n != CONFIG_FILE}
+        where = f"{where} (bundled)"
+    else:
+        cfg, paths, _ = resolve_hub_checkpoint(
+            w.repo_id, w.revision, with_projector=with_projector, cache_dir=cache_dir, endpoint=endpoint,
+            local_files_only=local_files_only, config_sha256=w.sha256[CONFIG_FILE], files_sha256=dict(w.sha256),
+            token=token, force_download=force_download,
+        )
+    check_expected(cfg, {"arch": w.meta["backbone"]["arch"], "width": w.meta["backbone"]["width"],
+                         "method": w.meta["method"]}, where)
+    model = model_from_state(read_checkpoint(cfg, paths, with_projector=with_projector, source=where))
     model.mvssl_weights = w  # type: ignore[assignment]
-    return model  # type: ignore[return-value]
+    return model
 
 
 def weights_entry_from_checkpoint(repo_id: str, revision: str | None = None, *, cache_dir: str | None = None,
-                                  endpoint: str | None = None) -> dict[str, Any]:
-    """The entry data (for :data:`PUBLISHED` / :func:`register_weights`) of a checkpoint pushed to the Hub.
+                                  endpoint: str | None = None, token: str | bool | None = None,
+                                  builder: str | None = None) -> dict[str, Any]:
+    """The entry data (for the zoo's registry) of a checkpoint pushed to the Hub.
 
-    ``revision`` (branch, tag or sha) is resolved to the commit sha it points at; the weights are
-    downloaded and hashed, so the entry records what the Hub serves.
+    ``revision`` (branch, tag or sha) is resolved to the commit sha it points at; every file is
+    downloaded and hashed, so the entry records what the Hub serves. ``builder`` defaults to the zoo name
+    the config implies (``<method>_<arch>``, plus ``_w<width>`` below full width).
     """
-    from .hub import parse_source, resolve_hub_checkpoint
-
     src, revision, is_local = parse_source(repo_id, revision)
     if is_local:
         raise ValueError(f"{repo_id!r} is a local folder; a weights entry needs a checkpoint pushed to the Hub "
                          "(mvssl_hub.push_to_hub) so that it has a repo id and a pinned revision")
-    cfg, paths, commit = resolve_hub_checkpoint(src, revision, with_projector=False, cache_dir=cache_dir,
-                                                endpoint=endpoint, local_files_only=False)
-    from .hub import fetch_verified, hub_download
-
-    if PROJECTOR_FILE in cfg["files"]:  # pin every file of the checkpoint, not only the ones a backbone needs
-        paths[PROJECTOR_FILE] = fetch_verified(src, PROJECTOR_FILE, commit, cfg["files"][PROJECTOR_FILE]["sha256"],
-                                               cache_dir=cache_dir, endpoint=endpoint, local_files_only=False)
-    cfg_path = hub_download(src, CONFIG_FILE, commit, cache_dir=cache_dir, endpoint=endpoint, local_files_only=False)
-    sha = {CONFIG_FILE: sha256_file(cfg_path), **{name: sha256_file(p) for name, p in paths.items()}}
+    cfg, sha, commit = hub_file_hashes(src, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
     if cfg["method"] is None:
         raise CheckpointError(f"{src}@{commit}: config.json has no method; cannot tell which builder it belongs to")
-    from .model_card import builder_name
-
-    bcfg = BackboneConfig(**cfg["backbone"])
-    num_params = sum(p.numel() for p in ResNetBackbone(bcfg).parameters())
-    tc = cfg.get("train_config")
+    with torch.device("meta"):
+        num_params = sum(p.numel() for p in ResNetBackbone(BackboneConfig(**cfg["backbone"])).parameters())
     return {
-        "builder": builder_name(cfg),
+        "builder": builder or builder_name(cfg),
         "repo_id": src,
         "revision": commit,
         "sha256": sha,
         "meta": {
             "backbone": dict(cfg["backbone"]), "feature_dim": cfg["feature_dim"], "method": cfg["method"],
             "beta": cfg["beta"], "num_views": cfg["num_views"], "projector": cfg["projector"],
-            "metrics": list(cfg["metrics"]), "transforms": cfg["transforms"], "recipe": tc,
+            "metrics": list(cfg["metrics"]), "transforms": cfg["transforms"], "recipe": cfg.get("train_config"),
             "dataset": cfg["dataset"], "num_params": num_params, "library_version": cfg["library_version"],
         },
     }
 
 
 __all__ = [
-    "BarlowTwins_ResNet18_Weights", "BarlowTwins_ResNet50_Weights", "NoPublishedWeightsError", "PUBLISHED",
-    "VICReg_ResNet18_Weights", "VICReg_ResNet50_Weights", "Weights", "WeightsEnum", "get_weights_enum",
-    "load_published_backbone", "make_weights_enum", "register_weights", "registered_weights", "resolve_weights",
-    "validate_entry", "weights_entry_from_checkpoint",
+    "BUNDLED_DIR", "NoPublishedWeightsError", "Weights", "WeightsEnum", "bundled_files", "load_weights",
+    "make_weights_enum", "resolve_weights", "validate_entry", "weights_entry_from_checkpoint",
 ]

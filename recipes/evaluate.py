@@ -32,13 +32,14 @@ import torch
 
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint
-from mvssl_hub.probes import bf16_is_fast, extract_features, extract_multiview_features, knn_accuracy, linear_probe
+from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 
 
 def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:
     """(backbone in eval mode, local checkpoint folder or None for a Hub repo)."""
-    from mvssl_hub.hub import from_pretrained
+    from mvssl_hub.loading import from_pretrained
 
     path = Path(source).expanduser()
     if path.exists():
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from accelerate import PartialState
 
     from mvssl_hub.data import load_split
-    from mvssl_hub.training import check_distributed_launch
+    from mvssl_hub.distributed import check_distributed_launch
 
     # Initialises torch.distributed under `accelerate launch` (gloo on CPU-only machines).
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": today, "argv": sys.argv[1:] if argv is None else list(argv),
     }
     if ckpt_dir is not None and not args.no_write:
-        from mvssl_hub.hub import update_metrics
+        from mvssl_hub.checkpoint import update_metrics
 
         update_metrics(ckpt_dir, records)
         say(f"# metrics written into {ckpt_dir / 'config.json'} and its README.md")

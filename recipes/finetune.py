@@ -29,10 +29,11 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli  # noqa: E402
-from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, StepBatches, convert_batchnorm, hardware_string, lr_factor,
-    make_accelerator, make_generator, place_images,
-)
+from mvssl_hub.device import hardware_string, make_accelerator, place_images  # noqa: E402
+from mvssl_hub.distributed import convert_batchnorm  # noqa: E402
+from mvssl_hub.run_checkpoints import CheckpointManager  # noqa: E402
+from mvssl_hub.trackers import JSONLTracker  # noqa: E402
+from mvssl_hub.training import StepBatches, lr_factor, make_generator  # noqa: E402
 from mvssl_hub.checkpoint import find_checkpoint  # noqa: E402
 
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tqdm.auto import tqdm
 
     from mvssl_hub.data import load_split
-    from mvssl_hub.hub import from_pretrained
+    from mvssl_hub.loading import from_pretrained
     from mvssl_hub.probes import extract_features, topk_accuracy
     from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
                "train_seconds": round(state["train_seconds"], 2), "steps": state["global_step"],
                "hardware": hardware_string(device, world), "date": today}
     if main_proc:
-        from mvssl_hub.hub import save_pretrained, update_metrics
+        from mvssl_hub.checkpoint import save_pretrained, update_metrics
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.export and state["global_step"] == schedule_steps:

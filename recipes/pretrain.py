@@ -26,10 +26,11 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli  # noqa: E402
-from mvssl_hub.training import (  # noqa: E402
-    CheckpointManager, JSONLTracker, StepBatches, convert_batchnorm, hardware_string, lr_factor,
-    make_accelerator, make_generator, place_images, peak_memory_mb,
-)
+from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb, place_images  # noqa: E402
+from mvssl_hub.distributed import convert_batchnorm  # noqa: E402
+from mvssl_hub.run_checkpoints import CheckpointManager  # noqa: E402
+from mvssl_hub.trackers import JSONLTracker  # noqa: E402
+from mvssl_hub.training import StepBatches, lr_factor, make_generator  # noqa: E402
 
 METHODS = ("barlowtwins", "vicreg")
 
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoint = save()
     export_dir = None
     if cfg.export and main_proc:
-        from mvssl_hub.hub import save_pretrained
+        from mvssl_hub.checkpoint import save_pretrained
         from mvssl_hub.models import build_ssl_model as rebuild
 
         clean = rebuild(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,

@@ -5,7 +5,7 @@
 RUN_OR_CKPT_DIR is a checkpoint folder (config.json + model.safetensors + README.md) or a pretrain run
 folder (its ``export/`` checkpoint is used). The folder is verified (config schema, sha256 of every
 weights file) before anything is uploaded. After the push, the script prints the entry to paste into
-``mvssl_hub.weights.PUBLISHED`` (repo id, the pinned 40-hex revision, sha256 of each file, metrics,
+the zoo's ``mvssl_hub/zoo_weights.json`` (repo id, the pinned 40-hex revision, sha256 of each file, metrics,
 transforms, recipe config), built from what the Hub now serves.
 """
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     entry = weights_entry_from_checkpoint(args.repo_id, commit, endpoint=args.endpoint)
     dataset = ((cfg.get("dataset") or {}).get("id") or "DATA").split("/")[-1].upper().replace("-", "_")
     member = args.member_name or f"{dataset}_{(tag or 'V1').upper().replace('.', '_')}"
-    print(f"# add to mvssl_hub.weights.PUBLISHED[{entry['builder']!r}]:")
+    print(f"# weights entry for the zoo (mvssl_hub/zoo_weights.json), builder {entry['builder']!r}:")
     print(json.dumps({member: entry}, indent=2))
     return {"commit": commit, "tag": tag, "member": member, "entry": entry}
 

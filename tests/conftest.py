@@ -146,7 +146,7 @@ def same_state(a, b) -> bool:
 @pytest.fixture
 def tiny_ckpt(tiny_model, tmp_path: Path) -> Path:
     """The tiny model saved (with projector) into tmp_path/ckpt."""
-    from mvssl_hub.hub import save_pretrained
+    from mvssl_hub.checkpoint import save_pretrained
 
     return save_pretrained(tiny_model, tmp_path / "ckpt", include_projector=True, **TINY_SAVE_KWARGS)
 
@@ -167,10 +167,11 @@ def published(pushed):
 
     Yields (enum, model, repo, commit); the shipped (empty) enum is restored afterwards.
     """
-    from mvssl_hub.weights import make_weights_enum, register_weights, weights_entry_from_checkpoint
+    from mvssl_hub.weights import make_weights_enum, weights_entry_from_checkpoint
+    from mvssl_hub.zoo import register_weights
 
     model, _, repo, commit = pushed
-    entry = weights_entry_from_checkpoint(repo, "v1")
+    entry = weights_entry_from_checkpoint(repo, "v1", builder="barlowtwins_resnet18")
     enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {"CIFAR10_TINY_V1": entry})
     previous = register_weights("barlowtwins_resnet18", enum)
     try:

@@ -15,9 +15,11 @@ from safetensors.torch import load_file, save_file
 
 import mvssl_hub
 from mvssl_hub import checkpoint as ckpt_mod
+from mvssl_hub import safe_io
 from mvssl_hub.backbones import ResNetBackbone, build_backbone, torchvision_compatible
 from mvssl_hub.errors import CheckpointError, IntegrityError, UnknownModelError
-from mvssl_hub.hub import from_pretrained, load_config, save_pretrained, update_metrics
+from mvssl_hub.checkpoint import load_config, save_pretrained, update_metrics
+from mvssl_hub.loading import from_pretrained
 from mvssl_hub.models import SSLModel
 
 from conftest import same_state
@@ -156,7 +158,7 @@ def test_update_metrics_merges_and_regenerates_card(tiny_ckpt):
 
 def test_failed_save_leaves_previous_checkpoint_intact(tiny_model, tiny_ckpt, monkeypatch):
     before = {p.name: p.read_bytes() for p in tiny_ckpt.iterdir()}
-    real_write, calls = ckpt_mod._write_file, []
+    real_write, calls = safe_io.write_file, []
 
     def failing_write(path, data):
         calls.append(path.name)
@@ -165,7 +167,7 @@ def test_failed_save_leaves_previous_checkpoint_intact(tiny_model, tiny_ckpt, mo
             raise OSError("disk full (injected)")
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt_mod, "_write_file", failing_write)
+    monkeypatch.setattr(safe_io, "write_file", failing_write)
     other = build_backbone("resnet18", width=8)
     with pytest.raises(OSError, match="injected"):
         save_pretrained(other, tiny_ckpt)
@@ -373,8 +375,8 @@ def test_safetensors_with_pickle_like_header_length_accepted(tmp_path, header_le
     path = tmp_path / "model.safetensors"
     path.write_bytes(struct.pack("<Q", header_len) + header + struct.pack("<2f", 1.0, 2.0))
     assert path.read_bytes()[0] == 0x80 and 2 <= path.read_bytes()[1] <= 5
-    ckpt_mod.refuse_pickle(path)  # does not raise
-    assert list(ckpt_mod.read_safetensors_header(path)) == ["w"]
+    safe_io.refuse_pickle(path)  # does not raise
+    assert list(safe_io.read_safetensors_header(path).tensors) == ["w"]
     assert load_file(str(path))["w"].tolist() == [1.0, 2.0]
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mvssl_hub.training import LaunchError, check_distributed_launch
+from mvssl_hub.distributed import LaunchError, check_distributed_launch
 
 pytest.importorskip("accelerate")
 
@@ -35,7 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from mvssl_hub.losses import build_loss
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.training import check_distributed_launch, convert_batchnorm, process_slice
+from mvssl_hub.distributed import check_distributed_launch, convert_batchnorm
+from mvssl_hub.training import process_slice
 
 out = Path(sys.argv[1])
 acc = Accelerator(cpu=True)

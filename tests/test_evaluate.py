@@ -10,7 +10,7 @@ import torch
 
 from mvssl_hub import build_backbone
 from mvssl_hub.data import load_split
-from mvssl_hub.hub import save_pretrained
+from mvssl_hub.checkpoint import save_pretrained
 from mvssl_hub.probes import extract_features, knn_accuracy
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
 from conftest import load_recipe

@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 
 import mvssl_hub.weights
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.errors import IntegrityError
-from mvssl_hub.hub import (
-    CheckpointNotFoundError, from_pretrained, load_config, push_to_hub, resolve_hub_checkpoint, save_pretrained,
-)
+from mvssl_hub.checkpoint import load_config, save_pretrained
+from mvssl_hub.errors import CheckpointNotFoundError, IntegrityError
+from mvssl_hub.hub import push_to_hub, resolve_hub_checkpoint
+from mvssl_hub.loading import from_pretrained
 from mvssl_hub.models import SSLModel
 
 from conftest import TINY_SAVE_KWARGS, same_state
@@ -214,7 +214,7 @@ _CHILD = """
 import sys, time
 from pathlib import Path
 from safetensors.torch import save_file
-from mvssl_hub.hub import from_pretrained
+from mvssl_hub.loading import from_pretrained
 repo, out, me, other = sys.argv[1:]
 Path(me).touch()
 deadline = time.time() + 60
@@ -261,7 +261,7 @@ def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp
     entry = json.loads(printed.split("\n", 1)[1])[out["member"]]
     assert out["member"] == "CIFAR10_V1" and entry["revision"] == out["commit"]
     enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {out["member"]: entry})  # one data entry suffices
-    assert same_state(mvssl_hub.weights.load_published_backbone("barlowtwins_resnet18", enum.DEFAULT),
+    assert same_state(mvssl_hub.weights.load_weights(enum.DEFAULT.value),
                       tiny_model.backbone)
 
 
@@ -269,7 +269,8 @@ def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_pa
     """A few real optimisation steps, push, then load by repo id and by torch.hub weights: identical outputs."""
     from mvssl_hub.losses import build_loss
     from mvssl_hub.models import build_ssl_model
-    from mvssl_hub.weights import make_weights_enum, register_weights, weights_entry_from_checkpoint
+    from mvssl_hub.weights import make_weights_enum, weights_entry_from_checkpoint
+    from mvssl_hub.zoo import register_weights
 
     torch.manual_seed(0)
     model = build_ssl_model("resnet18", small_images=True, width=8, proj_dim=32)
@@ -290,7 +291,8 @@ def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_pa
     ref = model.backbone(x)
     assert torch.equal(from_pretrained("org/trained", "v1")(x), ref)
     enum = make_weights_enum("BarlowTwins_ResNet18_Weights",
-                             {"CIFAR10_TRAINED": weights_entry_from_checkpoint("org/trained", "v1")})
+                             {"CIFAR10_TRAINED": weights_entry_from_checkpoint("org/trained", "v1",
+                                                                                  builder="barlowtwins_resnet18")})
     previous = register_weights("barlowtwins_resnet18", enum)
     try:
         root = Path(__file__).resolve().parents[1]

@@ -63,7 +63,7 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> None:
-    from mvssl_hub.hub import from_pretrained
+    from mvssl_hub.loading import from_pretrained
 
     out = tmp_path / "run"
     summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
