@@ -132,7 +132,7 @@ def main() -> None:
         "model": "resnet18 width 16, small-image stem, projector 256 (2-layer), channels_last",
         "train_step": f"batch {args.batch} x {args.views} views (32 px), MultiViewAugment bf16, bf16 autocast, "
                       f"Barlow Twins (auto form, beta {beta:g}), backward, Adam",
-        "monitor": f"embed_sample (1 clean + {args.views} augmented views, eval mode, bf16 autocast, 1280 inputs "
+        "monitor_protocol": f"embed_sample (1 clean + {args.views} augmented views, eval mode, bf16 autocast, 1280 inputs "
                    "per forward) + RankMe, alpha-ReQ (clean view) and LiDAR (views) on backbone and projector, "
                    "float64",
         "protocol": f"{args.rounds} interleaved rounds of {args.steps} timed training steps then one monitor per "
