@@ -59,8 +59,9 @@ __all__ = [
 
 # Garrido et al.'s reference implementation adds eps = 1e-7 to every p_k.
 RANKME_EPS = 1e-7
-# LiDAR's regulariser of the within-class covariance and the entropy's eps (Thilak et al.): the values
-# this library uses by default; both are recorded with every result.
+# LiDAR's regulariser of the within-class covariance and the entropy's eps, the values given for Thilak et
+# al.'s paper in this project's issue (not re-read from the paper here; public re-implementations differ,
+# e.g. 1e-5 or 1e-6). Both are recorded with every result, so a change of constants stays visible.
 LIDAR_DELTA = 1e-4
 LIDAR_EPS = 1e-8
 
@@ -284,6 +285,10 @@ def lidar(views: torch.Tensor, *, delta: float = LIDAR_DELTA, eps: float = LIDAR
     of ``Sw^{-1/2} Sb Sw^{-1/2}`` (Sw^{-1/2} from the eigendecomposition of Sw; negative round-off
     eigenvalues clamped to 0). delta is absolute, so LiDAR depends on the embeddings' scale when their
     within-image variance is comparable to delta. Defaults: delta = 1e-4, eps = 1e-8.
+
+    LiDAR is a rank, not a signal-to-noise ratio: views that are iid noise give Sb ~ Sw / M, a flat
+    spectrum and a value near D; it is low when images differ along few directions relative to the view
+    noise (e.g. all image means on one line).
     """
     where = "lidar"
     x = _as_float64(views, "views", where, 3, "(M views, N images, D)")
