@@ -1,0 +1,360 @@
+"""Projector width x beta study: do label-free monitors pick the same beta as kNN?
+
+Grid: projector output width d in {64, 256, 1024, 2048} x four orthogonality weights beta per d:
+- ``fixed``: the beta tuned for the largest d of the grid, applied to every d (docs/method.md's
+  "fixed beta" comparison; for Barlow Twins the tuned table of method.md, 0.001 at d = 2048),
+- ``recommended``: ``recommended_beta(method, d, num_views)``,
+- ``half`` / ``twice``: recommended / 2 and recommended * 2.
+
+Each cell is a short fixed-budget pretraining run of ``recipes/pretrain.py`` (subprocess, the recipe's CLI:
+``--config CONFIG --time_budget S --proj_dim d --beta b --output_dir DIR``, its own kNN monitor off), then,
+on the exported checkpoint (``from_pretrained(export, with_projector=True)``):
+- kNN top-1 (k = 200, T = 0.1, cosine, clean view; bank = the config's train split, queries = its test split),
+- RankMe, alpha-ReQ (clean view) and LiDAR (``--monitor_views`` augmented views, fixed seed) on backbone
+  features and projector outputs of a fixed held-out sample (the first ``--monitor_images`` test images).
+
+Resumable: results are keyed by cell (``d{d}_{variant}``) in a JSON file that is rewritten after every
+cell; finished cells are not rerun. The file records the study's settings and refuses to mix cells run
+under different settings (use another ``--out_dir``). Analysis (always recomputed from the stored cells):
+Spearman correlation of each monitor with kNN over all finished cells (pooled) and within each d (mean of
+the per-d rhos, on the preference score below), and per d whether the beta a
+monitor prefers (highest RankMe / LiDAR; alpha-ReQ closest to 1, as Agrawal et al. 2022 report the best
+representations near alpha = 1) is kNN's best beta. Heatmaps (one panel per measure, rows d, columns beta
+variant, best cell per row outlined) go to ``beta_study.png``.
+
+``--dry_run`` uses tiny settings (2 steps at batch 64 on 512 images, 256-image kNN, 128-image monitor
+sample) and writes under runs/beta_study_dry/ so the pipeline can be checked end to end in a few minutes;
+its numbers mean nothing.
+
+    pip install -e ".[train,bench]"                                         # matplotlib for the heatmaps
+    python benchmarks/beta_study.py --budget_s 300                         # the study (hours on 2 CPU cores)
+    python benchmarks/beta_study.py --dry_run --dims 64,2048               # pipeline check
+    python benchmarks/beta_study.py --analyze_only                         # re-plot stored cells
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch
+
+from mvssl_hub.losses import recommended_beta
+
+DIMS = (64, 256, 1024, 2048)
+VARIANTS = ("fixed", "recommended", "half", "twice")
+# docs/method.md: Barlow Twins beta tuned per d (ResNet-50, CIFAR-10, batch 512, 2 views).
+TUNED_BT_BETA = {64: 0.04, 128: 0.04, 256: 0.02, 512: 0.01, 1024: 0.002, 2048: 0.001, 4096: 4e-4, 8192: 8e-4}
+MONITORS = ("rankme", "alpha_req", "lidar")
+SPACES = ("backbone", "projector")
+
+
+def variant_beta(method: str, variant: str, d: int, dims: list[int], num_views: int) -> float:
+    if variant == "fixed":
+        d_max = max(dims)
+        if method == "barlowtwins" and d_max in TUNED_BT_BETA:
+            return TUNED_BT_BETA[d_max]
+        return recommended_beta(method, d_max, num_views)
+    rec = recommended_beta(method, d, num_views)
+    return {"recommended": rec, "half": rec / 2, "twice": rec * 2}[variant]
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def ranks(xs: list[float]) -> list[float]:
+    """1-based ranks, ties get their average rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rho (Pearson correlation of average ranks); None for < 3 pairs or a constant input."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    if len(pairs) < 3:
+        return None
+    rx, ry = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+def preference(name: str, value: float | None) -> float | None:
+    """Score where higher = the monitor prefers this cell: RankMe/LiDAR as they are, alpha-ReQ -|alpha - 1|."""
+    if value is None or not math.isfinite(value):
+        return None
+    return -abs(value - 1.0) if name == "alpha_req" else value
+
+
+def analyze(cells: dict[str, dict], dims: list[int], variants: list[str]) -> dict[str, Any]:
+    done = [c for c in cells.values() if c.get("status") == "done"]
+    knn = [c["knn_top1"] for c in done]
+    out: dict[str, Any] = {"num_cells": len(done), "spearman_with_knn": {}, "best_beta_per_d": {}}
+    for space in SPACES:
+        for name in MONITORS:
+            key = f"{space}/{name}"
+            vals = [c["monitors"].get(key) for c in done]
+            entry = {"raw": spearman(vals, knn), "cells": len(done)}
+            if name == "alpha_req":
+                entry["preference_-|alpha-1|"] = spearman([preference(name, v) for v in vals], knn)
+            # Pooled rho mixes widths: RankMe/LiDAR of the projector are capped by d, and kNN changes with d
+            # too. Choosing beta is a within-d question, so also the mean of the per-d rhos.
+            per_d = []
+            for d in dims:
+                row = [c for c in done if c["d"] == d]
+                rho = spearman([preference(name, c["monitors"].get(key)) for c in row], [c["knn_top1"] for c in row])
+                if rho is not None:
+                    per_d.append(rho)
+            entry["within_d_mean"] = sum(per_d) / len(per_d) if per_d else None
+            entry["within_d_rows"] = len(per_d)
+            out["spearman_with_knn"][key] = entry
+    agree: dict[str, int] = {f"{s}/{m}": 0 for s in SPACES for m in MONITORS}
+    rows_complete = 0
+    for d in dims:
+        row = {v: cells.get(f"d{d}_{v}") for v in variants}
+        row = {v: c for v, c in row.items() if c and c.get("status") == "done"}
+        if not row:
+            continue
+        best_knn = max(row, key=lambda v: row[v]["knn_top1"])
+        rec: dict[str, Any] = {"cells": sorted(row), "knn": best_knn}
+        complete = len(row) == len(variants)
+        rows_complete += complete
+        for key in agree:
+            prefs = {v: preference(key.split("/")[1], c["monitors"].get(key)) for v, c in row.items()}
+            prefs = {v: p for v, p in prefs.items() if p is not None}
+            pick = max(prefs, key=prefs.get) if prefs else None
+            rec[key] = {"pick": pick, "matches_knn": pick == best_knn}
+            if complete and pick == best_knn:
+                agree[key] += 1
+        out["best_beta_per_d"][str(d)] = rec
+    out["agreement_over_complete_rows"] = {k: f"{v}/{rows_complete}" for k, v in agree.items()}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Plot
+
+
+def plot(cells: dict[str, dict], dims: list[int], variants: list[str], path: Path, title: str,
+         analysis: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [("knn_top1", "kNN top-1 (%)", "max")] + [
+        (f"{s}/{m}", f"{s} {m}", "alpha" if m == "alpha_req" else "max") for s in SPACES for m in MONITORS]
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8.5))
+    for ax, (key, label, rule) in zip(axes.flat, panels):
+        grid = np.full((len(dims), len(variants)), np.nan)
+        for i, d in enumerate(dims):
+            for j, v in enumerate(variants):
+                c = cells.get(f"d{d}_{v}")
+                if c and c.get("status") == "done":
+                    val = c["knn_top1"] if key == "knn_top1" else c["monitors"].get(key)
+                    grid[i, j] = np.nan if val is None else val
+        ax.imshow(grid, cmap="viridis", aspect="auto")
+        for i in range(len(dims)):
+            row = grid[i]
+            if np.all(np.isnan(row)):
+                continue
+            score = -np.abs(row - 1.0) if rule == "alpha" else row
+            best = int(np.nanargmax(score))
+            ax.add_patch(plt.Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+            for j, val in enumerate(row):
+                if not np.isnan(val):
+                    beta = cells[f"d{dims[i]}_{variants[j]}"]["beta"]
+                    ax.text(j, i, f"{val:.3g}\nbeta {beta:.3g}", ha="center", va="center", color="white", fontsize=8,
+                            bbox={"facecolor": "black", "alpha": 0.35, "pad": 1, "edgecolor": "none"})
+        ax.set_xticks(range(len(variants)), variants)
+        ax.set_yticks(range(len(dims)), [f"d={d}" for d in dims])
+        ax.set_title(label + (" (best: closest to 1)" if rule == "alpha" else " (best: max)"), fontsize=10)
+    # last panel: the numbers the heatmaps are read for
+    ax = axes.flat[-1]
+    ax.axis("off")
+    lines = [f"Spearman rho with kNN ({analysis['num_cells']} cells; pooled, mean within d)", ""]
+    for key, e in analysis["spearman_with_knn"].items():
+        rho = "n/a" if e["raw"] is None else f"{e['raw']:+.2f}"
+        extra = e.get("preference_-|alpha-1|")
+        if "preference_-|alpha-1|" in e:
+            rho += f"  (-|alpha-1|: {'n/a' if extra is None else f'{extra:+.2f}'})"
+        wd = e.get("within_d_mean")
+        lines.append(f"{key}: {rho}; within d: {'n/a' if wd is None else f'{wd:+.2f}'}")
+    lines += ["", "monitor's best beta = kNN's (complete rows)", ""]
+    lines += [f"{k}: {v}" for k, v in analysis["agreement_over_complete_rows"].items()]
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# One cell
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> float:
+    cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(args.config),
+           "--time_budget", str(args.budget_s), "--proj_dim", str(d), "--beta", repr(beta),
+           "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false",
+           "--eval_split=", "--knn_random_init", "false", "--save_every", "0", "--seed", str(args.seed)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.dry_run:
+        cmd += ["--max_steps", "2", "--limit", "512", "--batch_size", "64", "--log_every", "1"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(run_dir / "study_train.log", "w") as log:
+        proc = subprocess.run(cmd, check=False, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode != 0:
+        tail = (run_dir / "study_train.log").read_text().splitlines()[-15:]
+        raise RuntimeError(f"pretrain failed ({proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+    return time.time() - t0
+
+
+def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from mvssl_hub.hub import from_pretrained
+    from mvssl_hub.monitor import monitor_model
+    from mvssl_hub.probes import extract_features, knn_accuracy
+    from mvssl_hub.views import EvalTransform, MultiViewAugment
+
+    model = from_pretrained(str(export), with_projector=True)
+    t0 = time.time()
+    tf = EvalTransform(data["preset"])
+    bank, queries = data["bank"], data["queries"]
+    train_f = extract_features(model.backbone, bank.images, tf, batch_size=512)
+    test_f = extract_features(model.backbone, queries.images, tf, batch_size=512)
+    k = min(200, len(bank))
+    knn = knn_accuracy(train_f, bank.labels, test_f, queries.labels, k=k, temperature=0.1,
+                       num_classes=bank.num_classes)["top1"]
+    t1 = time.time()
+    report = monitor_model(model, data["monitor_images"], MultiViewAugment(data["preset"]),
+                           num_views=args.monitor_views, seed=args.seed, batch_size=1280)
+    t2 = time.time()
+    cfg = json.loads((export / "config.json").read_text())
+    return {
+        "knn_top1": float(knn), "knn_protocol": f"k={k}, T=0.1, cosine, clean view; bank {len(bank)}, queries {len(queries)}",
+        "monitors": {k2: (v if math.isfinite(v) else None) for k2, v in report.values().items()},
+        "monitor_records": report.to_record(),
+        "training": cfg.get("training"), "eval_s": round(t1 - t0, 1), "monitor_s": round(t2 - t1, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "recipes" / "configs" / "demo.yaml")
+    ap.add_argument("--budget_s", type=float, default=300.0, help="training seconds per cell")
+    ap.add_argument("--dims", default=",".join(map(str, DIMS)))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--monitor_images", type=int, default=1000)
+    ap.add_argument("--monitor_views", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training and evaluation (0: default)")
+    ap.add_argument("--out_dir", type=Path, default=None,
+                    help="results JSON + PNG + run folders (default runs/beta_study, runs/beta_study_dry)")
+    ap.add_argument("--dry_run", action="store_true", help="tiny settings to check the pipeline; numbers mean nothing")
+    ap.add_argument("--analyze_only", action="store_true")
+    args = ap.parse_args()
+    dims = [int(x) for x in args.dims.split(",")]
+    variants = [v for v in args.variants.split(",")]
+    for v in variants:
+        if v not in VARIANTS:
+            ap.error(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+    if args.dry_run:
+        args.budget_s = min(args.budget_s, 20.0)
+        args.monitor_images = min(args.monitor_images, 128)
+    out_dir = args.out_dir or ROOT / "runs" / ("beta_study_dry" if args.dry_run else "beta_study")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "beta_study.json"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import yaml
+
+    base = yaml.safe_load(args.config.read_text())
+    method, num_views = base.get("method", "barlowtwins"), int(base.get("num_views", 4))
+    settings = {
+        "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
+        "budget_s": args.budget_s, "dry_run": args.dry_run, "seed": args.seed, "method": method,
+        "num_views": num_views, "monitor_images": args.monitor_images, "monitor_views": args.monitor_views,
+    }
+    store = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "cells": {}}
+    if store["settings"] != settings:
+        sys.exit(f"error: {results_path} holds cells run with settings {store['settings']}, not {settings}; "
+                 "use another --out_dir")
+    cells: dict[str, dict] = store["cells"]
+
+    if not args.analyze_only:
+        from mvssl_hub.data import load_split
+        from mvssl_hub.views import get_view_preset
+
+        limit = 256 if args.dry_run else None
+        src = str(ROOT / base["data"]) if not Path(base["data"]).is_absolute() else base["data"]
+        data = {
+            "preset": get_view_preset(base.get("view_preset", "cifar10")),
+            "bank": load_split(src, base.get("eval_train_split", "train"), limit=limit),
+            "queries": load_split(src, base.get("eval_split", "test"), limit=limit),
+        }
+        held = load_split(src, base.get("eval_split", "test"), limit=args.monitor_images)
+        data["monitor_images"] = held.images
+        todo = [(d, v) for d in dims for v in variants if cells.get(f"d{d}_{v}", {}).get("status") != "done"]
+        print(f"# {len(todo)} of {len(dims) * len(variants)} cells to run ({results_path})", flush=True)
+        for d, v in todo:
+            key = f"d{d}_{v}"
+            beta = variant_beta(method, v, d, dims, num_views)
+            run_dir = out_dir / key
+            t0 = time.time()
+            wall = train_cell(args, d, beta, run_dir)
+            cell = {"d": d, "variant": v, "beta": beta, "train_process_s": round(wall, 1),
+                    **evaluate_cell(run_dir / "export", data, args), "status": "done"}
+            cells[key] = cell
+            write_json(results_path, store)
+            m = cell["monitors"]
+            print(f"{key}: beta {beta:.3g}, kNN {cell['knn_top1']:.2f}%, backbone RankMe {m['backbone/rankme']:.1f} "
+                  f"alpha {m['backbone/alpha_req']} LiDAR {m['backbone/lidar']:.1f}; projector RankMe "
+                  f"{m['projector/rankme']:.1f} LiDAR {m['projector/lidar']:.1f} ({time.time() - t0:.0f}s)", flush=True)
+
+    store["analysis"] = analyze(cells, dims, variants)
+    write_json(results_path, store)
+    png = out_dir / "beta_study.png"
+    title = (f"{method}, {num_views} views, {args.budget_s:g} s/cell, config {settings['config']}"
+             + ("  [DRY RUN: numbers mean nothing]" if args.dry_run else ""))
+    plot(cells, dims, variants, png, title, store["analysis"])
+    print(json.dumps(store["analysis"], indent=2))
+    print(f"wrote {results_path} and {png}")
+
+
+if __name__ == "__main__":
+    main()
