@@ -149,7 +149,6 @@ def _gather_batch(z: Tensor, name: str) -> Tensor:
     world = _world_size()
     if world == 1:
         return z
-    import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
     # The autograd all_gather needs equal shapes: a batch size not yet seen is checked across ranks

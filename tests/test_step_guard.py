@@ -8,7 +8,13 @@ from torch import nn
 
 import mvssl_hub.step_guard as sg
 from mvssl_hub.losses import barlow_twins_loss
-from mvssl_hub.step_guard import BufferSnapshot, StepGuard, finite_flag, nonfinite_views, supports_device_skip
+from mvssl_hub.step_guard import (
+    BufferSnapshot,
+    StepGuard,
+    finite_flag,
+    nonfinite_views,
+    supports_device_skip,
+)
 
 
 def test_finite_flag_combines_every_tensor(forbid_host_reads) -> None:
