@@ -13,13 +13,37 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["GlobalBatchNorm", "LaunchError", "check_distributed_launch", "convert_batchnorm", "rank_and_world",
+__all__ = ["CHECKED_BATCH_SIZES", "GlobalBatchNorm", "check_same_batch_size", "LaunchError", "check_distributed_launch", "convert_batchnorm", "rank_and_world",
            "world_size"]
 
 
 def world_size() -> int:
     """Processes in the initialised torch.distributed group, else 1."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+CHECKED_BATCH_SIZES: set[tuple[int, int]] = set()
+
+
+def check_same_batch_size(n: int, device: torch.device | str = "cpu", name: str = "check_same_batch_size") -> None:
+    """Raise ValueError on every rank unless all ranks pass the same local batch size ``n``.
+
+    One all_gather of an int64 (1,) tensor on ``device`` and a host read (a sync on CUDA). Call it
+    once before training with the per-process batch; the losses with ``distributed=True`` call it
+    themselves only the first time they see a given (world size, N), so the steady-state step has
+    no host sync. No-op without a process group of world size > 1.
+    """
+    world = world_size()
+    if world == 1:
+        return
+    local_n = torch.tensor([n], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(local_n) for _ in range(world)]
+    dist.all_gather(sizes, local_n)
+    ns = [int(s) for s in torch.cat(sizes).tolist()]
+    if len(set(ns)) != 1:
+        listing = ", ".join(f"rank {r}: N={k}" for r, k in enumerate(ns))
+        raise ValueError(f"{name}: distributed=True needs the same batch size N on every rank, got {listing}")
+    CHECKED_BATCH_SIZES.add((world, n))
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -25,6 +25,11 @@ rank computes the loss of the global batch. The gather's backward sums the gradi
 hence the local input gradient is world_size times the gradient of the global loss; DDP's averaging
 of parameter gradients divides that factor out again, so parameter gradients equal the
 single-process gradients on the global batch.
+
+The loss functions never read a tensor's value on the host (no ``.item()``, ``bool()``, ``.tolist()``), so
+on CUDA the loss never blocks the CPU: non-finite inputs give a non-finite loss (checked once per
+step by the training loop, see :mod:`mvssl_hub.step_guard`), and the distributed batch-size check
+(:func:`check_same_batch_size`) runs once per (world size, N), not per step.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .distributed import world_size
+from .distributed import CHECKED_BATCH_SIZES, check_same_batch_size, world_size
 from .vocabulary import BT_FORMS, METHODS, VICREG_FORMS
 
 __all__ = [
     "BT_FORMS", "VICREG_FORMS", "LOSS_METHODS", "BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss",
-    "build_loss", "recommended_beta", "vicreg_loss",
+    "build_loss", "check_same_batch_size", "recommended_beta", "vicreg_loss",
 ]
 
 LOSS_METHODS = METHODS
@@ -90,14 +95,9 @@ def _as_views(z: ViewsLike, name: str) -> Tensor:
         raise ValueError(f"{name}: need N >= 1 and d >= 1, got z of shape {tuple(views.shape)}")
     if not views.is_floating_point():
         raise TypeError(f"{name}: z must be a floating-point tensor, got dtype {views.dtype}")
-    # One cheap reduction first (nan/inf propagate into the sum); the per-element scan that names
-    # the views runs only if that sum is not finite (it can also overflow for huge finite values).
-    if not bool(torch.isfinite(views.sum())):
-        finite = torch.isfinite(views).flatten(1).all(dim=1)
-        bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
-        if bad:
-            raise ValueError(f"{name}: z contains non-finite values (nan/inf) in view(s) {bad} "
-                             f"of z with shape {tuple(views.shape)}")
+    # Values are not checked here: that would read the device (a host sync on CUDA) on every call.
+    # Non-finite inputs give a non-finite loss; training loops test it once per step
+    # (mvssl_hub.step_guard.finite_flag) and mvssl_hub.step_guard.nonfinite_views names the views.
     return views
 
 
@@ -116,17 +116,12 @@ def _gather_batch(z: Tensor, name: str) -> Tensor:
     world = world_size()
     if world == 1:
         return z
-    import torch.distributed as dist
     from torch.distributed.nn.functional import all_gather
 
-    # The autograd all_gather needs equal shapes; check N first so a mismatch is an error, not a hang.
-    local_n = torch.tensor([z.shape[1]], dtype=torch.int64, device=z.device)
-    sizes = [torch.zeros_like(local_n) for _ in range(world)]
-    dist.all_gather(sizes, local_n)
-    ns = [int(s.item()) for s in sizes]
-    if len(set(ns)) != 1:
-        listing = ", ".join(f"rank {r}: N={n}" for r, n in enumerate(ns))
-        raise ValueError(f"{name}: distributed=True needs the same batch size N on every rank, got {listing}")
+    # The autograd all_gather needs equal shapes: a batch size not yet seen is checked across ranks
+    # first (one host sync, once per run in a training loop), so a mismatch is an error, not a hang.
+    if (world, z.shape[1]) not in CHECKED_BATCH_SIZES:
+        check_same_batch_size(z.shape[1], z.device, name)
     return torch.cat([_ContiguousGrad.apply(t) for t in all_gather(z.contiguous())], dim=1)
 
 

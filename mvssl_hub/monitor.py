@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .probes import _is_channels_last, _module_device, bf16_is_fast
+from .device import bf16_is_fast
+from .probes import _is_channels_last, _module_device
 from .views import EvalTransform, MultiViewAugment, ViewParams
 
 __all__ = [

@@ -13,6 +13,11 @@ parameters, with no per-image PIL work and no Python loop over images:
 
 All randomness is drawn on the CPU from one ``torch.Generator`` (``sample_params``) and then moved to
 the images' device, so the same seed gives the same views bit for bit whatever device runs the ops.
+
+Host-device traffic per call on CUDA: every per-sample parameter (affine crops, jitter factors, masks,
+grayscale indices) is packed into one float32 CPU tensor in pinned memory and sent with a single
+``non_blocking`` copy; constant tensors (luma weights, normalisation) are made once per (device, dtype)
+and cached. No value is read back to the host, so the augmentation never blocks the CPU on the GPU.
 """
 
 from __future__ import annotations
@@ -258,11 +263,39 @@ def _factors(u: torch.Tensor, strength: float, apply: torch.Tensor) -> torch.Ten
 
 
 # --------------------------------------------------------------------------------------------------
+# Host -> device transfers without a host sync
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a CPU tensor to ``device``: from pinned memory with ``non_blocking=True`` on CUDA (the
+    caching host allocator keeps the pinned block alive until the copy is done), unchanged on the CPU."""
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+_CONSTANTS: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _constant(key: str, make: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``make()`` (a CPU tensor) cast to ``dtype`` on the CPU and moved to ``device`` once; cached."""
+    k = (key, dtype, device)
+    t = _CONSTANTS.get(k)
+    if t is None:
+        t = _to_device(make().to(dtype), device)
+        _CONSTANTS[k] = t
+    return t
+
+
+# --------------------------------------------------------------------------------------------------
 # Colour ops on float (B, 3, h, w) in [0, 1]; per-sample factors of shape (B,)
 
 
 def _luma_weights(x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    """(1, 3, 1, 1) luma weights in ``x``'s dtype on ``x``'s device (cached)."""
+    return _constant("luma", lambda: torch.tensor(_LUMA, dtype=x.dtype).view(1, 3, 1, 1), x.dtype, x.device)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +342,7 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """(B, 3, h, w) HSV (hue in [0, 1)) -> RGB by the closed form
     channel_n = v - v * s * clamp(min(k, 4 - k), 0, 1), k = (n + 6 * hue) mod 6, n = 5, 3, 1 for R, G, B."""
     h, s, v = hsv.unbind(dim=1)
-    n = torch.tensor((5.0, 3.0, 1.0), dtype=hsv.dtype, device=hsv.device).view(1, 3, 1, 1)
+    n = _constant("hsv_n", lambda: torch.tensor((5.0, 3.0, 1.0)).view(1, 3, 1, 1), hsv.dtype, hsv.device)
     k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     v = v.unsqueeze(1)
@@ -395,19 +428,12 @@ class MultiViewAugment:
             order=order,  # type: ignore[arg-type]
         )
 
-    def _crop_flip(self, x: torch.Tensor, prm: ViewParams) -> torch.Tensor:
-        """float (N, 3, H, W) -> (M*N, 3, s, s): one grid_sample over all (view, image) pairs."""
-        n, _, height, width = x.shape
+    def _crop_flip(self, x: torch.Tensor, prm: ViewParams, theta: torch.Tensor) -> torch.Tensor:
+        """float (N, 3, H, W) -> (M*N, 3, s, s): one grid_sample over all (view, image) pairs.
+
+        ``theta`` is the (M*N, 2, 3) affine matrices of :func:`_theta`, already on ``x``'s device."""
+        n = x.shape[0]
         m, s = prm.num_views, self.preset.crop_size
-        # Box in grid coordinates (align_corners=False: -1 and 1 are the outer pixel edges).
-        sx = prm.box_width / width
-        sy = prm.box_height / height
-        cx = (2.0 * prm.left + prm.box_width) / width - 1.0
-        cy = (2.0 * prm.top + prm.box_height) / height - 1.0
-        sx = torch.where(prm.flip, -sx, sx)
-        zeros = torch.zeros_like(sx)
-        theta = torch.stack((sx, zeros, cx, zeros, sy, cy), dim=1).view(m * n, 2, 3)
-        theta = theta.to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, [m * n, 3, s, s], align_corners=False)
         # Stack the M grids of each image along the grid's height: (N, M*s, s, 2).
         grid = grid.view(m, n, s, s, 2).transpose(0, 1).reshape(n, m * s, s, 2)
@@ -427,27 +453,30 @@ class MultiViewAugment:
 
     def _apply_float(self, x: torch.Tensor, params: ViewParams) -> torch.Tensor:
         """``apply`` on validated float (N, 3, H, W) images in [0, 1]."""
-        p, dev = self.preset, x.device
-        out = self._crop_flip(x, params)
+        p = self.preset
+        pin = x.device.type == "cuda"
+        packed = _to_device(_pack(params, x.shape[2], x.shape[3], x.dtype, pin), x.device)  # the one H2D copy
+        dev_prm = _unpack(packed, params.num_views * params.batch_size)
+        out = self._crop_flip(x, params, dev_prm["theta"])
         if p.jitter_p > 0:
             ops = {
-                0: (p.brightness > 0, lambda t: _adjust_brightness(t, params.brightness.to(dev))),
-                1: (p.contrast > 0, lambda t: _adjust_contrast(t, params.contrast.to(dev))),
-                2: (p.saturation > 0, lambda t: _adjust_saturation(t, params.saturation.to(dev))),
-                3: (p.hue > 0, lambda t: _adjust_hue(t, params.hue.to(dev), params.jitter.to(dev))),
+                0: (p.brightness > 0, lambda t: _adjust_brightness(t, dev_prm["brightness"])),
+                1: (p.contrast > 0, lambda t: _adjust_contrast(t, dev_prm["contrast"])),
+                2: (p.saturation > 0, lambda t: _adjust_saturation(t, dev_prm["saturation"])),
+                3: (p.hue > 0, lambda t: _adjust_hue(t, dev_prm["hue"], dev_prm["jitter"] > 0.5)),
             }
             for i in params.order:
                 enabled, op = ops[i]
                 if enabled:
                     out = op(out)
         if p.grayscale_p > 0:
-            # Indices come from CPU parameters: no device sync, and only the chosen samples are touched.
-            idx = params.grayscale.nonzero().squeeze(1).to(dev)
+            # The count of chosen samples is known on the CPU: no device read, only they are touched.
+            idx = dev_prm["grayscale_idx"]
             if idx.numel():
                 picked = out.index_select(0, idx)
                 out = out.index_copy(0, idx, _gray(picked).expand_as(picked))
         if p.solarize_p > 0:
-            mask = params.solarize.to(dev).view(-1, 1, 1, 1) & (out >= 0.5)
+            mask = (dev_prm["solarize"] > 0.5).view(-1, 1, 1, 1) & (out >= 0.5)
             out = torch.where(mask, 1.0 - out, out)
         # Values are in [0, 1] here: the input is clamped, bilinear sampling, grayscale and solarize keep
         # that range and every jitter op clamps (as torchvision's do), so no extra pass is needed.
@@ -464,15 +493,65 @@ class MultiViewAugment:
         return self._apply_float(x, params)
 
 
+# Per-sample float32 rows of the packed parameter tensor, in order; then the grayscale indices.
+_PACKED_ROWS = ("brightness", "contrast", "saturation", "hue", "jitter", "solarize")
+_THETA = 6
+
+
+def _pack(params: ViewParams, height: int, width: int, dtype: torch.dtype, pin: bool = False) -> torch.Tensor:
+    """Every per-sample parameter the device needs, as one flat CPU tensor of ``dtype``:
+    theta (M*N, 2, 3) | brightness, contrast, saturation, hue, jitter, solarize (M*N each) |
+    grayscale indices (K,). Theta is computed in float64 and cast once (as the device copy used to);
+    masks are 0/1 and indices are exact (M*N < 2**24 for float32). In pinned memory when ``pin``."""
+    count = params.num_views * params.batch_size
+    if count >= 2**24:
+        raise ValueError(f"MultiViewAugment: {count} views per call exceed the 2**24 indices float32 holds")
+    # Box in grid coordinates (align_corners=False: -1 and 1 are the outer pixel edges).
+    sx = params.box_width / width
+    sy = params.box_height / height
+    cx = (2.0 * params.left + params.box_width) / width - 1.0
+    cy = (2.0 * params.top + params.box_height) / height - 1.0
+    sx = torch.where(params.flip, -sx, sx)
+    zeros = torch.zeros_like(sx)
+    theta = torch.stack((sx, zeros, cx, zeros, sy, cy), dim=1).to(dtype)  # (count, 6)
+    gray_idx = params.grayscale.nonzero().squeeze(1)
+    rows = [getattr(params, k) for k in _PACKED_ROWS]
+    total = count * (_THETA + len(rows)) + gray_idx.numel()
+    out = torch.empty(total, dtype=dtype, pin_memory=pin)
+    out[: count * _THETA].view(count, _THETA).copy_(theta)
+    at = count * _THETA
+    for r in rows:
+        out[at : at + count].copy_(r)  # float32 factors copied exactly; bools become 0/1
+        at += count
+    out[at:].copy_(gray_idx)
+    return out
+
+
+def _unpack(packed: torch.Tensor, count: int) -> dict[str, torch.Tensor]:
+    """Views into the device copy of :func:`_pack`'s tensor: theta (count, 2, 3), rows (count,),
+    grayscale_idx int64 (K,)."""
+    out = {"theta": packed[: count * _THETA].view(count, 2, 3)}
+    at = count * _THETA
+    for k in _PACKED_ROWS:
+        out[k] = packed[at : at + count]
+        at += count
+    out["grayscale_idx"] = packed[at:].to(torch.int64)
+    return out
+
+
 def _normalise(
     x: torch.Tensor, preset: ViewPreset, dtype: torch.dtype, channels_last: bool = False
 ) -> torch.Tensor:
     """(B, 3, h, w) in [0, 1] -> (x - mean) / std cast to ``dtype`` (optionally channels_last)."""
-    mean = torch.tensor(preset.mean, dtype=torch.float64).view(1, 3, 1, 1)
-    inv_std = 1.0 / torch.tensor(preset.std, dtype=torch.float64).view(1, 3, 1, 1)
+
+    def scale_shift() -> torch.Tensor:  # (2, 1, 3, 1, 1) float64: 1/std, -mean/std
+        mean = torch.tensor(preset.mean, dtype=torch.float64).view(1, 3, 1, 1)
+        inv_std = 1.0 / torch.tensor(preset.std, dtype=torch.float64).view(1, 3, 1, 1)
+        return torch.stack((inv_std, -mean * inv_std))
+
+    key = f"normalise{preset.mean}{preset.std}"
+    scale, shift = _constant(key, scale_shift, x.dtype, x.device).unbind(0)
     # (x - mean) / std as one fused x * (1/std) + (-mean/std).
-    scale = inv_std.to(dtype=x.dtype, device=x.device)
-    shift = (-mean * inv_std).to(dtype=x.dtype, device=x.device)
     x = torch.addcmul(shift, x, scale)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.to(dtype=dtype, memory_format=fmt)

@@ -4,11 +4,13 @@ Run as a script (no pickle): ``python _dist_helpers.py RANK WORLD PORT DIR``. Re
 (global "x" (M, N, k), Linear "weight" (d, k) and "bias" (d,)), takes its own half of the batch, wraps the
 Linear in DDP, computes each case's loss with distributed=True, backpropagates and writes
 DIR/rank{RANK}.safetensors (loss, local input grad, DDP-averaged parameter grads per case) and
-DIR/rank{RANK}.json (the message of the unequal-N error).
+DIR/rank{RANK}.json (the message of the unequal-N error, and any host read of a tensor made by a
+second, steady-state call of each case: there must be none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import timedelta
@@ -30,6 +32,29 @@ CASES = {
     "vic_leave_one_out": (vicreg_loss, {"beta": 0.04, "form": "leave_one_out"}, 3),
     "vic_all_pairs": (vicreg_loss, {"beta": 0.04, "form": "all_pairs"}, 3),
 }
+
+
+@contextlib.contextmanager
+def forbid_host_reads():
+    """Reading a tensor's value on the host (a CUDA sync) raises AssertionError inside this block."""
+    names = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+    saved = {k: torch.Tensor.__dict__.get(k) for k in names}
+
+    def make(name):
+        def read(self, *args, **kwargs):
+            raise AssertionError(f"host read of a tensor: Tensor.{name}")
+        return read
+
+    for k in names:
+        setattr(torch.Tensor, k, make(k))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                delattr(torch.Tensor, k)
+            else:
+                setattr(torch.Tensor, k, v)
 
 
 def make_linear(tensors: dict[str, torch.Tensor]) -> torch.nn.Linear:
@@ -61,6 +86,17 @@ def main(rank: int, world: int, port: int, out_dir: Path) -> None:
             results[f"{name}.bias_grad"] = model.module.bias.grad
         save_file(results, str(out_dir / f"rank{rank}.safetensors"))
 
+        # Steady state: this (world, N) was checked by the first calls, so the loss reads nothing back.
+        host_reads = {}
+        for name, (fn, kwargs, m) in CASES.items():
+            z = make_linear(tensors)(x[:m, rank * n_local:(rank + 1) * n_local])
+            try:
+                with forbid_host_reads():
+                    fn(z, distributed=True, **kwargs).backward()
+                host_reads[name] = ""
+            except AssertionError as err:
+                host_reads[name] = str(err)
+
         # Unequal batch sizes across ranks must raise on every rank (not hang).
         z_bad = torch.randn(2, 4 + rank, 3, dtype=torch.float64)
         message = ""
@@ -68,7 +104,8 @@ def main(rank: int, world: int, port: int, out_dir: Path) -> None:
             barlow_twins_loss(z_bad, 0.02, distributed=True)
         except ValueError as err:
             message = str(err)
-        (out_dir / f"rank{rank}.json").write_text(json.dumps({"unequal_n_error": message}))
+        (out_dir / f"rank{rank}.json").write_text(json.dumps({"unequal_n_error": message,
+                                                                "host_reads": host_reads}))
     finally:
         dist.destroy_process_group()
 

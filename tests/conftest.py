@@ -178,3 +178,26 @@ def published(pushed):
         yield enum, model, repo, commit
     finally:
         register_weights("barlowtwins_resnet18", previous)
+
+
+_HOST_READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.fixture
+def forbid_host_reads(monkeypatch: pytest.MonkeyPatch):
+    """A context manager inside which reading a tensor's value on the host (``.item()``, ``.tolist()``,
+    ``.numpy()``, ``bool``/``float``/``int``/index) raises: on CUDA each of these is a device sync."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def forbid():
+        with monkeypatch.context() as m:
+            for name in _HOST_READS:
+                def read(self, *args, _name=name, **kwargs):
+                    raise AssertionError(f"host read of a tensor: Tensor.{_name}")
+                m.setattr(torch.Tensor, name, read)
+            yield
+
+    return forbid

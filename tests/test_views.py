@@ -355,3 +355,72 @@ def test_speed_256_cifar_images_4_views_under_half_a_second() -> None:
         if medians[-1] < 0.5:
             break
     assert medians[-1] < 0.5, f"median of 3 per round: {medians} s (load average {os.getloadavg()})"
+
+
+# ----------------------------------------------------------------------------------------- host syncs
+
+
+def _all_ops_preset() -> ViewPreset:
+    return replace(VIEW_PRESETS["imagenet100"], crop_size=16, hue=0.3, grayscale_p=0.5, solarize_p=0.5)
+
+
+def test_apply_reads_no_tensor_value_on_the_host(forbid_host_reads) -> None:
+    """Every op of the augmentation (crop, flip, all jitter ops, grayscale, solarize, normalise) runs
+    without reading a tensor back: on CUDA that means no host sync inside ``apply``."""
+    aug = MultiViewAugment(_all_ops_preset(), output_dtype=torch.bfloat16, channels_last=True)
+    x = _uint8(6, 24)
+    params = aug.sample_params(6, 3, 24, 24, _gen(3))  # drawn on the CPU; host reads allowed here
+    assert params.grayscale.any() and params.solarize.any() and params.jitter.any()
+    expected = aug.apply(x, params)
+    with forbid_host_reads():
+        got = aug.apply(x, params)
+    assert torch.equal(got, expected)
+    with forbid_host_reads(), pytest.raises(AssertionError, match="host read"):
+        bool(torch.ones(()))  # the guard is live
+
+
+def test_one_host_to_device_transfer_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All per-sample parameters travel in one packed tensor; constants are cached per (device, dtype);
+    no other ``Tensor.to(device)`` happens inside the augmentation."""
+    import mvssl_hub.views as views_mod
+
+    aug = MultiViewAugment(_all_ops_preset())
+    x = _uint8(4, 24)
+    moves: list[tuple[int, ...]] = []
+    real_move, real_to = views_mod._to_device, torch.Tensor.to
+
+    def counting_move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        moves.append(tuple(t.shape))
+        return real_move(t, device)
+
+    def no_device_to(self: torch.Tensor, *args, **kwargs):
+        if "device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args):
+            raise AssertionError(f"Tensor.to with a device inside the augmentation: {args} {kwargs}")
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(views_mod, "_to_device", counting_move)
+    views_mod._CONSTANTS.clear()
+    aug(x, 2, _gen(0))  # first call also makes the cached constants
+    assert len(moves) > 1
+    moves.clear()
+    params = aug.sample_params(4, 2, 24, 24, _gen(1))
+    monkeypatch.setattr(torch.Tensor, "to", no_device_to)
+    aug.apply(x, params)
+    k = int(params.grayscale.sum())
+    assert moves == [(4 * 2 * (6 + 6) + k,)]  # theta (6) + 6 rows per view, then the grayscale indices
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_views_match_cpu_and_never_sync() -> None:
+    aug = MultiViewAugment(_all_ops_preset())
+    x = _uint8(8, 24)
+    cpu = aug(x, 3, _gen(4))
+    xc = x.cuda()
+    aug(xc, 3, _gen(4))  # warm-up: cached constants are made here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gpu = aug(xc, 3, _gen(4))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=0)
