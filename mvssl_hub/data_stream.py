@@ -163,7 +163,7 @@ class StreamingSplit:
         table = pa.concat_tables(tables)
         labels = None
         if self.label_col:
-            labels = torch.as_tensor(table.column(self.label_col).to_numpy(), dtype=torch.int64)
+            labels = torch.from_numpy(table.column(self.label_col).to_numpy().astype(np.int64))
         return table.column(self.image_col).to_pylist(), labels
 
     def batches(self, global_batch: int, seed: int, rank: int = 0, world: int = 1, *, window: int = 2048,
