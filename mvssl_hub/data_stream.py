@@ -201,7 +201,7 @@ class _EpochWindows(torch.utils.data.IterableDataset):
             picked = [encoded[i] for i in take.tolist()]
             del encoded
             out = torch.empty((len(picked), *b.image_shape), dtype=torch.uint8)
-            decode_into(out, lambda lo, hi: picked[lo:hi], b.stream.size,
+            decode_into(out, lambda lo, hi, rows=picked: rows[lo:hi], b.stream.size,
                         where=f"{b.stream.source!r} split {b.stream.split!r} (epoch {self.epoch}, window {j})")
             lab = labels[take].view(len(steps), per) if labels is not None else None
             yield steps[0], out.view(len(steps), per, *b.image_shape), lab

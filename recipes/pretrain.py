@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data: decoded once into a uint8 tensor; views are made on the device per step
     t0 = time.time()
-    cache = dict(cache=cfg.data_cache, cache_dir=cfg.cache_dir, decode_workers=cfg.decode_workers)
+    cache = {"cache": cfg.data_cache, "cache_dir": cfg.cache_dir, "decode_workers": cfg.decode_workers}
     with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
         if cfg.streaming:
             from mvssl_hub.data_stream import StreamingSplit

@@ -13,7 +13,7 @@ from mvssl_hub.data_stream import StreamingSplit, parquet_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _standins import mixed_sizes, write_parquet  # noqa: E402
+from _standins import mixed_sizes, write_parquet
 
 
 @pytest.fixture(scope="module")

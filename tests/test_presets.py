@@ -11,7 +11,7 @@ from conftest import RECIPES, load_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _standins import imagenet100_standin, stl10_standin  # noqa: E402
+from _standins import imagenet100_standin, stl10_standin
 
 pytest.importorskip("accelerate")
 
