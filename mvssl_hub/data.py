@@ -2,19 +2,23 @@
 
 Views are made later, batched on the training device (:mod:`mvssl_hub.views`), so a split is held as one
 ``(N, 3, H, W)`` uint8 tensor: CIFAR-10's 50,000 training images take 150 MB and decode in about a second.
+Each image is decoded and resized before the next (:mod:`mvssl_hub.data_decode`), into a preallocated
+tensor or into a memory-mapped on-disk cache shared by later runs and every process
+(:mod:`mvssl_hub.data_cache`). Splits larger than RAM stream instead (:mod:`mvssl_hub.data_stream`).
 ``datasets`` is imported only when a split is loaded.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from .data_cache import cache_file, cache_key, cached_images, default_cache_dir
+from .data_decode import _decode, decode_into, first_image_shape, resize_center_crop  # noqa: F401 (re-exported)
 
 IMAGE_KEYS = ("img", "image", "images", "pixel_values")
 LABEL_KEYS = ("label", "labels", "fine_label", "coarse_label")
@@ -89,37 +93,6 @@ def _pick_key(ds: Any, wanted: str | None, candidates: tuple[str, ...], kind: st
     return next((c for c in candidates if c in columns), None)
 
 
-def _decode(item: dict[str, Any] | Any, index: int) -> torch.Tensor:
-    """One encoded image -> uint8 (3, H, W). torchvision's decoder first (fast), PIL for other formats."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    data = item.get("bytes") if isinstance(item, dict) else None
-    if data is None and isinstance(item, dict) and item.get("path"):
-        data = Path(item["path"]).read_bytes()
-    if data is None:
-        raise ValueError(f"image at row {index} has neither bytes nor a path")
-    try:
-        return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
-            return rgb.view(im.height, im.width, 3).permute(2, 0, 1).contiguous()
-
-
-def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (3, size, size): shorter side to ``size`` (antialiased), then centre crop."""
-    _, h, w = image.shape
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        resized = F.interpolate(image[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        image = resized[0, :, top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
-    return image
-
-
 def subset_indices(n: int, fraction: float, labels: torch.Tensor | None, seed: int) -> torch.Tensor:
     """Sorted row indices of a ``fraction`` subset: class-balanced when labels exist, random otherwise."""
     if not 0.0 < fraction <= 1.0:
@@ -136,6 +109,32 @@ def subset_indices(n: int, fraction: float, labels: torch.Tensor | None, seed: i
     return torch.cat(keep).sort().values
 
 
+def _encoded_rows(ds: Any, img_col: str) -> Any:
+    """fetch(start, stop) -> the encoded images of rows [start, stop) as dicts {bytes, path} (nothing decoded)."""
+    table = ds.with_format("arrow")
+
+    def fetch(start: int, stop: int) -> list[Any]:
+        return table[start:stop].column(img_col).to_pylist()
+
+    return fetch
+
+
+def split_cache_fields(ds: Any, source: str, split: str, *, size: int | None, revision: str | None, img_col: str,
+                       fraction: float, limit: int | None, seed: int, rows: torch.Tensor) -> dict[str, Any]:
+    """What determines a split's resized pixels: the cache key is a hash of these fields.
+
+    ds: the dataset before row selection (its ``datasets`` fingerprint changes with the data files).
+    seed only counts when it selects rows (fraction < 1 without a limit).
+    """
+    selects = limit is None and fraction < 1.0
+    return {
+        "source": source, "fingerprint": getattr(ds, "_fingerprint", None), "revision": revision, "split": split,
+        "image_key": img_col, "size": size, "num_rows": len(ds), "fraction": None if limit is not None else fraction,
+        "limit": limit, "seed": seed if selects else None,
+        "rows_sha256": hashlib.sha256(rows.to(torch.int64).numpy().tobytes()).hexdigest(),
+    }
+
+
 def load_split(
     source: str,
     split: str = "train",
@@ -147,16 +146,26 @@ def load_split(
     image_key: str | None = None,
     label_key: str | None = None,
     limit: int | None = None,
+    cache: bool = False,
+    cache_dir: str | Path | None = None,
+    decode_workers: int = 1,
+    verify_cache: bool = True,
 ) -> ImageSplit:
-    """Load and decode one split into memory.
+    """Load and decode one split into a uint8 (N, 3, H, W) tensor.
 
     source: a Hub dataset id (e.g. ``uoft-cs/cifar10``), a ``.parquet`` file, a folder of parquet files
     (``{split}.parquet`` / ``{split}-*.parquet``), an imagefolder, or a ``save_to_disk`` folder.
     size: resize (shorter side) + centre-crop every image to ``size``; required when images differ in size.
     fraction: keep this share of the rows (class-balanced when there are labels); limit: keep the first rows.
+    cache / cache_dir: read the resized split from a memory-mapped file under ``cache_dir`` (default: the
+    HF datasets cache), building it on first use; setting ``cache_dir`` turns the cache on.
+    decode_workers: threads that decode and resize (each image is resized before the next is decoded).
+    verify_cache: check the cache file's crc32 on load (a size/header check is always made).
     """
     import datasets
 
+    if decode_workers < 1:
+        raise ValueError(f"decode_workers must be >= 1, got {decode_workers}")
     ds = _open_dataset(source, split, revision)
     img_col = _pick_key(ds, image_key, IMAGE_KEYS, "image", "Image")
     if img_col is None:
@@ -174,21 +183,25 @@ def load_split(
         rows = torch.arange(min(limit, len(ds)))
     else:
         rows = subset_indices(len(ds), fraction, labels, seed)
+    full = ds
     if len(rows) < len(ds):
         ds = ds.select(rows.tolist())
         labels = labels[rows] if labels is not None else None
-    encoded = ds.cast_column(img_col, datasets.Image(decode=False))[img_col]
-    with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated; PIL is the fallback
-        warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = [_decode(item, i) for i, item in enumerate(encoded)]
-    if size is not None:
-        decoded = [resize_center_crop(image, size) for image in decoded]
-    for i, image in enumerate(decoded):
-        if image.shape != decoded[0].shape:
-            raise ValueError(
-                f"{source!r} split {split!r}: row {i} has shape {tuple(image.shape)} but row 0 has "
-                f"{tuple(decoded[0].shape)}; pass size= to resize every image"
-            )
-    if not decoded:
+    if len(ds) == 0:
         raise ValueError(f"{source!r} split {split!r} has no images")
-    return ImageSplit(torch.stack(decoded), labels, class_names, source, split, revision, rows)
+    fetch = _encoded_rows(ds, img_col)
+    where = f"{source!r} split {split!r}"
+
+    def build(alloc: Any) -> torch.Tensor:
+        out = alloc((len(ds), *first_image_shape(fetch, size)))
+        return decode_into(out, fetch, size, workers=decode_workers, where=where)
+
+    if cache or cache_dir is not None:
+        fields = split_cache_fields(full, source, split, size=size, revision=revision, img_col=img_col,
+                                    fraction=fraction, limit=limit, seed=seed, rows=rows)
+        key = cache_key(fields)
+        path = cache_file(cache_dir if cache_dir is not None else default_cache_dir(), f"{source}-{split}", key)
+        images = cached_images(path, key, fields, build, verify=verify_cache)
+    else:
+        images = build(lambda shape: torch.empty(shape, dtype=torch.uint8))
+    return ImageSplit(images, labels, class_names, source, split, revision, rows)

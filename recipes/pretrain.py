@@ -48,6 +48,12 @@ class PretrainConfig:
     limit: int | None = None  # keep only the first `limit` training images (tests, smoke runs)
     image_size: int | None = None  # resize + centre-crop at decode time (needed when sizes differ)
     view_preset: Literal["cifar10", "stl10", "imagenet100"] = "cifar10"
+    data_cache: bool = False  # keep resized splits in a memory-mapped file (HF datasets cache or cache_dir)
+    cache_dir: str | None = None  # folder of the resized-image cache; setting it turns the cache on
+    decode_workers: int = 1  # threads decoding + resizing images while a split is loaded
+    streaming: bool = False  # read the training split's parquet lazily (larger than RAM); kNN splits stay in memory
+    stream_window: int = 2048  # rows shuffled together when streaming (rounded down to whole global batches)
+    stream_workers: int = 2  # DataLoader worker processes decoding the stream
     # kNN monitor: bank = eval_train_split, queries = eval_split (of eval_data, default `data`)
     eval_data: str | None = None
     eval_train_split: str = "train"
@@ -125,6 +131,9 @@ class PretrainConfig:
         need(self.knn_k >= 1, "knn_k", "must be >= 1")
         need(self.knn_temperature > 0, "knn_temperature", "must be > 0")
         need(self.threads >= 0, "threads", "must be >= 0")
+        need(self.decode_workers >= 1, "decode_workers", "must be >= 1")
+        need(self.stream_window >= 1, "stream_window", "must be >= 1")
+        need(self.stream_workers >= 0, "stream_workers", "must be >= 0")
         need(self.time_budget is None or self.time_budget > 0, "time_budget", "must be > 0 seconds")
         if isinstance(self.beta, str):
             need(self.beta == "auto", "beta", "must be a number >= 0 or 'auto'")
@@ -147,6 +156,7 @@ RESUMABLE_CHANGES = {
     "resume", "recipe_version", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every",
     "progress", "export", "data_name",
     "knn_every", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps", "overwrite",
+    "data_cache", "cache_dir", "decode_workers", "stream_workers",
 }
 
 
@@ -210,16 +220,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data: decoded once into a uint8 tensor; views are made on the device per step
     t0 = time.time()
+    cache = {"cache": cfg.data_cache, "cache_dir": cfg.cache_dir, "decode_workers": cfg.decode_workers}
     with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
-        train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
-                           revision=cfg.revision, limit=cfg.limit)
+        if cfg.streaming:
+            from mvssl_hub.data_stream import StreamingSplit
+
+            train = StreamingSplit(cfg.data, cfg.split, size=cfg.image_size, fraction=cfg.fraction, seed=cfg.seed,
+                                   limit=cfg.limit, revision=cfg.revision)
+        else:
+            train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
+                               revision=cfg.revision, limit=cfg.limit, **cache)
         eval_source = cfg.eval_data or cfg.data
         bank = queries = None
         if cfg.eval_split:
             bank = load_split(eval_source, cfg.eval_train_split, size=cfg.image_size, revision=cfg.revision,
-                              limit=cfg.eval_limit)
+                              limit=cfg.eval_limit, **cache)
             queries = load_split(eval_source, cfg.eval_split, size=cfg.image_size, revision=cfg.revision,
-                                 limit=cfg.eval_limit)
+                                 limit=cfg.eval_limit, **cache)
     if bank is not None and (bank.labels is None or queries.labels is None):
         say(f"# kNN monitor off: {eval_source} has no labels")
         bank = queries = None
@@ -230,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     steps_per_epoch = n_train // cfg.batch_size
     schedule_steps = cfg.epochs * steps_per_epoch
     total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
-    say(f"# data: {n_train} training images {tuple(train.images.shape[1:])} from {cfg.data} [{cfg.split}], "
+    stream = train.batches(cfg.batch_size, cfg.seed, rank, world, window=cfg.stream_window,
+                           workers=cfg.stream_workers) if cfg.streaming else None
+    say(f"# data: {n_train} training images {stream.image_shape if stream else tuple(train.images.shape[1:])} from {cfg.data} [{cfg.split}], "
         f"{steps_per_epoch} steps/epoch, {total_steps} steps planned"
         f"{f' or {cfg.time_budget:g} s of training, whichever comes first' if cfg.time_budget else ''}; kNN: "
         f"{'off' if bank is None else f'{len(bank)} bank / {len(queries)} queries'}; loaded in {time.time() - t0:.1f}s")
@@ -254,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_model = torch.compile(model) if cfg.compile else model
     bn_buffers = [b for name, b in accelerator.unwrap_model(model).named_buffers() if "running" in name
                   or "num_batches" in name]
-    train_images = place_images(train.images, device)
+    train_images = None if stream else place_images(train.images, device)
 
     def backbone():
         return accelerator.unwrap_model(model).backbone
@@ -300,8 +319,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_model.train()
     while state["global_step"] < total_steps:
         step = state["global_step"]
-        epoch, in_epoch, idx = batches(step)
-        images = train_images[idx.to(train_images.device)].to(device, non_blocking=True)
+        if stream is not None:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
+            epoch, in_epoch, images, _ = stream(step)
+            images = images.to(device, non_blocking=True)
+        else:
+            epoch, in_epoch, idx = batches(step)
+            images = train_images[idx.to(train_images.device)].to(device, non_blocking=True)
         # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
         # so a resumed run draws exactly the views the uninterrupted one would have.
         views = augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch, rank))
@@ -372,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.time()
             save()
     bar.close()
+    if stream is not None:
+        stream.close()
     state["train_seconds"] += time.time() - start
     train_seconds = state["train_seconds"]
     images_per_s = (state["images_seen"] / train_seconds) if train_seconds > 0 else 0.0
