@@ -5,6 +5,7 @@
   resumed run draws exactly the rows an uninterrupted one would.
 - :func:`make_generator`: a CPU generator seeded by (seed, epoch, step, process) for the views of a step.
 - :func:`lr_factor`: linear warm-up, then constant or cosine.
+- :class:`TrainingClock`: seconds of training (wall-clock or this process's CPU time), pausable.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["StepBatches", "derive_seed", "epoch_batches", "lr_factor", "make_generator", "process_slice"]
+__all__ = ["StepBatches", "TrainingClock", "derive_seed", "epoch_batches", "lr_factor", "make_generator", "process_slice"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -77,3 +81,31 @@ def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: s
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TrainingClock:
+    """Seconds of training, resumable from ``offset``, with evaluation and checkpoint time paused out.
+
+    ``mode="wall"`` reads ``time.perf_counter``; ``mode="process"`` reads this process's CPU time
+    (``time.process_time``), which on a shared machine with one thread per run measures the work a run
+    did rather than how much of the machine it got.
+    """
+
+    def __init__(self, mode: str = "wall", offset: float = 0.0) -> None:
+        if mode not in ("wall", "process"):
+            raise ValueError(f"TrainingClock: mode must be 'wall' or 'process', got {mode!r}")
+        self._now = time.perf_counter if mode == "wall" else time.process_time
+        self._offset, self._start = offset, self._now()
+
+    def elapsed(self) -> float:
+        """Seconds of training so far (``offset`` included)."""
+        return self._offset + self._now() - self._start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time inside the ``with`` block is not counted."""
+        self._offset = self.elapsed()
+        try:
+            yield
+        finally:
+            self._start = self._now()

@@ -30,7 +30,7 @@ from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb, 
 from mvssl_hub.distributed import convert_batchnorm  # noqa: E402
 from mvssl_hub.run_checkpoints import CheckpointManager  # noqa: E402
 from mvssl_hub.trackers import JSONLTracker  # noqa: E402
-from mvssl_hub.training import StepBatches, lr_factor, make_generator  # noqa: E402
+from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator  # noqa: E402
 
 METHODS = ("barlowtwins", "vicreg")
 
@@ -62,6 +62,7 @@ class PretrainConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_every: int = 0  # steps between kNN evaluations during training (0: only before and after)
+    knn_every_seconds: float = 0.0  # or: seconds of training time between kNN evaluations (0: off)
     knn_random_init: bool = True  # also evaluate the untrained network (same seed) as the baseline
     # model
     arch: str = "resnet18"
@@ -98,6 +99,7 @@ class PretrainConfig:
     overwrite: bool = False  # without --resume: delete this run's old checkpoints instead of refusing
     max_nan_steps: int = 10  # consecutive non-finite losses before the run stops
     time_budget: float | None = None  # seconds of training before stopping (then save + export)
+    clock: Literal["wall", "process"] = "wall"  # process: this process's CPU seconds (fair on a shared machine)
     log_every: int = 10
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
@@ -128,6 +130,7 @@ class PretrainConfig:
         need(self.max_nan_steps >= 1, "max_nan_steps", "must be >= 1")
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.knn_every >= 0, "knn_every", "must be >= 0")
+        need(self.knn_every_seconds >= 0, "knn_every_seconds", "must be >= 0")
         need(self.knn_k >= 1, "knn_k", "must be >= 1")
         need(self.knn_temperature > 0, "knn_temperature", "must be > 0")
         need(self.threads >= 0, "threads", "must be >= 0")
@@ -155,7 +158,7 @@ class PretrainConfig:
 RESUMABLE_CHANGES = {
     "resume", "recipe_version", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every",
     "progress", "export", "data_name",
-    "knn_every", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps", "overwrite",
+    "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps", "overwrite",
     "data_cache", "cache_dir", "decode_workers", "stream_workers",
 }
 
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     bar = tqdm(total=total_steps, initial=state["global_step"], disable=not (main_proc and cfg.progress),
                dynamic_ncols=True, unit="step")
-    start = time.time()
+    clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and checkpoint time are not training time
+    next_knn = (clock.elapsed() // cfg.knn_every_seconds + 1) * cfg.knn_every_seconds if cfg.knn_every_seconds else None
     window_t, window_imgs = time.time(), 0
     last_ips = 0.0
     stopped_by = "completed"
@@ -376,29 +380,30 @@ def main(argv: list[str] | None = None) -> dict:
                       "epoch": (step + 1) / steps_per_epoch, "nan_skipped": state["nan_skipped"]}
             accelerator.log(values, step=step + 1)
             bar.set_postfix(loss=f"{loss_value:.4g}", img_s=f"{last_ips:.0f}", lr=f"{values['lr']:.2g}")
-        if cfg.knn_every and (step + 1) % cfg.knn_every == 0 and step + 1 < total_steps and bank is not None:
-            # the clock stops while the monitor runs: time budgets and time-to-accuracy count training only
-            state["train_seconds"] += time.time() - start
-            acc = evaluate()
+        knn_due = bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0
+        if next_knn is not None and clock.elapsed() >= next_knn:
+            knn_due, next_knn = True, next_knn + cfg.knn_every_seconds
+        if knn_due and step + 1 < total_steps and bank is not None:
+            with clock.paused():  # time budgets and time-to-accuracy count training only
+                acc = evaluate()
+            state["train_seconds"] = clock.elapsed()
             accelerator.log({"knn_top1": acc, "train_seconds": state["train_seconds"]}, step=step + 1)
             say(f"\n# step {step + 1}: kNN top-1 {acc:.2f}% after {state['train_seconds']:.0f}s of training")
             train_model.train()
-            start = time.time()
-        out_of_time = cfg.time_budget is not None and state["train_seconds"] + time.time() - start >= cfg.time_budget
+        out_of_time = cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget
         if world > 1:  # every process must stop at the same step
             out_of_time = bool(accelerator.reduce(torch.tensor([float(out_of_time)], device=device), "sum") > 0)
         if out_of_time and state["global_step"] < total_steps:
             stopped_by = "time_budget"
             break
         if cfg.save_every and state["global_step"] % cfg.save_every == 0 and state["global_step"] < total_steps:
-            state["train_seconds"] += time.time() - start
-            start = time.time()
-            save()
+            state["train_seconds"] = clock.elapsed()
+            with clock.paused():
+                save()
     bar.close()
     if stream is not None:
         stream.close()
-    state["train_seconds"] += time.time() - start
-    train_seconds = state["train_seconds"]
+    state["train_seconds"] = train_seconds = clock.elapsed()
     images_per_s = (state["images_seen"] / train_seconds) if train_seconds > 0 else 0.0
     say(f"# stopped: {stopped_by} after {state['global_step']} steps ({state['global_step'] / steps_per_epoch:.2f} "
         f"epochs) in {train_seconds:.0f}s of training; {images_per_s:.1f} images/s "
