@@ -15,6 +15,8 @@ demo: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

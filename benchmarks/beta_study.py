@@ -47,9 +47,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch
+import torch  # noqa: E402
 
-from mvssl_hub.losses import recommended_beta
+from mvssl_hub.losses import recommended_beta  # noqa: E402
 
 DIMS = (64, 256, 1024, 2048)
 VARIANTS = ("fixed", "recommended", "half", "twice")

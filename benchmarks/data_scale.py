@@ -142,9 +142,10 @@ def main() -> None:
         return
 
     import torch
-    from _standins import mixed_sizes, write_parquet
 
     from mvssl_hub.training import hardware_string
+
+    from _standins import mixed_sizes, write_parquet
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="data_scale-"))

@@ -37,14 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.device_settings import configure_backends, make_adam  # noqa: E402
-from mvssl_hub.losses import build_loss, recommended_beta  # noqa: E402
-from mvssl_hub.models import build_ssl_model  # noqa: E402
-from mvssl_hub.pinned import BatchGather, place_split  # noqa: E402
-from mvssl_hub.device import bf16_is_fast  # noqa: E402
-from mvssl_hub.step_guard import StepGuard  # noqa: E402
-from mvssl_hub.training import StepBatches, make_generator  # noqa: E402
-from mvssl_hub.views import MultiViewAugment, get_view_preset  # noqa: E402
+from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.losses import build_loss, recommended_beta
+from mvssl_hub.models import build_ssl_model
+from mvssl_hub.pinned import BatchGather, place_split
+from mvssl_hub.step_guard import StepGuard
+from mvssl_hub.training import StepBatches, make_generator
+from mvssl_hub.views import MultiViewAugment, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 _READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from mvssl_hub import build_loss, build_ssl_model, get_view_preset, recommended_beta
-from mvssl_hub.monitor import embed_sample, monitor_embeddings
 from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.monitor import embed_sample, monitor_embeddings
 from mvssl_hub.views import MultiViewAugment
 
 

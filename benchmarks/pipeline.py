@@ -33,14 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.data import load_split  # noqa: E402
-from mvssl_hub.device_settings import configure_backends, make_adam  # noqa: E402
-from mvssl_hub.losses import build_loss, recommended_beta  # noqa: E402
-from mvssl_hub.models import build_ssl_model  # noqa: E402
-from mvssl_hub.device import bf16_is_fast, hardware_string  # noqa: E402
-from mvssl_hub.pinned import BatchGather, place_split  # noqa: E402
-from mvssl_hub.training import epoch_batches, make_generator  # noqa: E402
-from mvssl_hub.views import MultiViewAugment, get_view_preset  # noqa: E402
+from mvssl_hub.data import load_split
+from mvssl_hub.device import bf16_is_fast, hardware_string
+from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.losses import build_loss, recommended_beta
+from mvssl_hub.models import build_ssl_model
+from mvssl_hub.pinned import BatchGather, place_split
+from mvssl_hub.training import epoch_batches, make_generator
+from mvssl_hub.views import MultiViewAugment, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     for m in args.views:
         loss_fn = build_loss("barlowtwins", recommended_beta("barlowtwins", args.proj_dim, m))
         fixed = augment(gather(torch.arange(args.batch)), m, generator=make_generator(1, m))
-        variants = {"data": lambda: data_step(m, loss_fn), "premade": lambda: optimise(fixed, loss_fn)}
+        variants = {"data": lambda m=m, loss_fn=loss_fn: data_step(m, loss_fn),
+                    "premade": lambda fixed=fixed, loss_fn=loss_fn: optimise(fixed, loss_fn)}
         for fn in variants.values():
             for _ in range(args.warmup):
                 fn()

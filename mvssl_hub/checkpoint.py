@@ -29,11 +29,20 @@ from .model_card import render_card
 from .models import SSLModel
 from .projector import Projector, parse_projector_spec
 from .safe_io import (
-    SAFETENSORS_DTYPES, SafetensorsHeader, atomic_write_folder, check_regular_file, json_bytes, load_safetensors,
-    parse_json, read_json_file, read_safetensors_header, refuse_pickle, safetensors_bytes, sha256_file,
+    SafetensorsHeader,
+    atomic_write_folder,
+    check_regular_file,
+    json_bytes,
+    load_safetensors,
+    parse_json,
+    read_json_file,
+    read_safetensors_header,
+    refuse_pickle,
+    safetensors_bytes,
+    sha256_file,
 )
-from .vocabulary import METHODS
 from .version import __version__
+from .vocabulary import METHODS
 
 FORMAT = "mvssl-hub"
 FORMAT_VERSION = 1

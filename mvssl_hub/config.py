@@ -15,9 +15,8 @@ import difflib
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union
 
 from .errors import ConfigError

@@ -23,6 +23,7 @@ import torch
 
 from .data import IMAGE_KEYS, LABEL_KEYS, subset_indices
 from .data_decode import decode_into, first_image_shape
+from .training import make_generator
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,6 @@ class StreamingSplit:
 
     def epoch_groups(self, seed: int, epoch: int) -> list[RowGroup]:
         """The row groups in epoch ``epoch``'s order (a permutation seeded by (seed, epoch))."""
-        from .training import make_generator
 
         order = torch.randperm(len(self.groups), generator=make_generator(seed, epoch, 0x5EED))
         return [self.groups[i] for i in order.tolist()]
@@ -182,7 +182,6 @@ class _EpochWindows(torch.utils.data.IterableDataset):
         self.b, self.epoch, self.first_step = batches, epoch, first_step
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
-        from .training import make_generator
 
         b = self.b
         info = torch.utils.data.get_worker_info()

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import (
-    CARD_FILE, CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, load_config, read_config, verify_sha256,
+    CARD_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    PROJECTOR_FILE,
+    load_config,
+    read_config,
+    verify_sha256,
 )
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from .model_card import render_card
@@ -62,7 +68,10 @@ def hub_download(
     """hf_hub_download with errors translated: nothing cached offline / no such repo -> CheckpointNotFoundError."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     where = f"{repo_id}@{revision or 'main'}"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
-from typing import Any, Mapping
+from typing import Any
 
 from .vocabulary import NARROW_WIDTHS
-
 
 
 def _template_path() -> Path:

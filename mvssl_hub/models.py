@@ -8,6 +8,7 @@ import torch.nn as nn
 from .backbones import ResNetBackbone, build_backbone
 from .projector import Projector, projector_spec
 
+
 class SSLModel(nn.Module):
     """Backbone + projector. All M views run through the network as one batch of M*N images.
 

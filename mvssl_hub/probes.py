@@ -13,7 +13,6 @@ The linear probe follows the paper's protocol (Agrawal et al., NeurIPS 2024, rea
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections.abc import Callable, Iterator

@@ -24,7 +24,13 @@ import torch
 
 from .backbones import BackboneConfig, ResNetBackbone
 from .checkpoint import (
-    CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, check_expected, model_from_state, normalize_metric, read_checkpoint,
+    CONFIG_FILE,
+    MODEL_FILE,
+    PROJECTOR_FILE,
+    check_expected,
+    model_from_state,
+    normalize_metric,
+    read_checkpoint,
     read_config,
 )
 from .errors import CheckpointError

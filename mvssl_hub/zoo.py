@@ -19,7 +19,13 @@ from .backbones import ResNetBackbone, build_backbone
 from .registry import get_model_builder, get_model_weights, list_models, register_model, set_model_weights
 from .vocabulary import METHOD_TITLES
 from .weights import (
-    Weights, WeightsEnum, how_to_load_instead, load_weights, make_weights_enum, resolve_weights, validate_entry,
+    Weights,
+    WeightsEnum,
+    how_to_load_instead,
+    load_weights,
+    make_weights_enum,
+    resolve_weights,
+    validate_entry,
 )
 
 ENTRIES_FILE = Path(__file__).resolve().parent / "zoo_weights.json"

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli  # noqa: E402
-from mvssl_hub.device import hardware_string, make_accelerator, place_images  # noqa: E402
-from mvssl_hub.distributed import convert_batchnorm  # noqa: E402
-from mvssl_hub.run_checkpoints import CheckpointManager  # noqa: E402
-from mvssl_hub.trackers import JSONLTracker  # noqa: E402
-from mvssl_hub.training import StepBatches, lr_factor, make_generator  # noqa: E402
-from mvssl_hub.checkpoint import find_checkpoint  # noqa: E402
+from mvssl_hub.checkpoint import find_checkpoint
+from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.device import hardware_string, make_accelerator, place_images
+from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.run_checkpoints import CheckpointManager
+from mvssl_hub.trackers import JSONLTracker
+from mvssl_hub.training import StepBatches, lr_factor, make_generator
 
 
 @dataclass

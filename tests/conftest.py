@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hub_server.py
 
-from hub_server import LoopbackHub  # noqa: E402
+from hub_server import LoopbackHub
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

@@ -65,6 +65,7 @@ class HubState:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
+        self.content_etags = False  # True: ETag = sha256 of the bytes served (follows a tampered blob)
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / "blobs" / sha256
@@ -110,7 +111,7 @@ _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "LoopbackHub"
+    server: LoopbackHub
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
@@ -391,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
                                {"X-Repo-Commit": commit.sha}, head=head)
         data = b"" if head else self.state.blob_path(entry.sha256).read_bytes()
         etag = entry.sha256 if entry.lfs else entry.git_oid
+        if self.state.content_etags:
+            etag = hashlib.sha256(self.state.blob_path(entry.sha256).read_bytes()).hexdigest()
         headers = {"ETag": f'"{etag}"', "X-Repo-Commit": commit.sha, "Accept-Ranges": "none"}
         if head:
             self.send_response(200)
@@ -414,7 +417,7 @@ class LoopbackHub(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def start(self) -> "LoopbackHub":
+    def start(self) -> LoopbackHub:
         self._thread.start()
         return self
 
@@ -424,7 +427,7 @@ class LoopbackHub(ThreadingHTTPServer):
         self._thread.join(timeout=5)
         shutil.rmtree(self.state.root / "tmp", ignore_errors=True)
 
-    def __enter__(self) -> "LoopbackHub":
+    def __enter__(self) -> LoopbackHub:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, read_yaml
 from mvssl_hub.losses import recommended_beta
+
 from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "data" / "cifar10-5k"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _standins import mixed_sizes, write_imagefolder
+from _standins import mixed_sizes, write_imagefolder  # noqa: E402
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from mvssl_hub import build_backbone
-from mvssl_hub.data import load_split
 from mvssl_hub.checkpoint import save_pretrained
+from mvssl_hub.data import load_split
 from mvssl_hub.probes import extract_features, knn_accuracy
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
+
 from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

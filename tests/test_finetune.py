@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from mvssl_hub import build_backbone
-from mvssl_hub.config import ConfigError
 from mvssl_hub.checkpoint import save_pretrained
+from mvssl_hub.config import ConfigError
+
 from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

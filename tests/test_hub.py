@@ -13,7 +13,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import mvssl_hub.weights
 from mvssl_hub.backbones import build_backbone
@@ -248,8 +248,9 @@ def test_two_processes_loading_at_once(pushed, hf_home, tmp_path):
 
 
 def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp_path, hub, capsys):
-    from conftest import load_recipe
     from mvssl_hub.weights import make_weights_enum
+
+    from conftest import load_recipe
 
     publish = load_recipe("publish", "publish_recipe")
     run = tmp_path / "run"

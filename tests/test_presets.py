@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import RECIPES, load_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

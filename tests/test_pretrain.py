@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from conftest import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
