@@ -26,7 +26,7 @@ import torch.nn as nn
 from .backbones import BackboneConfig, ResNetBackbone
 from .errors import CheckpointError, IntegrityError, UnknownModelError
 from .model_card import render_card
-from .models import SSLModel
+from .models import Classifier, SSLModel
 from .projector import Projector, parse_projector_spec
 from .safe_io import (
     SafetensorsHeader,
@@ -48,10 +48,12 @@ FORMAT = "mvssl-hub"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 PROJECTOR_FILE = "projector.safetensors"
+HEAD_FILE = "head.safetensors"  # a fine-tuned classifier's linear head
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
-WEIGHTS_FILES = (MODEL_FILE, PROJECTOR_FILE)
-CHECKPOINT_FILES = (MODEL_FILE, PROJECTOR_FILE, CONFIG_FILE, CARD_FILE)
+WEIGHTS_FILES = (MODEL_FILE, PROJECTOR_FILE, HEAD_FILE)
+CHECKPOINT_FILES = (MODEL_FILE, PROJECTOR_FILE, HEAD_FILE, CONFIG_FILE, CARD_FILE)
+MAX_CLASSES = 100_000
 
 METRIC_TASKS = ("knn", "linear_probe", "finetune")
 METRIC_NAMES = ("top1", "top5")
@@ -148,13 +150,15 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "metrics": ((list,), False),
     "training": ((dict,), True),
     "files": ((dict,), False),
+    "num_classes": ((int,), True),  # a fine-tuned classifier: its head's classes (head.safetensors)
+    "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
 }
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},
     "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int, type(None)), "mean": (list,),
                    "std": (list,)},
     "training": {"hardware": (str,), "wall_clock_s": (int, float), "images_per_s": (int, float),
-                 "steps": (int,), "epochs": (int, float)},
+                 "steps": (int,), "epochs": (int, float), "curves": (str,)},
 }
 
 
@@ -259,6 +263,11 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
         raise CheckpointError(f"{source}: files has no entry for {MODEL_FILE}")
     if PROJECTOR_FILE in cfg["files"] and cfg.get("projector") is None:
         raise CheckpointError(f"{source}: {PROJECTOR_FILE} is listed but field 'projector' is null")
+    classes = cfg.get("num_classes")
+    _need(classes is None or 1 <= classes <= MAX_CLASSES, source, "num_classes", classes, f"must be in 1..{MAX_CLASSES}")
+    if (HEAD_FILE in cfg["files"]) != (classes is not None):
+        raise CheckpointError(f"{source}: {HEAD_FILE} and field 'num_classes' go together (files: "
+                              f"{sorted(cfg['files'])}, num_classes: {classes!r})")
     return cfg
 
 
@@ -361,16 +370,20 @@ def expected_state(module: nn.Module, dtype: torch.dtype) -> Expected:
     return {k: (tuple(v.shape), dtype if v.is_floating_point() else v.dtype) for k, v in module.state_dict().items()}
 
 
-def expected_tensors(cfg: Mapping[str, Any]) -> tuple[Expected, Expected | None]:
-    """(backbone, projector or None) key -> (shape, dtype) implied by a validated config.
+def expected_tensors(cfg: Mapping[str, Any]) -> dict[str, Expected]:
+    """Weights file -> key -> (shape, dtype) implied by a validated config (projector and head when it has them).
 
     The modules are built on the meta device: no memory is allocated, whatever the config asks for.
     """
     dtype = SAVE_DTYPES[cfg["dtype"]]
     with torch.device("meta"):
         backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]), init_weights=False)
-        projector = Projector(cfg["projector"]) if cfg.get("projector") else None
-    return expected_state(backbone, dtype), (None if projector is None else expected_state(projector, dtype))
+        out = {MODEL_FILE: expected_state(backbone, dtype)}
+        if cfg.get("projector"):
+            out[PROJECTOR_FILE] = expected_state(Projector(cfg["projector"]), dtype)
+        if cfg.get("num_classes"):
+            out[HEAD_FILE] = expected_state(nn.Linear(cfg["feature_dim"], cfg["num_classes"]), dtype)
+    return out
 
 
 def check_header_against(path: Path, header: SafetensorsHeader, expected: Expected, hint: str = "") -> None:
@@ -416,20 +429,21 @@ def verify_sha256(path: Path, expected: str, what: str) -> None:
 
 @dataclass
 class CheckpointState:
-    """A checked checkpoint: its config, backbone state dict and (if asked for) projector state dict."""
+    """A checked checkpoint: its config, backbone state dict and (if asked for) projector / head state dicts."""
 
     config: dict[str, Any]
     backbone: dict[str, torch.Tensor]
     projector: dict[str, torch.Tensor] | None
     source: str
+    head: dict[str, torch.Tensor] | None = None
 
 
 def read_weights(path: Path, cfg: Mapping[str, Any], expected: Expected, source: str) -> dict[str, torch.Tensor]:
     """Checked safetensors -> state dict: header vs ``expected`` and ``cfg`` first, then the bytes, then finiteness."""
     header = read_safetensors_header(path)
     bb = cfg["backbone"]
-    what = (f"projector={cfg['projector']!r}" if path.name == PROJECTOR_FILE
-            else f"arch={bb['arch']}, small_images={bb['small_images']}, width={bb['width']}")
+    what = {PROJECTOR_FILE: f"projector={cfg['projector']!r}", HEAD_FILE: f"num_classes={cfg.get('num_classes')}"}.get(
+        path.name, f"arch={bb['arch']}, small_images={bb['small_images']}, width={bb['width']}")
     check_header_against(path, header, expected, f"described by {source} ({what}, dtype={cfg['dtype']})")
     check_metadata_against(path, header, cfg, source)
     state = strip_prefixes(load_safetensors(path))
@@ -442,19 +456,21 @@ def read_weights(path: Path, cfg: Mapping[str, Any], expected: Expected, source:
 
 def read_checkpoint(cfg: dict[str, Any], paths: Mapping[str, Path], *, with_projector: bool,
                     source: str) -> CheckpointState:
-    """State dicts of the (already sha256-verified) weights files of a validated config."""
-    expected_backbone, expected_projector = expected_tensors(cfg)
-    backbone = read_weights(paths[MODEL_FILE], cfg, expected_backbone, source)
-    projector = None
-    if with_projector:
-        assert expected_projector is not None
-        projector = read_weights(paths[PROJECTOR_FILE], cfg, expected_projector, source)
-    return CheckpointState(cfg, backbone, projector, source)
+    """State dicts of the (already sha256-verified) weights files in ``paths`` of a validated config."""
+    expected = expected_tensors(cfg)
+    states = {name: read_weights(path, cfg, expected[name], source) for name, path in paths.items()}
+    return CheckpointState(cfg, states[MODEL_FILE], states.get(PROJECTOR_FILE) if with_projector else None, source,
+                           states.get(HEAD_FILE))
+
+
+def weights_to_read(cfg: Mapping[str, Any], with_projector: bool) -> list[str]:
+    """The weights files a load reads: the backbone, the projector when asked, a classifier's head always."""
+    return [MODEL_FILE, *([PROJECTOR_FILE] if with_projector else []), *([HEAD_FILE] if cfg.get("num_classes") else [])]
 
 
 def local_weights_paths(folder: Path, cfg: Mapping[str, Any], with_projector: bool) -> dict[str, Path]:
     """The weights files of a local checkpoint folder, each checked (regular file, no pickle, header, sha256)."""
-    names = [MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
+    names = weights_to_read(cfg, with_projector)
     paths = {}
     for name in names:
         if name not in cfg["files"]:
@@ -501,16 +517,19 @@ def _tensor_bytes(state: Mapping[str, torch.Tensor], dtype: torch.dtype, metadat
 def build_checkpoint_files(
     model: nn.Module, *, method: str | None, beta: float | None, num_views: int | None,
     train_config: dict | None, dataset: dict | None, transforms: dict | None, metrics: list[dict] | None,
-    training: dict | None, include_projector: bool, dtype: torch.dtype,
+    training: dict | None, include_projector: bool, dtype: torch.dtype, base_model: str | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The bytes of the weights files and the validated config (README not included)."""
     model = unwrap_model(model)
+    head = None
     if isinstance(model, SSLModel):
         backbone, projector = model.backbone, model.projector
+    elif isinstance(model, Classifier):
+        backbone, projector, head = model.backbone, None, model.head
     elif isinstance(model, ResNetBackbone):
         backbone, projector = model, None
     else:
-        raise TypeError(f"save_pretrained takes an SSLModel or ResNetBackbone, got {type(model).__name__}")
+        raise TypeError(f"save_pretrained takes an SSLModel, Classifier or ResNetBackbone, got {type(model).__name__}")
     if include_projector and projector is None:
         raise ValueError("include_projector=True needs an SSLModel; a bare ResNetBackbone has no projector")
     cfg: dict[str, Any] = {
@@ -519,13 +538,15 @@ def build_checkpoint_files(
         "projector": projector.spec if projector is not None else None,
         "method": method, "beta": beta, "num_views": num_views, "dtype": _dtype_name(dtype),
         "train_config": train_config, "dataset": dataset, "transforms": transforms, "metrics": list(metrics or []),
-        "training": training,
+        "training": training, "num_classes": None if head is None else head.out_features, "base_model": base_model,
     }
     files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
     if include_projector:
         assert projector is not None
         files[PROJECTOR_FILE] = _tensor_bytes(strip_prefixes(projector.state_dict()), dtype,
                                               _file_metadata(cfg, PROJECTOR_FILE))
+    if head is not None:
+        files[HEAD_FILE] = _tensor_bytes(strip_prefixes(head.state_dict()), dtype, _file_metadata(cfg, HEAD_FILE))
     cfg["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for name, data in files.items()}
     # round-trip through JSON so that what is validated is exactly what is written
     cfg = validate_config(parse_json(json_bytes(cfg), "config being saved"), "config being saved")
@@ -536,23 +557,34 @@ def save_pretrained(
     model: nn.Module, save_dir: str | os.PathLike[str], *, method: str | None = None, beta: float | None = None,
     num_views: int | None = None, train_config: dict | None = None, dataset: dict | None = None,
     transforms: dict | None = None, metrics: list[dict] | None = None, training: dict | None = None,
-    include_projector: bool = False, dtype: torch.dtype = torch.float32,
+    include_projector: bool = False, dtype: torch.dtype = torch.float32, figures: dict[str, bytes] | None = None,
+    base_model: str | None = None,
 ) -> Path:
     """Write ``model.safetensors`` (+ ``projector.safetensors``), ``config.json`` and ``README.md`` atomically.
+
+    ``figures`` ({"training_curves.png": PNG bytes}) are written beside them; ``training.curves`` names the
+    first, and the card shows it.
 
     ``model`` is an SSLModel or ResNetBackbone (DDP / torch.compile wrappers are unwrapped). ``metrics``
     are records {task, metric, value, random_init, dataset, split, protocol, date}; ``dataset`` has
     id, revision, split, fraction; ``transforms`` preset, eval_size, eval_resize, mean, std; ``training``
     hardware, wall_clock_s, images_per_s, steps, epochs. Returns the folder.
     """
+    figures = dict(figures or {})
+    for name, data in figures.items():
+        if not re.fullmatch(r"[\w.-]+\.png", name) or not data.startswith(b"\x89PNG"):
+            raise ValueError(f"figures[{name!r}]: expected PNG bytes under a plain *.png file name")
+    if figures:
+        training = {**(training or {}), "curves": next(iter(figures))}
     files, cfg = build_checkpoint_files(
         model, method=method, beta=beta, num_views=num_views, train_config=train_config, dataset=dataset,
         transforms=transforms, metrics=metrics, training=training, include_projector=include_projector,
-        dtype=dtype,
+        dtype=dtype, base_model=base_model,
     )
+    files.update(figures)
     files[CONFIG_FILE] = json_bytes(cfg)
     files[CARD_FILE] = render_card(cfg).encode("utf-8")
-    return atomic_write_folder(Path(save_dir), files, replace=CHECKPOINT_FILES)
+    return atomic_write_folder(Path(save_dir), files, replace=(*CHECKPOINT_FILES, *figures))
 
 
 def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
@@ -582,12 +614,16 @@ def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict)
 def model_from_state(state: CheckpointState) -> nn.Module:
     """The model a checked checkpoint describes, loaded ``strict=True``, in eval mode; ``.mvssl_config`` set.
 
-    A ResNetBackbone ((N, 3, H, W) -> (N, feature_dim)), or an SSLModel when the projector was read.
+    A ResNetBackbone ((N, 3, H, W) -> (N, feature_dim)), an SSLModel when the projector was read, or a
+    Classifier ((N, 3, H, W) -> (N, num_classes)) for a fine-tuned checkpoint.
     """
     cfg = state.config
     backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]))
     backbone.load_state_dict(state.backbone, strict=True)
     model: nn.Module = backbone
+    if state.head is not None:
+        model = Classifier(backbone, cfg["num_classes"])
+        model.head.load_state_dict(state.head, strict=True)
     if state.projector is not None:
         projector = Projector(cfg["projector"])
         projector.load_state_dict(state.projector, strict=True)

@@ -7,15 +7,19 @@ where a decoded split lives, and how a run names its hardware.
 from __future__ import annotations
 
 import functools
+import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .distributed import check_distributed_launch
+from .errors import ConfigError
 
-__all__ = ["bf16_is_fast", "cpu_flags", "hardware_string", "make_accelerator", "peak_memory_mb", "place_images"]
+__all__ = ["PRECISIONS", "bf16_is_fast", "choose_precision", "cpu_flags", "hardware_string", "isa_capped_below_bf16",
+           "make_accelerator", "peak_memory_mb"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,7 +35,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def bf16_is_fast(device: torch.device | str) -> bool:
+# oneDNN ISA levels (ONEDNN_MAX_CPU_ISA) that include native bf16 instructions
+_BF16_ISAS = {"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+              "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX2_VNNI_2"}
+
+
+def isa_capped_below_bf16(env: Mapping[str, str] | None = None) -> bool:
+    """True when ``ONEDNN_MAX_CPU_ISA`` or ``ATEN_CPU_CAPABILITY`` holds this process to an instruction set
+    without native bf16 (how an AVX2-only CPU is emulated on a newer one)."""
+    env = os.environ if env is None else env
+    onednn = env.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    aten = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return bool(onednn and onednn not in _BF16_ISAS) or aten in ("avx2", "default")
+
+
+def bf16_is_fast(device: torch.device | str, env: Mapping[str, str] | None = None) -> bool:
     """True when bf16 autocast is a speed-up on ``device``.
 
     CUDA: ``torch.cuda.is_bf16_supported()``. CPU: oneDNN bf16 support *and* native bf16 instructions
@@ -46,7 +64,7 @@ def bf16_is_fast(device: torch.device | str) -> bool:
             onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
             onednn_bf16 = False
-        return onednn_bf16 and bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+        return onednn_bf16 and bool({"amx_bf16", "avx512_bf16"} & cpu_flags()) and not isa_capped_below_bf16(env)
     return False
 
 
@@ -79,37 +97,53 @@ def peak_memory_mb(device: torch.device) -> float:
         return float("nan")
 
 
-def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any]) -> tuple[Any, str]:
-    """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in ("bf16" or "fp32").
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
-    cpu=None picks the CPU when no GPU is visible; precision "auto" is bf16 autocast where the device
-    runs it natively (CUDA with bf16, CPUs with AMX / AVX512-BF16). Fails loudly on a launch that
-    started unrelated single processes (:func:`check_distributed_launch`).
+
+def choose_precision(requested: str, device: torch.device | str, env: Mapping[str, str] | None = None) -> str:
+    """The precision a run trains in: "bf16", "fp16" or "fp32".
+
+    ``auto``: what ``accelerate launch --mixed_precision`` asked for (ACCELERATE_MIXED_PRECISION bf16/fp16),
+    else bf16 where the device runs it natively, else fp16 on a GPU without bf16, else fp32. An explicit
+    ``requested`` that contradicts the launcher's bf16/fp16 is a ConfigError naming both.
     """
-    from accelerate import Accelerator
+    if requested not in PRECISIONS:
+        raise ConfigError(f"config key 'precision' = {requested!r}: expected one of {PRECISIONS}")
+    env = os.environ if env is None else env
+    device = torch.device(device)
+    launcher = env.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if requested == "auto":
+        if launcher in ("bf16", "fp16"):
+            return launcher
+        if bf16_is_fast(device, env):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if launcher in ("bf16", "fp16") and launcher != requested:
+        raise ConfigError(f"config key 'precision' = {requested!r} contradicts `accelerate launch --mixed_precision "
+                          f"{launcher}`: drop one of them")
+    if requested == "bf16" and device.type == "cuda" and not bf16_is_fast(device, env):
+        raise ConfigError("config key 'precision' = 'bf16': this GPU has no bf16; use 'fp16' or 'auto'")
+    return requested
+
+
+def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any]) -> tuple[Any, str]:
+    """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in (:func:`choose_precision`).
+
+    cpu=None picks the CPU when no GPU is visible (``accelerate launch --cpu`` is honoured on a GPU
+    machine). Fails loudly on a launch that started unrelated single processes (:func:`check_distributed_launch`).
+    """
+    from accelerate import Accelerator  # lazy: importing mvssl_hub must not import accelerate
     from accelerate.utils import ProjectConfiguration, parse_flag_from_env
 
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     use_cpu = use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU")  # `accelerate launch --cpu` on a GPU machine
-    if precision == "auto":
-        precision = "bf16" if bf16_is_fast(torch.device("cpu" if use_cpu else "cuda")) else "fp32"
+    precision = choose_precision(precision, "cpu" if use_cpu else "cuda")
     accelerator = Accelerator(
         cpu=use_cpu,
-        mixed_precision="bf16" if precision == "bf16" else "no",
+        mixed_precision={"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision],
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
     )
     check_distributed_launch(accelerator.num_processes)
     return accelerator, precision
-
-
-def place_images(images: torch.Tensor, device: torch.device, max_device_bytes: int = 2 << 30) -> torch.Tensor:
-    """Where a decoded uint8 split (N, 3, H, W) lives during training: on the accelerator when it fits in
-    ``max_device_bytes`` (gathers then never cross the bus), else in pinned host memory, from which each
-    step copies only its own rows (ImageNet-100 at 146 px is ~8 GB: not one copy per GPU)."""
-    if device.type == "cpu":
-        return images
-    if images.numel() * images.element_size() <= max_device_bytes:
-        return images.to(device)
-    return images.pin_memory()

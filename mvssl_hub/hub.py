@@ -21,10 +21,10 @@ from .checkpoint import (
     CARD_FILE,
     CONFIG_FILE,
     MODEL_FILE,
-    PROJECTOR_FILE,
     load_config,
     read_config,
     verify_sha256,
+    weights_to_read,
 )
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from .model_card import render_card
@@ -180,9 +180,8 @@ def resolve_hub_checkpoint(
         cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
     commit = snapshot_commit(cfg_path)
     cfg = read_config(cfg_path)
-    names = [MODEL_FILE] + ([PROJECTOR_FILE] if with_projector else [])
     paths = {}
-    for name in names:
+    for name in weights_to_read(cfg, with_projector):
         if name not in cfg["files"]:
             raise CheckpointError(f"{repo_id}@{commit} has no {name} (config.json lists {sorted(cfg['files'])})")
         want = cfg["files"][name]["sha256"]
@@ -239,7 +238,9 @@ def push_to_hub(
             raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
     api.create_repo(repo_id, private=private, exist_ok=True)
     card = render_card(cfg, repo_id=repo_id, revision=revision_tag).encode("utf-8")
-    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in cfg["files"]]
+    curves = (cfg.get("training") or {}).get("curves")
+    uploads = [*cfg["files"], *([curves] if curves and (folder / curves).is_file() else [])]
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in uploads]
     ops += [CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=str(folder / CONFIG_FILE)),
             CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card)]
     bb = cfg["backbone"]

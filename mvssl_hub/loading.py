@@ -7,14 +7,22 @@ metadata, tensors) -> ``load_state_dict(strict=True)``.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from .backbones import ResNetBackbone
-from .checkpoint import CONFIG_FILE, check_expected, model_from_state, read_checkpoint, read_checkpoint_folder
-from .hub import parse_source, resolve_hub_checkpoint
+from .backbones import ResNetBackbone, register_hub_hooks
+from .checkpoint import (
+    CONFIG_FILE,
+    check_expected,
+    model_from_state,
+    read_checkpoint,
+    read_checkpoint_folder,
+    save_pretrained,
+)
+from .hub import parse_source, push_to_hub, resolve_hub_checkpoint
 
 
 def from_pretrained(
@@ -46,4 +54,16 @@ def from_pretrained(
     return model_from_state(state)
 
 
-__all__ = ["from_pretrained"]
+def push_model_to_hub(model: nn.Module, repo_id: str, *, revision_tag: str | None = None, private: bool = False,
+                      commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+                      **save_kwargs: Any) -> str:
+    """Save ``model`` as a checkpoint in a temporary folder and push it (one commit, optional tag); the sha."""
+    with tempfile.TemporaryDirectory(prefix="mvssl-push-") as tmp:
+        folder = save_pretrained(model, Path(tmp) / "checkpoint", **save_kwargs)
+        return push_to_hub(folder, repo_id, revision_tag=revision_tag, private=private,
+                           commit_message=commit_message, token=token, endpoint=endpoint)
+
+
+register_hub_hooks(load=from_pretrained, save=save_pretrained, push=push_model_to_hub)
+
+__all__ = ["from_pretrained", "push_model_to_hub"]

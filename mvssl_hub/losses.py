@@ -343,7 +343,7 @@ def vicreg_loss(
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
     """VICReg loss of M >= 2 views: inv_weight*inv + var_weight*var + cov_weight*cov.
 
-    Parametrisation (method.md): beta = nu / lambda with lambda = mu, so by default
+    Parametrisation (docs/method.md): beta = nu / lambda with lambda = mu, so by default
     inv_weight = var_weight = 1/beta and cov_weight = 1 (beta = 0.04 gives the classic 25/25/1).
     Explicit weights override: if inv_weight is given, beta is not used for the weights and
     var_weight defaults to inv_weight (and vice versa).
@@ -439,12 +439,12 @@ def build_loss(method: str, beta: float, form: str = "auto", distributed: bool =
     return VICRegLoss(beta, form, distributed)
 
 
-# Tuned VICReg lambda (= mu, nu = 1) per projector width, CIFAR-10 ResNet-50 (method.md, from the
+# Tuned VICReg lambda (= mu, nu = 1) per projector width, CIFAR-10 ResNet-50 (docs/method.md, from the
 # authors' run scripts in kumarkrishna/fastssl).
 _VICREG_LAMBDA: tuple[tuple[int, float], ...] = (
     (64, 20.0), (256, 25.0), (1024, 25.0), (2048, 75.0), (4096, 200.0), (8192, 800.0))
 _BT_BETA_TIMES_D = 5.12
-_BT_BETA_MAX = 0.04  # method.md: tuned beta is 0.04 at both d = 64 and d = 128
+_BT_BETA_MAX = 0.04  # docs/method.md: tuned beta is 0.04 at both d = 64 and d = 128
 
 
 def recommended_beta(method: str, proj_dim: int, num_views: int = 2) -> float:

@@ -81,6 +81,7 @@ def _front_matter(cfg: Mapping[str, Any], model_name: str) -> str:
         datasets=[ds] if ds else None,
         pipeline_tag="image-feature-extraction",
         model_name=model_name,
+        base_model=cfg.get("base_model") or None,
         eval_results=eval_results(cfg) or None,
     )
     return data.to_yaml()
@@ -175,7 +176,8 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         "transform_desc": transform_desc,
         "results_table": _results_table(cfg),
         "recipe_command": _recipe_command(cfg),
-        "training_table": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in training_rows),
+        "training_table": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in training_rows) + (
+            f"\n\n![Loss, kNN top-1 and throughput against training time]({tr['curves']})" if tr.get("curves") else ""),
         "files_table": files_table,
         "limitations_data": (f"Pretrained and evaluated on `{ds['id']}` only; transfer to other image domains was not measured."
                              if ds.get("id") else "The pretraining data is not recorded in config.json."),

@@ -43,4 +43,16 @@ def build_ssl_model(
     return SSLModel(backbone, Projector(spec))
 
 
-__all__ = ["SSLModel", "build_ssl_model"]
+class Classifier(nn.Module):
+    """Backbone + linear head (a fine-tuned model): images (N, 3, H, W) -> logits (N, num_classes)."""
+
+    def __init__(self, backbone: ResNetBackbone, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+__all__ = ["Classifier", "SSLModel", "build_ssl_model"]

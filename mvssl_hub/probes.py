@@ -31,6 +31,7 @@ __all__ = [
     "extract_features",
     "extract_multiview_features",
     "knn_accuracy",
+    "knn_evaluate",
     "knn_predict",
     "linear_probe",
     "topk_accuracy",
@@ -562,3 +563,15 @@ def linear_probe(
         "num_classes": c,
     }
 
+
+def knn_evaluate(backbone: nn.Module, bank: Any, queries: Any, transform: Transform | None, *, k: int = 200,
+                 temperature: float = 0.1, batch_size: int = 512, channels_last: bool = True,
+                 progress: bool = False) -> float:
+    """kNN top-1 (%) of ``backbone`` features: ``bank`` / ``queries`` hold ``images`` uint8 (N, 3, H, W),
+    ``labels`` (N,) and ``num_classes`` (an :class:`mvssl_hub.data.ImageSplit`). The training monitor's probe."""
+    kw: dict[str, Any] = dict(batch_size=batch_size, channels_last=channels_last, progress=progress)
+    bank_f = extract_features(backbone, bank.images, transform, **kw)
+    query_f = extract_features(backbone, queries.images, transform, **kw)
+    result = knn_accuracy(bank_f, bank.labels, query_f, queries.labels, k=min(k, len(bank_f)),
+                          temperature=temperature, num_classes=bank.num_classes, device=_module_device(backbone))
+    return float(result["top1"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["JSONLTracker"]
+__all__ = ["JSONLTracker", "drop_logged_after"]
 
 
 def _json_value(v: Any) -> Any:
@@ -73,3 +73,26 @@ class JSONLTracker:
 
             cls._cls = _JSONL
         return cls._cls(run_name, logging_dir)
+
+
+def drop_logged_after(path: Path, step: int) -> int:
+    """Remove the records of steps after ``step`` from a JSONL log (a resumed run logs them again); returns how
+    many were removed. The config line and unparsable lines are kept."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            kept.append(line)
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return dropped

@@ -108,7 +108,7 @@ class ViewPreset:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-# Numbers from /work/shared/docs/method.md ("Training and evaluation setup"), which was read from the
+# Numbers from docs/method.md ("Training and evaluation setup"), which was read from the
 # paper (Agrawal et al., NeurIPS 2024) and its reference code (kumarkrishna/fastssl):
 # RandomResizedCrop scale 0.08-1 on CIFAR-10 and ImageNet-100, 0.2-1 on STL-10; flip 0.5; colour jitter
 # p 0.8 with brightness/contrast/saturation 0.4 and hue 0 (CIFAR/STL) or 0.1 (ImageNet-100); grayscale

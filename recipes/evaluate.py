@@ -1,46 +1,101 @@
 """Evaluate a pretrained backbone on frozen features: weighted kNN and/or the paper's linear probe.
 
-    python recipes/evaluate.py runs/demo --data recipes/data/cifar10-5k --protocol both
+    python recipes/evaluate.py runs/demo --data recipes/data/cifar10-5k --protocol both --record
     accelerate launch recipes/evaluate.py org/barlowtwins-resnet18-cifar10 --protocol knn
+    python recipes/evaluate.py --help
 
-MODEL is a run folder of recipes/pretrain.py (its exported checkpoint, e.g. ``<run>/export``, is used),
-a checkpoint folder (config.json + model.safetensors) or a Hub repo id. The same architecture at random
-initialisation (same seed) is always evaluated too and printed beside the trained score with the gain:
-random ResNet features are far from chance (~30% kNN top-1 on CIFAR-10), so a score alone says little.
-
-Results are printed as a table, saved as JSON (``--output``, default ``<checkpoint>/eval_results.json``)
-and, for a local checkpoint, merged into its config.json and model card (``--no-write`` to skip).
+MODEL is a run folder of recipes/pretrain.py, a checkpoint folder or a Hub repo id. The same architecture
+at random initialisation (same seed) is evaluated too and printed beside the trained score with the gain
+(random ResNet features reach ~30% kNN top-1 on CIFAR-10: a score alone says little); ``--no-baseline``
+skips it. Results are printed, saved as JSON (``--output``, default ``<checkpoint>/eval_results.json``) and,
+with ``--record``, merged into a local checkpoint's config.json and card. A run on part of the data
+(``--limit``, ``--fraction``) is recorded under its own split name, so it never replaces a full-data result.
 Under several processes, feature extraction is sharded and gathered; the probes run on the main process.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
-import platform
+import logging
+import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import torch
 
 if __package__ in (None, ""):  # `python recipes/evaluate.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
-
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import find_checkpoint
+from mvssl_hub.checkpoint import find_checkpoint, update_metrics
+from mvssl_hub.config import ConfigError, parse_config, run_cli
+from mvssl_hub.data import load_split
 from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.distributed import check_distributed_launch
+from mvssl_hub.loading import from_pretrained
 from mvssl_hub.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
+from mvssl_hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
+
+
+@dataclass
+class EvaluateConfig:
+    """Every setting of an evaluation."""
+
+    POSITIONAL = ("model",)
+
+    model: str = ""  # run folder, checkpoint folder or Hub repo id
+    # data
+    data: str | None = None  # default: the dataset the checkpoint was trained on, when that is a Hub id
+    data_name: str | None = None  # the dataset's name in the records (default: `data` if a Hub id)
+    train_split: str = "train"
+    test_split: str = "test"
+    fraction: float = 1.0  # class-balanced share of the training split (the kNN bank / probe training set)
+    limit: int | None = None  # keep only the first rows of each split (quick runs)
+    image_size: int | None = None  # resize + centre-crop while decoding (mixed sizes)
+    # protocol
+    protocol: Literal["knn", "linear", "both"] = "both"
+    preset: str | None = None  # view preset (default: the checkpoint's, else cifar10)
+    baseline: bool = True  # also evaluate the same architecture at random init (same seed)
+    k: int = 200  # kNN neighbours
+    temperature: float = 0.1  # kNN temperature
+    epochs: int = 200  # linear probe epochs
+    lr: float = 1e-3  # linear probe: Adam learning rate
+    weight_decay: float = 1e-6
+    label_smoothing: float = 0.1
+    probe_batch_size: int = 512
+    standardize: bool = False  # standardise features before the linear probe
+    views: int = 1  # linear probe on features averaged over 1 clean + (views-1) augmented views (paper: 16)
+    # speed
+    batch_size: int = 512  # images per forward pass during extraction
+    bf16: Literal["auto", "on", "off"] = "auto"
+    threads: int = 0  # torch intra-op threads when > 0
+    seed: int | None = None  # random-init / probe seed (default: the run's seed, else 0)
+    # output
+    output: str | None = None  # results JSON (default <checkpoint>/eval_results.json)
+    record: bool = False  # merge the results into the local checkpoint's config.json and card
+    progress: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, key: str, what: str) -> None:
+            if not cond:
+                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
+
+        need(bool(self.model), "model", "give the run folder, checkpoint folder or Hub repo id to evaluate")
+        for key in ("k", "epochs", "views", "batch_size", "probe_batch_size"):
+            need(getattr(self, key) >= 1, key, "must be >= 1")
+        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
+        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        need(self.temperature > 0 and math.isfinite(self.temperature), "temperature", "must be > 0")
+        need(self.threads >= 0, "threads", "must be >= 0")
 
 
 def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:
     """(backbone in eval mode, local checkpoint folder or None for a Hub repo)."""
-    from mvssl_hub.loading import from_pretrained
-
     path = Path(source).expanduser()
     if path.exists():
         ckpt = find_checkpoint(path)
@@ -48,172 +103,122 @@ def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:
     return from_pretrained(source), None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="run folder, checkpoint folder or Hub repo id")
-    p.add_argument("--data", default="uoft-cs/cifar10", help="Hub dataset id, parquet file/folder or imagefolder")
-    p.add_argument("--dataset-name", default=None, help="name recorded in the metrics (default: --data as given)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
-    p.add_argument("--fraction", type=float, default=1.0, help="class-balanced share of the training split")
-    p.add_argument("--limit", type=int, default=None, help="keep only the first rows of each split (quick runs)")
-    p.add_argument("--image-size", type=int, default=None, help="resize+centre-crop while decoding (mixed sizes)")
-    p.add_argument("--protocol", choices=("knn", "linear", "both"), default="both")
-    p.add_argument("--preset", default=None, help="view preset (default: the checkpoint's, else cifar10)")
-    p.add_argument("--k", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=200, help="linear probe epochs")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-6)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--probe-batch-size", type=int, default=512)
-    p.add_argument("--standardize", action="store_true", help="standardise features before the linear probe")
-    p.add_argument("--views", type=int, default=1,
-                   help="linear probe on features averaged over 1 clean + (views-1) augmented views (paper: 16)")
-    p.add_argument("--batch-size", type=int, default=512, help="images per forward pass during extraction")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--seed", type=int, default=None, help="random-init / probe seed (default: the run's seed, else 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--output", default=None, help="results JSON (default <checkpoint>/eval_results.json)")
-    p.add_argument("--no-write", action="store_true", help="do not update the checkpoint's config.json and card")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    for key in ("k", "epochs", "views", "batch_size", "probe_batch_size"):
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(args, key)}")
-    return args
+def resolve_data(cfg: EvaluateConfig, trained_on: dict[str, Any]) -> str:
+    """``--data``, else the Hub dataset the checkpoint was trained on."""
+    if cfg.data:
+        return cfg.data
+    ds = trained_on.get("id")
+    if ds and "/" in ds and not Path(ds).exists():
+        return ds
+    raise ConfigError(f"config key 'data': the checkpoint was trained on {ds!r}, which is not a Hub id; give --data")
+
+
+def evaluate_model(cfg: EvaluateConfig, model: torch.nn.Module, train: Any, test: Any, tf: EvalTransform,
+                   augment: MultiViewAugment, seed: int, state: Any, bf16: bool) -> dict[str, Any]:
+    """{"knn": {top1, top5}, "linear_probe": {...}} of one backbone (probes on the main process)."""
+    extract = {"batch_size": cfg.batch_size, "device": state.device, "bf16": bf16,
+               "progress": state.is_main_process and cfg.progress}
+    classes = max(int(train.labels.max()), int(test.labels.max()), (train.num_classes or 0) - 1) + 1
+    out: dict[str, Any] = {}
+    if cfg.protocol in ("knn", "both") or cfg.views == 1:  # clean single-view features
+        train_f, test_f = (extract_features(model, s.images, tf, **extract) for s in (train, test))
+    if cfg.protocol in ("knn", "both") and state.is_main_process:
+        out["knn"] = knn_accuracy(train_f, train.labels, test_f, test.labels, k=min(cfg.k, len(train)),
+                                  temperature=cfg.temperature, num_classes=classes, device=state.device,
+                                  progress=extract["progress"])
+    if cfg.protocol in ("linear", "both"):
+        if cfg.views > 1:  # paper: average each image's features over 1 clean + 15 augmented views
+            gen = torch.Generator().manual_seed(seed)
+            train_f, test_f = (extract_multiview_features(model, s.images, augment, tf, cfg.views, gen, **extract)
+                               for s in (train, test))
+        if state.is_main_process:
+            probe = linear_probe(train_f, train.labels, test_f, test.labels, epochs=cfg.epochs, lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+                                 batch_size=cfg.probe_batch_size, standardize=cfg.standardize, num_classes=classes,
+                                 device=state.device, seed=seed, progress=extract["progress"])
+            out["linear_probe"] = {k: probe[k] for k in ("top1", "top5", "train_top1", "train_top5", "final_loss")}
+    return out
+
+
+def build_records(cfg: EvaluateConfig, results: dict[str, Any], data: str, train: Any, test: Any) -> list[dict]:
+    """One record per (protocol, metric); a partial-data run gets a split name of its own."""
+    split = cfg.test_split + (f"[:{cfg.limit}]" if cfg.limit else "") + (
+        f" (train fraction {cfg.fraction:g})" if cfg.fraction < 1 else "")
+    protocols = {
+        "knn": knn_protocol(k=min(cfg.k, len(train)), temperature=cfg.temperature, bank_split=cfg.train_split,
+                            bank_size=len(train), query_size=len(test)),
+        "linear_probe": linear_probe_protocol(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                                              batch_size=cfg.probe_batch_size, label_smoothing=cfg.label_smoothing,
+                                              standardize=cfg.standardize, views=cfg.views,
+                                              train_split=cfg.train_split, train_size=len(train), test_size=len(test)),
+    }
+    baseline = results.get("random_init", {})
+    return [metric_record(task, metric, results["trained"][task][metric],
+                          baseline[task][metric] if task in baseline else None,
+                          dataset=dataset_name(data, cfg.data_name), split=split, protocol=protocols[task])
+            for task in ("knn", "linear_probe") if task in results["trained"] for metric in ("top1", "top5")]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from accelerate import PartialState
+    cfg = parse_config(EvaluateConfig, argv, prog="recipes/evaluate.py", summary=__doc__.split("\n\n")[0])
+    from accelerate import PartialState  # initialises torch.distributed under `accelerate launch`
+    from accelerate.logging import get_logger
 
-    from mvssl_hub.data import load_split
-    from mvssl_hub.distributed import check_distributed_launch
-
-    # Initialises torch.distributed under `accelerate launch` (gloo on CPU-only machines).
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     state = PartialState(cpu=not torch.cuda.is_available())
     check_distributed_launch(state.num_processes)
-    device, main_proc = state.device, state.is_main_process
-    say = print if main_proc else (lambda *a, **k: None)
-    progress = main_proc and not args.no_progress
+    log = get_logger("mvssl_hub.evaluate", log_level=cfg.log_level.upper())
 
-    # ---- model: the trained backbone and the same architecture at random init (same seed)
-    trained, ckpt_dir = load_model(args.model)
-    cfg = trained.mvssl_config
-    seed = args.seed if args.seed is not None else int((cfg.get("train_config") or {}).get("seed", 0))
-    torch.manual_seed(seed)  # the pretraining recipe seeds the same way before building its model
-    random_init = build_backbone(**cfg["backbone"])
-    preset_name = args.preset or (cfg.get("transforms") or {}).get("preset") or "cifar10"
+    def say(message: str) -> None:
+        log.info(message, main_process_only=True)
+
+    # ---- the trained backbone, and the same architecture at random init (same seed)
+    trained, ckpt_dir = load_model(cfg.model)
+    ckpt_cfg = trained.mvssl_config
+    seed = cfg.seed if cfg.seed is not None else int((ckpt_cfg.get("train_config") or {}).get("seed", 0))
+    data = resolve_data(cfg, ckpt_cfg.get("dataset") or {})
+    preset_name = cfg.preset or (ckpt_cfg.get("transforms") or {}).get("preset") or "cifar10"
     preset = get_view_preset(preset_name)
-    bf16 = {"auto": bf16_is_fast(device), "on": True, "off": False}[args.bf16]
-    say(f"# model: {args.model} ({ckpt_dir or 'Hub'}); backbone {cfg['backbone']}, {cfg['feature_dim']}-d features")
-    say(f"# device {device}, processes {state.num_processes}, bf16 {bf16}, preset {preset_name}, seed {seed}")
+    bf16 = {"auto": bf16_is_fast(state.device), "on": True, "off": False}[cfg.bf16]
+    models = {"trained": trained}
+    if cfg.baseline:
+        torch.manual_seed(seed)  # the pretraining recipe seeds the same way before building its model
+        models["random_init"] = build_backbone(**ckpt_cfg["backbone"])
+    say(f"# model: {cfg.model} ({ckpt_dir or 'Hub'}); backbone {ckpt_cfg['backbone']}; device {state.device}, "
+        f"processes {state.num_processes}, bf16 {bf16}, preset {preset_name}, seed {seed}")
 
     # ---- data, decoded once
     t0 = time.time()
-    train = load_split(args.data, args.train_split, fraction=args.fraction, seed=seed, size=args.image_size,
-                       limit=args.limit)
-    test = load_split(args.data, args.test_split, size=args.image_size, limit=args.limit)
+    train = load_split(data, cfg.train_split, fraction=cfg.fraction, seed=seed, size=cfg.image_size, limit=cfg.limit)
+    test = load_split(data, cfg.test_split, size=cfg.image_size, limit=cfg.limit)
     if train.labels is None or test.labels is None:
-        raise ValueError(f"{args.data}: the {args.train_split}/{args.test_split} splits need labels for evaluation")
-    num_classes = max(int(train.labels.max()), int(test.labels.max())) + 1
-    if train.num_classes is not None:
-        num_classes = max(num_classes, train.num_classes)
-    say(f"# data {args.data}: {len(train)} train / {len(test)} test images {tuple(train.images.shape[1:])}, "
-        f"{num_classes} classes, loaded in {time.time() - t0:.1f}s")
-
-    eval_tf = EvalTransform(preset)
-    augment = MultiViewAugment(replace(preset, crop_size=preset.eval_size))  # views at the evaluation size
-    extract_kw = {"batch_size": args.batch_size, "device": device, "bf16": bf16, "progress": progress}
-    want_knn = args.protocol in ("knn", "both")
-    want_linear = args.protocol in ("linear", "both")
-    k = min(args.k, len(train))
-    if want_knn and k < args.k:
-        say(f"# note: k={args.k} exceeds the {len(train)} training images; using k={k}")
-    results: dict[str, dict[str, Any]] = {}
-    timings: dict[str, float] = {}
-    for name, model in (("trained", trained), ("random_init", random_init)):
-        say(f"# {name}: extracting features")
-        out: dict[str, Any] = {}
-        if want_knn or args.views == 1:  # clean single-view features (kNN, and the 1-view linear probe)
-            t0 = time.time()
-            train_f = extract_features(model, train.images, eval_tf, **extract_kw)
-            test_f = extract_features(model, test.images, eval_tf, **extract_kw)
-            timings[f"{name}_extract_s"] = time.time() - t0
-        if want_knn and main_proc:
-            t0 = time.time()
-            out["knn"] = knn_accuracy(train_f, train.labels, test_f, test.labels, k=k,
-                                      temperature=args.temperature, num_classes=num_classes, device=device,
-                                      progress=progress)
-            timings[f"{name}_knn_s"] = time.time() - t0
-        if want_linear:
-            if args.views > 1:  # paper: average each image's features over 1 clean + 15 augmented views
-                t0 = time.time()
-                gen = torch.Generator().manual_seed(seed)
-                train_f = extract_multiview_features(model, train.images, augment, eval_tf, args.views, gen,
-                                                     **extract_kw)
-                test_f = extract_multiview_features(model, test.images, augment, eval_tf, args.views, gen,
-                                                    **extract_kw)
-                timings[f"{name}_extract_views_s"] = time.time() - t0
-            if main_proc:
-                t0 = time.time()
-                probe = linear_probe(train_f, train.labels, test_f, test.labels, epochs=args.epochs, lr=args.lr,
-                                     weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                                     batch_size=args.probe_batch_size, standardize=args.standardize,
-                                     num_classes=num_classes, device=device, seed=seed, progress=progress)
-                out["linear_probe"] = {key: probe[key] for key in ("top1", "top5", "train_top1", "train_top5",
-                                                                   "final_loss")}
-                timings[f"{name}_linear_s"] = time.time() - t0
-        results[name] = out
+        raise ConfigError(f"config key 'data' = {data!r}: splits {cfg.train_split}/{cfg.test_split} need labels")
+    say(f"# data {data}: {len(train)} train / {len(test)} test images, loaded in {time.time() - t0:.1f}s")
+    tf, augment = EvalTransform(preset), MultiViewAugment(replace(preset, crop_size=preset.eval_size))
+    results = {name: evaluate_model(cfg, m, train, test, tf, augment, seed, state, bf16) for name, m in models.items()}
     state.wait_for_everyone()
-    if not main_proc:
+    if not state.is_main_process:
         return {}
 
-    # ---- report: table, JSON, config.json + card
-    dataset = args.dataset_name or args.data
-    protocols = {
-        "knn": f"weighted kNN, k={k}, T={args.temperature}, cosine on L2-normalised features, 1 centre view; "
-               f"bank: {args.train_split} ({len(train)} images), queries: {len(test)} images",
-        "linear_probe": f"linear probe on frozen features: Adam lr={args.lr:g}, wd={args.weight_decay:g}, "
-                        f"{args.epochs} epochs, batch {args.probe_batch_size}, label smoothing "
-                        f"{args.label_smoothing:g}, {'standardised' if args.standardize else 'raw'} features, "
-                        f"{args.views} view{'s' if args.views > 1 else ''}; train: {args.train_split} "
-                        f"({len(train)} images), test: {len(test)} images",
-    }
-    today = dt.date.today().isoformat()
-    records = []
-    rows = []
-    for task in ("knn", "linear_probe"):
-        if task not in results["trained"]:
-            continue
-        for metric in ("top1", "top5"):
-            value, base = results["trained"][task][metric], results["random_init"][task][metric]
-            records.append({"task": task, "metric": metric, "value": round(value, 4), "random_init": round(base, 4),
-                            "dataset": dataset, "split": args.test_split, "protocol": protocols[task],
-                            "date": today})
-            rows.append((task, metric, value, base, value - base))
+    # ---- report: table, JSON, and (with --record) config.json + card
+    records = build_records(cfg, results, data, train, test)
     say(f"\n{'protocol':<14}{'metric':<8}{'trained':>10}{'random init':>14}{'gain':>10}")
-    for task, metric, value, base, gain in rows:
-        say(f"{task:<14}{metric:<8}{value:>9.2f}%{base:>13.2f}%{gain:>+10.2f}")
-    summary = {
-        "model": args.model, "checkpoint": str(ckpt_dir) if ckpt_dir else None, "backbone": cfg["backbone"],
-        "dataset": dataset, "data_source": args.data, "train_split": args.train_split, "test_split": args.test_split,
-        "num_train": len(train), "num_test": len(test), "num_classes": num_classes, "preset": preset_name,
-        "seed": seed, "bf16": bf16, "device": str(device), "num_processes": state.num_processes,
-        "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
-        "results": results, "records": records, "timings_s": {key: round(v, 2) for key, v in timings.items()},
-        "date": today, "argv": sys.argv[1:] if argv is None else list(argv),
-    }
-    if ckpt_dir is not None and not args.no_write:
-        from mvssl_hub.checkpoint import update_metrics
-
+    for r in records:
+        base, gain = ("—", "—") if r["random_init"] is None else (f"{r['random_init']:.2f}%",
+                                                                   f"{r['value'] - r['random_init']:+.2f}")
+        say(f"{r['task']:<14}{r['metric']:<8}{r['value']:>9.2f}%{base:>14}{gain:>10}")
+    summary = {"model": cfg.model, "checkpoint": str(ckpt_dir) if ckpt_dir else None, "backbone": ckpt_cfg["backbone"],
+               "dataset": dataset_name(data, cfg.data_name), "num_train": len(train), "num_test": len(test),
+               "preset": preset_name, "seed": seed, "bf16": bf16, "device": str(state.device),
+               "num_processes": state.num_processes, "torch": torch.__version__, "results": results,
+               "records": records, "argv": sys.argv[1:] if argv is None else list(argv)}
+    if cfg.record and ckpt_dir is not None:
         update_metrics(ckpt_dir, records)
-        say(f"# metrics written into {ckpt_dir / 'config.json'} and its README.md")
-    output = Path(args.output) if args.output else (ckpt_dir / "eval_results.json" if ckpt_dir else
-                                                   Path("eval_results.json"))
+        say(f"# metrics recorded in {ckpt_dir / 'config.json'} and its README.md")
+    output = Path(cfg.output) if cfg.output else (ckpt_dir or Path(".")) / "eval_results.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(summary, indent=2) + "\n")
     say(f"# results saved to {output}")
@@ -221,4 +226,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,36 +3,57 @@
     accelerate launch --num_processes 1 recipes/pretrain.py --config recipes/configs/demo.yaml
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 recipes/pretrain.py --config ... # 2 procs
     python recipes/pretrain.py --config recipes/configs/cifar10_bt_d256_m4.yaml --epochs 20 --data path/
+    python recipes/pretrain.py --help
 
-Reads top to bottom: config -> accelerator -> data (decoded once, uint8 in memory) -> model, loss,
-optimiser -> resume -> loop (index sampling, views made on the device, forward, loss, backward, step)
--> checkpoints, kNN monitor -> export (safetensors + config.json + card) with metrics and training cost.
+Reads top to bottom: config -> accelerator -> data (decoded once, uint8 in memory, or streamed) -> model,
+loss, optimiser -> resume -> loop (index sampling, views made on the device, forward, loss, backward, one
+finiteness decision, step) -> checkpoints, kNN monitor -> export (safetensors + config.json + card + curves).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvssl_hub import losses
+from mvssl_hub.backbones import ARCHITECTURES
+from mvssl_hub.checkpoint import save_pretrained
 from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli
-from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb, place_images
+from mvssl_hub.data import load_split
+from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb
+from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.models import build_ssl_model
+from mvssl_hub.pinned import BatchGather, place_split
+from mvssl_hub.plots import plot_training_curves
+from mvssl_hub.probes import knn_evaluate
+from mvssl_hub.records import (
+    dataset_name,
+    dataset_record,
+    knn_protocol,
+    metric_record,
+    portable_config,
+    training_record,
+    transforms_record,
+)
 from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.trackers import JSONLTracker
+from mvssl_hub.step_guard import StepGuard
+from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
-
-METHODS = ("barlowtwins", "vicreg")
+from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
+from mvssl_hub.vocabulary import LOSS_FORMS
 
 
 @dataclass
@@ -74,9 +95,9 @@ class PretrainConfig:
     # method
     method: Literal["barlowtwins", "vicreg"] = "barlowtwins"
     beta: float | str = "auto"  # a number, or "auto" = recommended_beta(method, proj_dim, num_views)
-    loss_form: str = "auto"
+    loss_form: str = "auto"  # barlowtwins: auto, classic, mean, all_pairs; vicreg: auto, classic, leave_one_out, all_pairs
     num_views: int = 4
-    # optimisation (method.md: Adam 1e-3, wd 1e-6, constant)
+    # optimisation (Agrawal et al. 2024: Adam 1e-3, wd 1e-6, constant)
     epochs: int = 100
     max_steps: int | None = None  # stop early after this many steps (the schedule still spans `epochs`)
     batch_size: int = 256
@@ -86,7 +107,7 @@ class PretrainConfig:
     warmup_steps: int = 0
     seed: int = 0
     # speed
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast where the device is fast at it
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
     channels_last: bool = True
     compile: bool = False
     cpu: bool | None = None  # None: CPU when no GPU is available
@@ -103,6 +124,7 @@ class PretrainConfig:
     log_every: int = 10
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
     export: bool = True
     recipe_version: str = "v1"  # the Hub tag recipes/publish.py gives this run's checkpoint
 
@@ -142,24 +164,22 @@ class PretrainConfig:
             need(self.beta == "auto", "beta", "must be a number >= 0 or 'auto'")
         else:
             need(self.beta >= 0 and math.isfinite(self.beta), "beta", "must be a finite number >= 0 or 'auto'")
-        from mvssl_hub.backbones import _RESNET_LAYOUTS
-
-        need(self.arch in _RESNET_LAYOUTS, "arch", f"unknown architecture; known: {sorted(_RESNET_LAYOUTS)}")
+        need(self.arch in ARCHITECTURES, "arch", f"unknown architecture; known: {list(ARCHITECTURES)}")
+        need(self.loss_form in LOSS_FORMS[self.method], "loss_form", f"not a {self.method} form; known: "
+             f"{', '.join(LOSS_FORMS[self.method])}")
 
     def resolved_beta(self) -> float:
-        from mvssl_hub.losses import recommended_beta
-
         if self.beta == "auto":
-            return recommended_beta(self.method, self.proj_dim, self.num_views)
+            return losses.recommended_beta(self.method, self.proj_dim, self.num_views)
         return float(self.beta)
 
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {
     "resume", "recipe_version", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every",
-    "progress", "export", "data_name",
-    "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps", "overwrite",
-    "data_cache", "cache_dir", "decode_workers", "stream_workers",
+    "progress", "export", "data_name", "log_level",
+    "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
+    "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers",
 }
 
 
@@ -167,296 +187,348 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses."""
 
 
-def knn_top1(backbone, bank, queries, cfg: PretrainConfig, transform, batch_size: int, channels_last: bool) -> float:
-    """kNN top-1 (percent) of ``backbone`` features: bank/queries are ImageSplits with labels."""
-    from mvssl_hub.probes import extract_features, knn_accuracy
+@dataclass
+class Run:
+    """What every process knows about this run: its accelerator, precision, place in the world, log."""
 
-    kw = dict(batch_size=batch_size, channels_last=channels_last)
-    train_f = extract_features(backbone, bank.images, transform, **kw)
-    test_f = extract_features(backbone, queries.images, transform, **kw)
-    k = min(cfg.knn_k, len(bank))
-    acc = knn_accuracy(train_f, bank.labels, test_f, queries.labels, k=k, temperature=cfg.knn_temperature,
-                       num_classes=bank.num_classes, device=next(backbone.parameters()).device)
-    return float(acc["top1"])
+    accelerator: Any
+    precision: str
+    config: dict[str, Any]  # the resolved config, saved with every training checkpoint (local: paths as given)
+    log: logging.Logger | Any
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    def say(self, message: str) -> None:
+        self.log.info(message, main_process_only=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the recipe; returns a summary dict (used by the tests)."""
-    cfg = parse_config(PretrainConfig, argv)
+@dataclass
+class Data:
+    """The training split (in memory or streamed), the kNN bank and queries, and the step plan."""
+
+    train: Any
+    bank: Any
+    queries: Any
+    steps_per_epoch: int
+    schedule_steps: int
+    total_steps: int
+    stream: Any = None
+
+
+@dataclass
+class Trainer:
+    """Model, optimiser, schedule, loss, views and the per-step finiteness guard."""
+
+    model: Any
+    train_model: Any
+    optimizer: Any
+    scheduler: Any
+    loss_fn: Any
+    augment: MultiViewAugment
+    eval_transform: EvalTransform
+    guard: StepGuard
+    gather: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def backbone(self, accelerator: Any) -> torch.nn.Module:
+        return accelerator.unwrap_model(self.model).backbone
+
+
+def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
+    """The accelerator and the log; the resolved config printed and kept for every checkpoint."""
+    from accelerate.logging import get_logger
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-
-    from mvssl_hub.data import load_split
-    from mvssl_hub.losses import build_loss
-    from mvssl_hub.models import build_ssl_model
-    from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-
     run_dir = Path(cfg.output_dir)
-    log_with = []
+    trackers: list[Any] = [JSONLTracker("metrics", run_dir / "logs")]
     if cfg.tracker == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-
-            log_with.append("tensorboard")
-        except ImportError:
-            print("tensorboard is not installed: logging to JSONL instead", file=sys.stderr)
-    if not log_with:
-        log_with.append(JSONLTracker("metrics", run_dir / "logs"))
-    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir, log_with=log_with)
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    main_proc = accelerator.is_main_process
-    say = accelerator.print
+        trackers.append("tensorboard")
+    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
+                                              log_with=trackers)
+    configure_backends(accelerator.device, deterministic=False)
+    world = accelerator.num_processes
     if cfg.batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
-    per_proc = cfg.batch_size // world
-    beta = cfg.resolved_beta()
-    config_dict = {**config_to_dict(cfg), "resolved_beta": beta, "precision_used": precision,
-                   "num_processes": world, "per_process_batch": per_proc, "global_batch": cfg.batch_size,
-                   # what was typed, for the model card; every resolved key is stored beside it
-                   "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py",
-                                          *(sys.argv[1:] if argv is None else argv)])}
-    say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
-        f"# beta used: {beta:g}; precision: {precision}; processes: {world}; device: {device}; "
-        f"global batch {cfg.batch_size} = {world} x {per_proc} per process; threads/process: {torch.get_num_threads()}")
-    if device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > world:
-        say("# note: torch uses 1 thread per process; `accelerate launch --cpu` or `--threads N` uses more cores")
+    typed = sys.argv[1:] if argv is None else argv
+    config = {**config_to_dict(cfg), "resolved_beta": cfg.resolved_beta(), "precision_used": precision,
+              "num_processes": world, "per_process_batch": cfg.batch_size // world, "global_batch": cfg.batch_size,
+              "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py", *typed])}  # as typed
+    run = Run(accelerator, precision, config, get_logger("mvssl_hub.pretrain", log_level=cfg.log_level.upper()))
+    run.say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
+            f"# beta used: {cfg.resolved_beta():g}; precision: {precision}; processes: {world}; device: "
+            f"{run.device}; global batch {cfg.batch_size} = {world} x {cfg.batch_size // world} per process; "
+            f"threads/process: {torch.get_num_threads()}")
+    if run.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > world:
+        run.say("# note: torch uses 1 thread per process; `accelerate launch --cpu` or `--threads N` uses more cores")
+    return run
 
-    # ---- data: decoded once into a uint8 tensor; views are made on the device per step
+
+def load_data(cfg: PretrainConfig, run: Run) -> Data:
+    """Decode once (or stream) the training split; the kNN bank and queries stay in memory."""
     t0 = time.time()
-    cache = {"cache": cfg.data_cache, "cache_dir": cfg.cache_dir, "decode_workers": cfg.decode_workers}
-    with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
+    kw = {"size": cfg.image_size, "revision": cfg.revision, "cache": cfg.data_cache, "cache_dir": cfg.cache_dir,
+          "decode_workers": cfg.decode_workers}
+    with run.accelerator.main_process_first():  # one process downloads and caches, the others reuse it
         if cfg.streaming:
-            from mvssl_hub.data_stream import StreamingSplit
+            from mvssl_hub.data_stream import StreamingSplit  # parquet readers only when streaming
 
             train = StreamingSplit(cfg.data, cfg.split, size=cfg.image_size, fraction=cfg.fraction, seed=cfg.seed,
                                    limit=cfg.limit, revision=cfg.revision)
         else:
-            train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
-                               revision=cfg.revision, limit=cfg.limit, **cache)
-        eval_source = cfg.eval_data or cfg.data
+            train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, limit=cfg.limit, **kw)
         bank = queries = None
         if cfg.eval_split:
-            bank = load_split(eval_source, cfg.eval_train_split, size=cfg.image_size, revision=cfg.revision,
-                              limit=cfg.eval_limit, **cache)
-            queries = load_split(eval_source, cfg.eval_split, size=cfg.image_size, revision=cfg.revision,
-                                 limit=cfg.eval_limit, **cache)
+            source = cfg.eval_data or cfg.data
+            bank = load_split(source, cfg.eval_train_split, limit=cfg.eval_limit, **kw)
+            queries = load_split(source, cfg.eval_split, limit=cfg.eval_limit, **kw)
     if bank is not None and (bank.labels is None or queries.labels is None):
-        say(f"# kNN monitor off: {eval_source} has no labels")
+        run.say(f"# kNN monitor off: {cfg.eval_data or cfg.data} has no labels")
         bank = queries = None
-    n_train = len(train)
-    if n_train < cfg.batch_size:
-        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} exceeds the {n_train} training images "
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} exceeds the {len(train)} training images "
                           f"of {cfg.data} (split {cfg.split}, fraction {cfg.fraction}, limit {cfg.limit})")
-    steps_per_epoch = n_train // cfg.batch_size
+    steps_per_epoch = len(train) // cfg.batch_size
     schedule_steps = cfg.epochs * steps_per_epoch
-    total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
-    stream = train.batches(cfg.batch_size, cfg.seed, rank, world, window=cfg.stream_window,
-                           workers=cfg.stream_workers) if cfg.streaming else None
-    say(f"# data: {n_train} training images {stream.image_shape if stream else tuple(train.images.shape[1:])} from {cfg.data} [{cfg.split}], "
-        f"{steps_per_epoch} steps/epoch, {total_steps} steps planned"
-        f"{f' or {cfg.time_budget:g} s of training, whichever comes first' if cfg.time_budget else ''}; kNN: "
-        f"{'off' if bank is None else f'{len(bank)} bank / {len(queries)} queries'}; loaded in {time.time() - t0:.1f}s")
-    preset = get_view_preset(cfg.view_preset)
-    view_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    augment = MultiViewAugment(preset, output_dtype=view_dtype, channels_last=cfg.channels_last)
-    eval_transform = EvalTransform(preset)
+    stream = None
+    if cfg.streaming:
+        stream = train.batches(cfg.batch_size, cfg.seed, run.accelerator.process_index, run.world,
+                               window=cfg.stream_window, workers=cfg.stream_workers)
+    data = Data(train, bank, queries, steps_per_epoch, schedule_steps,
+                min(schedule_steps, cfg.max_steps or schedule_steps), stream)
+    shape = stream.image_shape if stream else tuple(train.images.shape[1:])
+    budget = f" or {cfg.time_budget:g} s of training ({cfg.clock} clock), whichever comes first" if cfg.time_budget else ""
+    knn = "off" if bank is None else f"{len(bank)} bank / {len(queries)} queries"
+    run.say(f"# data: {len(train)} training images {shape} from {cfg.data} [{cfg.split}], {steps_per_epoch} "
+            f"steps/epoch, {data.total_steps} steps planned{budget}; kNN: {knn}; loaded in {time.time() - t0:.1f}s")
+    return data
 
-    # ---- model, loss, optimiser, schedule
+
+def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
+    """Model (global-batch BN across processes), loss, Adam, schedule, views; wrapped by accelerate."""
     torch.manual_seed(cfg.seed)
     model = build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
                             proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
-    if world > 1:  # BatchNorm statistics over the global batch, like the loss
-        model = convert_batchnorm(model, device)
+    if run.world > 1:  # BatchNorm statistics over the global batch, like the loss
+        model = convert_batchnorm(model, run.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(cfg.method, beta, cfg.loss_form, distributed=world > 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, schedule_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    train_model = torch.compile(model) if cfg.compile else model
-    bn_buffers = [b for name, b in accelerator.unwrap_model(model).named_buffers() if "running" in name
-                  or "num_batches" in name]
-    train_images = None if stream else place_images(train.images, device)
+    optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, run.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, data.schedule_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
+    model, optimizer, scheduler = run.accelerator.prepare(model, optimizer, scheduler)
+    bn_buffers = [b for name, b in run.accelerator.unwrap_model(model).named_buffers()
+                  if "running" in name or "num_batches" in name]
+    preset = get_view_preset(cfg.view_preset)
+    view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision, torch.float32)
+    gather = None
+    if data.stream is None:  # rows on the device when they fit, else gathered into pinned buffers
+        gather = BatchGather(place_split(data.train.images, run.device), run.device, cfg.batch_size // run.world)
+    return Trainer(
+        model=model, train_model=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
+        scheduler=scheduler, loss_fn=losses.build_loss(cfg.method, cfg.resolved_beta(), cfg.loss_form,
+                                                       distributed=run.world > 1),
+        augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=cfg.channels_last),
+        eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
+        gather=gather,
+    )
 
-    def backbone():
-        return accelerator.unwrap_model(model).backbone
 
-    def evaluate() -> float | None:
-        if bank is None:
-            return None
-        return knn_top1(backbone(), bank, queries, cfg, eval_transform, 512, cfg.channels_last)
+def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | None:
+    """kNN top-1 (%) of the backbone's features on the held-out bank / queries (None without labels)."""
+    if data.bank is None:
+        return None
+    result = knn_evaluate(trainer.backbone(run.accelerator), data.bank, data.queries, trainer.eval_transform,
+                          k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
+                          channels_last=cfg.channels_last)
+    trainer.train_model.train()
+    return result
 
-    # ---- resume
+
+def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> CheckpointManager:
+    """Restore the newest complete checkpoint (--resume), or start clean; the log keeps no step twice."""
+    run_dir = Path(cfg.output_dir)
     ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
-    state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
-             "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
-    saved, latest = ckpts.start_or_resume(accelerator, config_to_dict(cfg), resume=cfg.resume,
+    trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
+                     "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
+    saved, latest = ckpts.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
                                           overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs")
-    state.update(saved)
+    trainer.state.update(saved)
+    trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
     if latest is not None:
-        say(f"# resumed from {latest} at step {state['global_step']} (epoch {state['epoch']}, "
-            f"step {state['step_in_epoch']} of {steps_per_epoch})")
+        if run.accelerator.is_main_process:
+            drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
+        run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
+                f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:
-        say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
+        run.say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
+    run.accelerator.init_trackers("pretrain", config=run.config)
+    return ckpts
 
-    accelerator.init_trackers("pretrain", config={k: v for k, v in config_dict.items()})
-    if state["global_step"] == 0 and cfg.knn_random_init and bank is not None:
-        state["knn_random_init"] = evaluate()
-        say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
 
-    def save() -> Path:
-        path = ckpts.save(accelerator, state["global_step"], state, config_dict)
-        say(f"# checkpoint: {path}")
-        return path
-
-    # ---- train
+def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: CheckpointManager) -> str:
+    """The loop; returns why it stopped ("completed" or "time_budget"). State lives in ``trainer.state``."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=state["global_step"], disable=not (main_proc and cfg.progress),
-               dynamic_ncols=True, unit="step")
+    acc, state = run.accelerator, trainer.state
+    bar = tqdm(total=data.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
+               disable=not (acc.is_main_process and cfg.progress))
     clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and checkpoint time are not training time
-    next_knn = (clock.elapsed() // cfg.knn_every_seconds + 1) * cfg.knn_every_seconds if cfg.knn_every_seconds else None
-    window_t, window_imgs = time.time(), 0
-    last_ips = 0.0
-    stopped_by = "completed"
-    batches = StepBatches(n_train, cfg.batch_size, cfg.seed, rank, world)
-    train_model.train()
-    while state["global_step"] < total_steps:
+    every = cfg.knn_every_seconds
+    next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
+    window_t, window_images = time.time(), 0
+    batches = StepBatches(len(data.train), cfg.batch_size, cfg.seed, acc.process_index, run.world)
+    trainer.train_model.train()
+    while state["global_step"] < data.total_steps:
         step = state["global_step"]
-        if stream is not None:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
-            epoch, in_epoch, images, _ = stream(step)
-            images = images.to(device, non_blocking=True)
+        if data.stream is not None:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
+            epoch, in_epoch, images, _ = data.stream(step)
+            images = images.to(run.device, non_blocking=True)
         else:
             epoch, in_epoch, idx = batches(step)
-            images = train_images[idx.to(train_images.device)].to(device, non_blocking=True)
+            images = trainer.gather(idx)
         # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
         # so a resumed run draws exactly the views the uninterrupted one would have.
-        views = augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch, rank))
-
-        saved_buffers = [b.clone() for b in bn_buffers]
-        z = train_model(views)
-        ok = torch.isfinite(z).all()
-        if world > 1:
-            ok = accelerator.reduce(ok.float().reshape(1), reduction="sum") == world
-        loss = None
-        if bool(ok):
-            loss = loss_fn(z.float())
-            ok = torch.isfinite(loss)
-        if bool(ok):
-            accelerator.backward(loss)
-            optimizer.step()
-            state["nan_streak"] = 0
-        else:
-            if world > 1:  # DDP expects a backward after each forward: a zero one keeps the processes in step
-                accelerator.backward(torch.nan_to_num(z).mul(0).sum())
-            with torch.no_grad():  # the skipped forward must not leave its statistics behind
-                for b, saved in zip(bn_buffers, saved_buffers):
-                    b.copy_(saved)
-            state["nan_skipped"] += 1
-            state["nan_streak"] += 1
-            say(f"# step {step}: non-finite loss, step skipped ({state['nan_streak']} in a row)")
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        views = trainer.augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch,
+                                                                                 acc.process_index))
+        trainer.guard.before_forward()
+        loss = trainer.loss_fn(trainer.train_model(views).float())
+        acc.backward(loss)  # every step, finite or not: all processes issue the same collectives
+        trainer.guard.step(loss)  # the step's one finiteness decision; a skipped step changes nothing
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.scheduler.step()
         state["global_step"] = step + 1
-        state["epoch"], state["step_in_epoch"] = divmod(step + 1, steps_per_epoch)
+        state["epoch"], state["step_in_epoch"] = divmod(step + 1, data.steps_per_epoch)
         state["images_seen"] += cfg.batch_size
-        window_imgs += cfg.batch_size
+        window_images += cfg.batch_size
         bar.update(1)
-        if state["nan_streak"] >= cfg.max_nan_steps:
-            bar.close()
-            last = ckpts.latest()
-            raise NonFiniteLossError(
-                f"{state['nan_streak']} consecutive non-finite losses (max_nan_steps={cfg.max_nan_steps}) at step "
-                f"{step}: stopping. The last good checkpoint is {last} (not overwritten); lower lr or check the data."
-            )
-
-        if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
+        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == data.total_steps
+        if log_now or not trainer.guard.device_skip:  # free on the host path; one read on the device path
+            counts = trainer.guard.poll()
+            if counts.skipped > state["nan_skipped"]:
+                run.say(f"# step {step}: non-finite loss, step skipped ({counts.streak} in a row)")
+            state["nan_skipped"], state["nan_streak"] = counts.skipped, counts.streak
+            if counts.max_streak >= cfg.max_nan_steps:
+                bar.close()
+                raise NonFiniteLossError(
+                    f"{counts.max_streak} consecutive non-finite losses (max_nan_steps={cfg.max_nan_steps}) at step "
+                    f"{step}: stopping. The last good checkpoint is {ckpts.latest()} (not overwritten); lower lr "
+                    "or check the data.")
+        if log_now:
             now = time.time()
-            last_ips = window_imgs / max(now - window_t, 1e-9)
-            window_t, window_imgs = now, 0
-            loss_value = float(loss.detach()) if loss is not None else float("nan")
-            values = {"loss": loss_value, "images_per_s": last_ips, "views_per_s": last_ips * cfg.num_views,
-                      "lr": scheduler.get_last_lr()[0], "peak_memory_mb": peak_memory_mb(device),
-                      "epoch": (step + 1) / steps_per_epoch, "nan_skipped": state["nan_skipped"]}
-            accelerator.log(values, step=step + 1)
-            bar.set_postfix(loss=f"{loss_value:.4g}", img_s=f"{last_ips:.0f}", lr=f"{values['lr']:.2g}")
-        knn_due = bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0
-        if next_knn is not None and clock.elapsed() >= next_knn:
-            knn_due, next_knn = True, next_knn + cfg.knn_every_seconds
-        if knn_due and step + 1 < total_steps and bank is not None:
+            ips, window_t, window_images = window_images / max(now - window_t, 1e-9), now, 0
+            values = {"loss": float(loss.detach()), "images_per_s": ips, "views_per_s": ips * cfg.num_views,
+                      "lr": trainer.scheduler.get_last_lr()[0], "peak_memory_mb": peak_memory_mb(run.device),
+                      "epoch": (step + 1) / data.steps_per_epoch, "nan_skipped": state["nan_skipped"],
+                      "train_seconds": clock.elapsed()}
+            acc.log(values, step=step + 1)
+            bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{ips:.0f}", lr=f"{values['lr']:.2g}")
+        knn_due = (bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0) or clock.elapsed() >= next_knn
+        if knn_due and step + 1 < data.total_steps and data.bank is not None:
+            next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
             with clock.paused():  # time budgets and time-to-accuracy count training only
-                acc = evaluate()
+                top1 = knn(cfg, run, data, trainer)
             state["train_seconds"] = clock.elapsed()
-            accelerator.log({"knn_top1": acc, "train_seconds": state["train_seconds"]}, step=step + 1)
-            say(f"\n# step {step + 1}: kNN top-1 {acc:.2f}% after {state['train_seconds']:.0f}s of training")
-            train_model.train()
+            acc.log({"knn_top1": top1, "train_seconds": state["train_seconds"]}, step=step + 1)
+            run.say(f"\n# step {step + 1}: kNN top-1 {top1:.2f}% after {state['train_seconds']:.0f}s of training")
         out_of_time = cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget
-        if world > 1:  # every process must stop at the same step
-            out_of_time = bool(accelerator.reduce(torch.tensor([float(out_of_time)], device=device), "sum") > 0)
-        if out_of_time and state["global_step"] < total_steps:
-            stopped_by = "time_budget"
-            break
-        if cfg.save_every and state["global_step"] % cfg.save_every == 0 and state["global_step"] < total_steps:
+        if run.world > 1:  # every process must stop at the same step
+            out_of_time = bool(acc.reduce(torch.tensor([float(out_of_time)], device=run.device), "sum") > 0)
+        if out_of_time and state["global_step"] < data.total_steps:
+            bar.close()
+            state["train_seconds"] = clock.elapsed()
+            return "time_budget"
+        if cfg.save_every and state["global_step"] % cfg.save_every == 0 and state["global_step"] < data.total_steps:
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
-                save()
+                save(run, trainer, ckpts)
     bar.close()
-    if stream is not None:
-        stream.close()
-    state["train_seconds"] = train_seconds = clock.elapsed()
-    images_per_s = (state["images_seen"] / train_seconds) if train_seconds > 0 else 0.0
-    say(f"# stopped: {stopped_by} after {state['global_step']} steps ({state['global_step'] / steps_per_epoch:.2f} "
-        f"epochs) in {train_seconds:.0f}s of training; {images_per_s:.1f} images/s "
-        f"({images_per_s * cfg.num_views:.1f} views/s); non-finite steps skipped: {state['nan_skipped']}")
+    state["train_seconds"] = clock.elapsed()
+    return "completed"
 
-    # ---- evaluate, checkpoint, export
-    if bank is not None:
-        state["knn"] = evaluate()
-        line = f"# kNN top-1 (k={min(cfg.knn_k, len(bank))}, T={cfg.knn_temperature}): {state['knn']:.2f}%"
+
+def save(run: Run, trainer: Trainer, ckpts: CheckpointManager) -> Path:
+    path = ckpts.save(run.accelerator, trainer.state["global_step"], trainer.state, run.config)
+    run.say(f"# checkpoint: {path}")
+    return path
+
+
+def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
+    """Backbone + projector as a checkpoint folder: safetensors, config.json with metrics, card, curves."""
+    state, seconds = trainer.state, trainer.state["train_seconds"]
+    clean = build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
+                            proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+    clean.load_state_dict({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                           for k, v in run.accelerator.unwrap_model(trainer.model).state_dict().items()})
+    metrics = []
+    if state["knn"] is not None:
+        name = dataset_name(cfg.eval_data or cfg.data, None if cfg.eval_data else cfg.data_name)
+        protocol = knn_protocol(k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
+                                bank_split=cfg.eval_train_split, bank_size=len(data.bank), query_size=len(data.queries))
+        metrics.append(metric_record("knn", "top1", state["knn"], state["knn_random_init"], dataset=name,
+                                     split=cfg.eval_split, protocol=protocol))
+    run_dir = Path(cfg.output_dir)
+    curves = plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "logs" / "training_curves.png",
+                                  title=f"{cfg.method}, {cfg.arch} width {cfg.width}, {cfg.num_views} views, d={cfg.proj_dim}")
+    return save_pretrained(
+        clean, run_dir / "export", method=cfg.method, beta=cfg.resolved_beta(), num_views=cfg.num_views,
+        train_config=portable_config(run.config, data_name=cfg.data_name), include_projector=True, metrics=metrics,
+        dataset=dataset_record(cfg.data, name=cfg.data_name, revision=cfg.revision, split=cfg.split,
+                               fraction=cfg.fraction),
+        transforms=transforms_record(cfg.view_preset, get_view_preset(cfg.view_preset)),
+        training=training_record(hardware=hardware_string(run.device, run.world), seconds=seconds,
+                                 images_per_s=state["images_seen"] / seconds if seconds > 0 else 0.0,
+                                 steps=state["global_step"], epochs=state["global_step"] / data.steps_per_epoch),
+        figures={"training_curves.png": curves} if curves is not None else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the recipe; returns a summary dict (used by the tests)."""
+    cfg = parse_config(PretrainConfig, argv, prog="recipes/pretrain.py", summary=__doc__.split("\n\n")[0])
+    run = start(cfg, argv)
+    data = load_data(cfg, run)
+    trainer = build(cfg, run, data)
+    ckpts = resume(cfg, run, data, trainer)
+    state = trainer.state
+    if state["global_step"] == 0 and cfg.knn_random_init and data.bank is not None:
+        state["knn_random_init"] = knn(cfg, run, data, trainer)  # the same network untrained: the baseline
+        run.say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
+
+    stopped_by = train(cfg, run, data, trainer, ckpts)
+    if data.stream is not None:
+        data.stream.close()
+    seconds = state["train_seconds"]
+    images_per_s = state["images_seen"] / seconds if seconds > 0 else 0.0
+    run.say(f"# stopped: {stopped_by} after {state['global_step']} steps "
+            f"({state['global_step'] / data.steps_per_epoch:.2f} epochs) in {seconds:.0f}s of training; "
+            f"{images_per_s:.1f} images/s ({images_per_s * cfg.num_views:.1f} views/s); non-finite steps "
+            f"skipped: {state['nan_skipped']}")
+
+    if data.bank is not None:  # the final score, beside the same network at random init
+        state["knn"] = knn(cfg, run, data, trainer)
+        line = f"# kNN top-1 (k={min(cfg.knn_k, len(data.bank))}, T={cfg.knn_temperature}): {state['knn']:.2f}%"
         if state["knn_random_init"] is not None:
             line += (f" | random init (same architecture, same seed): {state['knn_random_init']:.2f}% | "
                      f"gain: {state['knn'] - state['knn_random_init']:+.2f} points")
-        say(line)
-        accelerator.log({"knn_top1": state["knn"], "train_seconds": train_seconds}, step=state["global_step"])
-    checkpoint = save()
-    export_dir = None
-    if cfg.export and main_proc:
-        from mvssl_hub.checkpoint import save_pretrained
-        from mvssl_hub.models import build_ssl_model as rebuild
-
-        clean = rebuild(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
-                        proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
-        trained = accelerator.unwrap_model(model)
-        clean.load_state_dict({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                               for k, v in trained.state_dict().items()})
-        metrics = []
-        if state["knn"] is not None:
-            metrics.append({
-                "task": "knn", "metric": "top1", "value": round(state["knn"], 4),
-                "random_init": None if state["knn_random_init"] is None else round(state["knn_random_init"], 4),
-                "dataset": cfg.data_name if cfg.eval_data is None and cfg.data_name else eval_source,
-                "split": cfg.eval_split,
-                "protocol": f"k={min(cfg.knn_k, len(bank))}, T={cfg.knn_temperature}, cosine, 1 centre view; "
-                            f"bank: {cfg.eval_train_split} ({len(bank)} images), queries: {len(queries)} images",
-            })
-        transforms = {"preset": cfg.view_preset, "eval_size": preset.eval_size, "mean": list(preset.mean),
-                      "std": list(preset.std)}
-        if preset.eval_resize is not None:
-            transforms["eval_resize"] = preset.eval_resize
-        export_dir = save_pretrained(
-            clean, run_dir / "export", method=cfg.method, beta=beta, num_views=cfg.num_views,
-            train_config=config_dict,
-            dataset={"id": cfg.data_name or cfg.data, "revision": cfg.revision, "split": cfg.split, "fraction": cfg.fraction},
-            transforms=transforms, metrics=metrics, include_projector=True,
-            training={"hardware": hardware_string(device, world), "wall_clock_s": round(train_seconds, 1),
-                      "images_per_s": round(images_per_s, 2), "steps": state["global_step"],
-                      "epochs": round(state["global_step"] / steps_per_epoch, 4)},
-        )
-        say(f"# exported backbone + projector to {export_dir}")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        run.say(line)
+        run.accelerator.log({"knn_top1": state["knn"], "train_seconds": seconds}, step=state["global_step"])
+    checkpoint = save(run, trainer, ckpts)
+    export_dir = export(cfg, run, data, trainer) if cfg.export and run.accelerator.is_main_process else None
+    if export_dir is not None:
+        run.say(f"# exported backbone + projector to {export_dir}")
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
     return {"state": state, "checkpoint": checkpoint, "export": export_dir, "stopped_by": stopped_by,
-            "images_per_s": images_per_s, "config": config_dict, "num_processes": world}
+            "images_per_s": images_per_s, "config": run.config, "num_processes": run.world}
 
 
 if __name__ == "__main__":

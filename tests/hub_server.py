@@ -65,6 +65,7 @@ class HubState:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
+        self.auth: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header) per request
         self.content_etags = False  # True: ETag = sha256 of the bytes served (follows a tampered blob)
 
     def blob_path(self, sha256: str) -> Path:
@@ -175,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         with self.state.lock:
             self.state.requests.append((method, path))
+            self.state.auth.append((method, path, self.headers.get("Authorization")))
         body = self._body() if method in ("POST", "PUT", "DELETE") else b""
         try:
             with self.state.lock:

@@ -39,13 +39,15 @@ def test_evaluate_writes_metrics_beside_random_init(recipe, tmp_path: Path) -> N
     ckpt = save_pretrained(model, tmp_path / "run" / "export", transforms=TRANSFORMS,
                            train_config={"seed": 0})
     out = recipe.main([str(tmp_path / "run"), "--data", str(DATA), "--limit", "300", "--protocol", "both",
-                       "--k", "20", "--epochs", "3", "--batch-size", "128", "--bf16", "off", "--no-progress"])
+                       "--k", "20", "--epochs", "3", "--batch-size", "128", "--bf16", "off", "--no-progress",
+                       "--record"])
 
     cfg = json.loads((ckpt / "config.json").read_text())
     recs = {(r["task"], r["metric"]): r for r in cfg["metrics"]}
     assert set(recs) == {("knn", "top1"), ("knn", "top5"), ("linear_probe", "top1"), ("linear_probe", "top5")}
     for r in recs.values():
-        assert r["dataset"] == str(DATA) and r["split"] == "test" and r["random_init"] is not None
+        # a local folder is named by its last component; a --limit run has a split name of its own
+        assert r["dataset"] == DATA.name and r["split"] == "test[:300]" and r["random_init"] is not None
         assert 0.0 <= r["value"] <= 100.0 and len(r["date"]) == 10
     assert "k=20, T=0.1" in recs[("knn", "top1")]["protocol"]
     assert "3 epochs" in recs[("linear_probe", "top1")]["protocol"]
@@ -77,9 +79,9 @@ def test_evaluate_random_init_uses_the_same_seed(recipe, tmp_path: Path) -> None
     ckpt = save_pretrained(_backbone(seed=5), tmp_path / "ckpt", transforms=TRANSFORMS)
     before = (ckpt / "config.json").read_text()
     out = recipe.main([str(ckpt), "--data", str(DATA), "--limit", "200", "--protocol", "knn", "--k", "10",
-                       "--seed", "5", "--bf16", "off", "--no-progress", "--no-write",
+                       "--seed", "5", "--bf16", "off", "--no-progress",
                        "--output", str(tmp_path / "res.json")])
-    assert (ckpt / "config.json").read_text() == before  # --no-write
+    assert (ckpt / "config.json").read_text() == before  # untouched without --record
     assert [r["task"] for r in out["records"]] == ["knn", "knn"]
     for r in out["records"]:
         assert r["value"] == r["random_init"]
@@ -110,7 +112,7 @@ def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path,
     common = ["--data", str(DATA), "--limit", "150", "--protocol", "knn", "--k", "10", "--bf16", "off",
               "--no-progress"]
     from_hub = recipe.main(["org/tiny-eval", *common, "--output", str(tmp_path / "hub.json")])
-    from_dir = recipe.main([str(local), *common, "--no-write", "--output", str(tmp_path / "dir.json")])
+    from_dir = recipe.main([str(local), *common, "--output", str(tmp_path / "dir.json")])
     assert from_hub["checkpoint"] is None  # nothing written into the (read-only) Hub cache
     assert json.loads((tmp_path / "hub.json").read_text())["records"] == from_hub["records"]
     assert [r["value"] for r in from_hub["records"]] == [r["value"] for r in from_dir["records"]]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
+import mvssl_hub
 from mvssl_hub import build_backbone
 from mvssl_hub.checkpoint import save_pretrained
 from mvssl_hub.config import ConfigError
@@ -41,6 +43,7 @@ def _args(model: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    source_config, source_card = (checkpoint / "config.json").read_bytes(), (checkpoint / "README.md").read_bytes()
     full = recipe.main(_args(checkpoint.parent, tmp_path / "full"))
     hist = full["history"]
     assert [h["step"] for h in hist] == [2, 4] and [h["epoch"] for h in hist] == [1, 2]
@@ -49,22 +52,30 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     # the classifier learns something on its own training batches within 4 steps
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
-    # final metrics: results JSON, the export, and the source checkpoint's config.json (task "finetune")
+    # final metrics: results JSON and the export's config.json; the source checkpoint is left untouched
     saved = json.loads((tmp_path / "full" / "finetune_results.json").read_text())
     assert saved["records"] == full["records"]
-    recs = {r["metric"]: r for r in json.loads((checkpoint / "config.json").read_text())["metrics"]}
+    assert (checkpoint / "config.json").read_bytes() == source_config and (checkpoint / "README.md").read_bytes() == source_card
+    export_cfg = json.loads((tmp_path / "full" / "export" / "config.json").read_text())
+    recs = {r["metric"]: r for r in export_cfg["metrics"]}
     assert set(recs) == {"top1", "top5"} and all(r["task"] == "finetune" for r in recs.values())
     assert recs["top1"]["value"] == pytest.approx(hist[-1]["test_top1"], abs=1e-3)
-    assert recs["top1"]["split"] == "test" and recs["top1"]["dataset"] == str(DATA)
-    export_cfg = json.loads((tmp_path / "full" / "export" / "config.json").read_text())
-    assert export_cfg["metrics"] == json.loads((checkpoint / "config.json").read_text())["metrics"]
-    head = load_file(str(tmp_path / "full" / "head.safetensors"))
-    assert head["weight"].shape == (10, 64)
+    assert recs["top1"]["split"] == "test" and recs["top1"]["dataset"] == DATA.name  # a name, not a local path
+    assert export_cfg["base_model"] == "pretrained" and export_cfg["num_classes"] == 10
+    head = load_file(str(tmp_path / "full" / "export" / "head.safetensors"))
+    assert head["weight"].shape == (10, 64) and head["bias"].shape == (10,)
+    # the documented call loads the classifier: images -> logits, equal to backbone + head by hand
+    classifier = mvssl_hub.from_pretrained(tmp_path / "full" / "export")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.linear(classifier.backbone(x), head["weight"], head["bias"])
+    assert classifier(x).shape == (2, 10) and torch.allclose(classifier(x), expected, atol=1e-5)
+    card = ModelCard.load(tmp_path / "full" / "export" / "README.md")
+    assert card.data.base_model == "pretrained"
 
     # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
-    part = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--max_steps", "2", "--write_metrics", "false"))
-    assert part["steps"] == 2 and "export" not in part
-    resumed = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--resume", "--write_metrics", "false"))
+    part = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--max_steps", "2"))
+    assert part["steps"] == 2 and Path(part["export"], "head.safetensors").is_file()  # --max_steps still exports
+    resumed = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--resume"))
     assert resumed["steps"] == 4
     assert [h["step"] for h in resumed["history"]] == [2, 4]
     for a, b in zip(resumed["history"], hist, strict=True):
@@ -80,8 +91,7 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
 
 
 def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, checkpoint: Path, tmp_path: Path) -> None:
-    recipe.main(_args(checkpoint, tmp_path / "run", "--max_steps", "1", "--epochs", "1", "--write_metrics", "false",
-                      "--export", "false"))
+    recipe.main(_args(checkpoint, tmp_path / "run", "--max_steps", "1", "--epochs", "1", "--export", "false"))
     with pytest.raises(ConfigError, match="lr_head"):
         recipe.main(_args(checkpoint, tmp_path / "run", "--resume", "--epochs", "1", "--lr_head", "0.5"))
     with pytest.raises(ConfigError, match="already holds checkpoints"):

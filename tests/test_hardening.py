@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import save_file
 
 from mvssl_hub.checkpoint import load_config
@@ -165,7 +166,7 @@ def test_a_bad_download_leaves_nothing_in_the_cache(pushed, hub):
     hub.state.tamper(repo, "model.safetensors")
     with pytest.raises(IntegrityError, match="removed from the cache"):
         from_pretrained(repo, "v1")
-    with pytest.raises(Exception):  # neither the snapshot link nor the blob is left behind
+    with pytest.raises(LocalEntryNotFoundError):  # neither the snapshot link nor the blob is left behind
         hf_hub_download(repo, "model.safetensors", revision=commit, local_files_only=True)
     hub.state.tamper(repo, "model.safetensors")  # the same byte flipped back: the server is fixed
     assert same_state(from_pretrained(repo, "v1"), model.backbone)
@@ -203,6 +204,7 @@ def test_meta_device_shapes_match_a_real_model():
     model = build_ssl_model("resnet18", width=8, proj_dim=32)
     cfg = {"dtype": "float32", "backbone": {"arch": "resnet18", "small_images": True, "width": 8},
            "projector": model.projector.spec}
-    backbone, projector = expected_tensors(cfg)
-    assert backbone == expected_state(model.backbone, torch.float32)
-    assert projector == expected_state(model.projector, torch.float32)
+    expected = expected_tensors({**cfg, "feature_dim": 64, "num_classes": 7})
+    assert expected["model.safetensors"] == expected_state(model.backbone, torch.float32)
+    assert expected["projector.safetensors"] == expected_state(model.projector, torch.float32)
+    assert expected["head.safetensors"] == {"weight": ((7, 64), torch.float32), "bias": ((7,), torch.float32)}

@@ -304,7 +304,7 @@ def test_unknown_form_lists_valid_forms() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# recommended_beta (method.md tables as data)
+# recommended_beta (docs/docs/method.md tables as data)
 # ---------------------------------------------------------------------------------------------
 
 BT_TUNED_TWO_VIEWS = {64: 0.04, 128: 0.04, 256: 0.02, 512: 0.01}  # min(5.12 / d, 0.04) reproduces these
