@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench zoo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/probes.py
 	$(PY) benchmarks/views_at_equal_time.py
+
+# Train, evaluate, publish and bundle every zoo entry (recipes/release_zoo.py); offline: the loopback Hub.
+zoo: $(STAMP)
+	$(PY) recipes/release_zoo.py --data ../shared/data/cifar10 --data_name uoft-cs/cifar10 --loopback
 
 clean:
 	rm -rf $(VENV) runs

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar, Union
 from .errors import ConfigError
 
 __all__ = [
-    "ConfigError", "HelpRequested", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
+    "ConfigError", "HelpRequested", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
     "parse_config", "read_yaml", "run_cli",
 ]
 
@@ -295,6 +295,11 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, config_flag
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
+
+
+def config_defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default value of a config dataclass (fields without a default are left out)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

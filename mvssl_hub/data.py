@@ -150,6 +150,7 @@ def load_split(
     cache_dir: str | Path | None = None,
     decode_workers: int = 1,
     verify_cache: bool = True,
+    progress: bool = False,
 ) -> ImageSplit:
     """Load and decode one split into a uint8 (N, 3, H, W) tensor.
 
@@ -161,6 +162,7 @@ def load_split(
     HF datasets cache), building it on first use; setting ``cache_dir`` turns the cache on.
     decode_workers: threads that decode and resize (each image is resized before the next is decoded).
     verify_cache: check the cache file's crc32 on load (a size/header check is always made).
+    progress: show a progress bar while decoding.
     """
     import datasets
 
@@ -194,7 +196,7 @@ def load_split(
 
     def build(alloc: Any) -> torch.Tensor:
         out = alloc((len(ds), *first_image_shape(fetch, size)))
-        return decode_into(out, fetch, size, workers=decode_workers, where=where)
+        return decode_into(out, fetch, size, workers=decode_workers, where=where, progress=progress)
 
     if cache or cache_dir is not None:
         fields = split_cache_fields(full, source, split, size=size, revision=revision, img_col=img_col,

@@ -72,20 +72,50 @@ def _fill(out: torch.Tensor, start: int, items: Sequence[Any], size: int | None,
         out[start + offset] = image
 
 
+def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar (tqdm comes with the ``train`` extra), or a stand-in whose update() does nothing."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=False)
+        except ImportError:
+            pass
+
+    class _Quiet:
+        def update(self, n: int) -> None: ...
+        def close(self) -> None: ...
+
+    return _Quiet()
+
+
 def decode_into(
-    out: torch.Tensor, fetch: Fetch, size: int | None, *, workers: int = 1, chunk: int = 64, where: str = "dataset"
+    out: torch.Tensor, fetch: Fetch, size: int | None, *, workers: int = 1, chunk: int = 64, where: str = "dataset",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Fill ``out`` uint8 (N, 3, H, W) with rows 0..N-1 of ``fetch``, decoded (and resized to ``size``).
 
     workers > 1 decodes chunks of ``chunk`` rows on that many threads; at most ``2 * workers`` chunks of
     encoded bytes are held at once. Rows whose decoded shape differs from ``out``'s raise a ValueError.
+    ``progress`` shows a bar (decoding ImageNet-100 takes minutes).
     """
+    n = out.shape[0]
+    bar = _progress_bar(n, f"decoding {where}", progress)
+    try:
+        return _decode_all(out, fetch, size, workers, chunk, where, bar)
+    finally:
+        bar.close()
+
+
+def _decode_all(out: torch.Tensor, fetch: Fetch, size: int | None, workers: int, chunk: int, where: str,
+                bar: Any) -> torch.Tensor:
     n = out.shape[0]
     with warnings.catch_warnings():  # torchvision 0.29 flags its decoders as deprecated; PIL is the fallback
         warnings.simplefilter("ignore", DeprecationWarning)
         if workers <= 1:
             for start in range(0, n, chunk):
                 _fill(out, start, fetch(start, min(start + chunk, n)), size, where)
+                bar.update(min(chunk, n - start))
             return out
         pending: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mvssl-decode") as pool:
@@ -93,9 +123,11 @@ def decode_into(
                 for start in range(0, n, chunk):
                     if len(pending) >= 2 * workers:
                         pending.popleft().result()
+                        bar.update(chunk)
                     pending.append(pool.submit(_fill, out, start, fetch(start, min(start + chunk, n)), size, where))
                 while pending:
                     pending.popleft().result()
+                    bar.update(chunk)
             except BaseException:
                 for future in pending:
                     future.cancel()

@@ -11,6 +11,7 @@ blob it points to), so a later load fetches it again instead of failing on the b
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -29,6 +30,8 @@ from .checkpoint import (
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from .model_card import render_card
 from .safe_io import sha256_file
+
+logger = logging.getLogger(__name__)
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -131,6 +134,7 @@ def fetch_verified(
     where = f"{repo_id}@{commit}"
     served = (f"{filename} downloaded from {where} has sha256 {{found}}, expected {sha256}: the served file is not "
               "the one the checkpoint was published with (removed from the cache; a later load fetches it again)")
+    logger.warning("%s of %s: sha256 %s, expected %s; evicting it from the cache", filename, where, found, sha256)
     if not was_cached:
         evict_cached_file(path)
         raise IntegrityError(served.format(found=found))
@@ -249,6 +253,7 @@ def push_to_hub(
         f"{cfg['library_version']}"
     )
     info = api.create_commit(repo_id, operations=ops, commit_message=message)
+    logger.info("pushed %s to %s@%s%s", folder, repo_id, info.oid, f" (tag {revision_tag})" if revision_tag else "")
     if revision_tag is not None:
         api.create_tag(repo_id, tag=revision_tag, revision=info.oid)
     return info.oid

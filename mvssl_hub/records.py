@@ -85,14 +85,19 @@ def portable_value(value: Any) -> Any:
     return value
 
 
-def portable_command(argv: list[str]) -> str:
-    """A command line with every local path reduced to its last component (a published card names no disk)."""
+def portable_command(argv: list[str], replace: dict[str, str] | None = None) -> str:
+    """A command line with ``replace``'s values swapped in (e.g. a local data copy -> its Hub id) and every other
+    local path reduced to its last component: a published card names no one's disk."""
     import shlex
 
+    replace = replace or {}
     out = []
     for arg in argv:
         key, eq, val = arg.partition("=")
-        out.append(f"{key}={portable_value(val)}" if eq and arg.startswith("--") else str(portable_value(arg)))
+        if eq and arg.startswith("--"):
+            out.append(f"{key}={replace.get(val, portable_value(val))}")
+        else:
+            out.append(replace.get(arg, str(portable_value(arg))))
     return shlex.join(out)
 
 
@@ -105,5 +110,7 @@ def portable_config(config: dict[str, Any], *, data_name: str | None = None) -> 
     if isinstance(config.get("command"), str):
         import shlex
 
-        out["command"] = portable_command(shlex.split(config["command"]))
+        data = config.get("data")
+        swap = {data: dataset_name(data, data_name)} if isinstance(data, str) and data_name else {}
+        out["command"] = portable_command(shlex.split(config["command"]), swap)
     return out

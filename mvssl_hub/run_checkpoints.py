@@ -141,13 +141,17 @@ class CheckpointManager:
         return json.loads((folder / STATE_FILE).read_text())
 
     def start_or_resume(self, accelerator: Any, config: Mapping[str, Any], *, resume: bool, overwrite: bool,
-                        resumable: set[str], log_dir: Path) -> tuple[dict[str, Any], Path | None]:
+                        resumable: set[str], log_dir: Path, defaults: Mapping[str, Any] | None = None,
+                        ) -> tuple[dict[str, Any], Path | None]:
         """Begin a run: resume from the newest complete checkpoint, or start clean.
 
         resume: restore the newest complete checkpoint (incomplete ones are deleted first); every config key
         outside ``resumable`` must equal the saved one. Without resume, existing checkpoints are refused
-        unless ``overwrite``, which deletes them and ``log_dir``. Returns (saved training state or {}, folder or None).
+        unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key -> default value) lets a run
+        saved before a key existed resume while that key keeps its default. Returns (saved training state or {},
+        folder or None).
         """
+        defaults = defaults or {}
         if resume:
             if accelerator.is_main_process:
                 self.clean_incomplete()
@@ -156,7 +160,9 @@ class CheckpointManager:
             if latest is None:
                 return {}, None
             saved = json.loads((latest / "config.json").read_text())
-            changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable and saved.get(k) != v}
+            # a key the checkpoint predates (a newer recipe) counts as unchanged when it keeps its default
+            changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable
+                       and (saved[k] != v if k in saved else k not in defaults or defaults[k] != v)}
             if changed:
                 raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
                                   f"(saved, now): {changed}")

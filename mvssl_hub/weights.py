@@ -12,6 +12,7 @@ the entry before it is used.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -39,6 +40,8 @@ from .model_card import builder_name
 from .registry import unknown_name_error
 from .safe_io import sha256_file
 from .views import EvalTransform, ViewPreset
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -207,6 +210,7 @@ def load_weights(w: Weights, *, with_projector: bool = False, cache_dir: str | N
     where = f"{w.repo_id}@{w.revision}"
     files = None if force_download else bundled_files(w, with_projector)
     if files is not None:
+        logger.info("%s: using the bundled snapshot %s (every sha256 checked)", where, w.bundled_path())
         cfg = read_config(files[CONFIG_FILE])
         paths = {n: p for n, p in files.items() if n != CONFIG_FILE}
         where = f"{where} (bundled)"

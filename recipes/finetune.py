@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
-from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.data import load_split
 from mvssl_hub.device import hardware_string, make_accelerator
 from mvssl_hub.distributed import convert_batchnorm
@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> dict:
     ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
     saved, latest = ckpts.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
-                                          resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs")
+                                          resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
+                                          defaults=config_defaults(FinetuneConfig))
     state.update(saved)
     if latest is not None:
         if s.accelerator.is_main_process:

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
 from mvssl_hub.checkpoint import save_pretrained
-from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.data import load_split
 from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb
 from mvssl_hub.device_settings import configure_backends, make_adam
@@ -276,7 +276,7 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
     """Decode once (or stream) the training split; the kNN bank and queries stay in memory."""
     t0 = time.time()
     kw = {"size": cfg.image_size, "revision": cfg.revision, "cache": cfg.data_cache, "cache_dir": cfg.cache_dir,
-          "decode_workers": cfg.decode_workers}
+          "decode_workers": cfg.decode_workers, "progress": cfg.progress and run.accelerator.is_main_process}
     with run.accelerator.main_process_first():  # one process downloads and caches, the others reuse it
         if cfg.streaming:
             from mvssl_hub.data_stream import StreamingSplit  # parquet readers only when streaming
@@ -348,7 +348,7 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | 
         return None
     result = knn_evaluate(trainer.backbone(run.accelerator), data.bank, data.queries, trainer.eval_transform,
                           k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
-                          channels_last=cfg.channels_last)
+                          channels_last=cfg.channels_last, progress=cfg.progress and run.accelerator.is_main_process)
     trainer.train_model.train()
     return result
 
@@ -360,7 +360,8 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Check
     trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
                      "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
     saved, latest = ckpts.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
-                                          overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs")
+                                          overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
+                                          defaults=config_defaults(PretrainConfig))
     trainer.state.update(saved)
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
     if latest is not None:

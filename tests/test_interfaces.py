@@ -132,7 +132,7 @@ def test_a_published_folder_names_no_local_path(tmp_path):
     cfg = json.loads((export / "config.json").read_text())
     assert cfg["dataset"]["id"] == "uoft-cs/cifar10" and cfg["train_config"]["data"] == "uoft-cs/cifar10"
     assert cfg["metrics"][0]["dataset"] == "uoft-cs/cifar10"
-    assert "--data cifar-copy" in cfg["train_config"]["command"]
+    assert "--data uoft-cs/cifar10" in cfg["train_config"]["command"]  # the local copy named by its Hub id
     # every run draws its curves; the card shows them
     assert cfg["training"]["curves"] == "training_curves.png"
     assert (export / "training_curves.png").read_bytes().startswith(b"\x89PNG")
