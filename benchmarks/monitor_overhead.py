@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,19 +27,9 @@ from pathlib import Path
 import torch
 
 from mvssl_hub import build_loss, build_ssl_model, get_view_preset, recommended_beta
-from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.device import bf16_is_fast, cpu_name
 from mvssl_hub.monitor import embed_sample, monitor_embeddings
 from mvssl_hub.views import MultiViewAugment
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,19 +26,9 @@ from pathlib import Path
 import torch
 
 from mvssl_hub import build_backbone
-from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.device import bf16_is_fast, cpu_name
 from mvssl_hub.probes import extract_features, knn_accuracy, linear_probe
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_features(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -125,13 +125,9 @@ def analyze() -> dict:
 
 
 def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-        isa = "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "AVX2"
-        return f"{model} ({isa})"
-    except (OSError, StopIteration):
-        return "unknown"
+    from mvssl_hub.device import cpu_isa, cpu_name
+
+    return f"{cpu_name()} ({cpu_isa()})"
 
 
 def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from .distributed import check_distributed_launch
 from .errors import ConfigError
 
-__all__ = ["PRECISIONS", "bf16_is_fast", "choose_precision", "cpu_flags", "hardware_string", "isa_capped_below_bf16",
+__all__ = ["PRECISIONS", "bf16_is_fast", "choose_precision", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
            "make_accelerator", "peak_memory_mb"]
 
 
@@ -68,20 +68,32 @@ def bf16_is_fast(device: torch.device | str, env: Mapping[str, str] | None = Non
     return False
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_isa() -> str:
+    """The fastest instruction-set level with bf16 relevance: "AMX", "AVX512-BF16", "AVX512", "AVX2" or "other"."""
+    flags = cpu_flags()
+    for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return "other"
+
+
 def hardware_string(device: torch.device, num_processes: int = 1) -> str:
-    """E.g. '2 x Intel(R) Xeon(R) ... (2 threads), torch 2.x' or 'NVIDIA A100 x 8, torch 2.x'."""
+    """E.g. '1 process(es) on AMD EPYC [AVX512-BF16] (2 threads per process), torch 2.x' or 'NVIDIA H200'."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        name = f"{name} ({torch.get_num_threads()} threads per process)"
+        name = f"{cpu_name()} [{cpu_isa()}] ({torch.get_num_threads()} threads per process)"
     return f"{num_processes} process(es) on {name}, torch {torch.__version__}"
 
 

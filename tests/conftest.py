@@ -201,3 +201,18 @@ def forbid_host_reads(monkeypatch: pytest.MonkeyPatch):
             yield
 
     return forbid
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide state, so that the next in-process recipe run builds a fresh Accelerator."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Each in-process recipe run builds its own Accelerator; accelerate keeps process-wide state between them."""
+    yield
+    reset_accelerate_state()

@@ -19,21 +19,14 @@ from mvssl_hub.backbones import ResNetBackbone
 from mvssl_hub.config import ConfigError, parse_config
 from mvssl_hub.device import choose_precision, isa_capped_below_bf16
 
-from conftest import load_recipe
+from conftest import load_recipe, reset_accelerate_state
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 RECIPES = ["pretrain", "evaluate", "finetune", "publish"]
-pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning"), pytest.mark.usefixtures("fresh_accelerate_state")]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -147,10 +140,7 @@ def test_resumed_run_logs_no_step_twice(tmp_path):
             "--log_every", "1", "--export", "false"]
     pretrain.main([*args, "--max_steps", "3", "--save_every", "2"])  # steps 1..3 logged, checkpoint at 2 and 3
     (tmp_path / "r" / "checkpoints" / "step-00000003" / "COMPLETE.json").unlink()  # as if it crashed at step 3
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     pretrain.main([*args, "--max_steps", "4", "--resume"])
     records = map(json.loads, (tmp_path / "r" / "logs" / "metrics.jsonl").read_text().splitlines())
     steps = [r["step"] for r in records if "loss" in r]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import load_recipe
+from conftest import load_recipe, reset_accelerate_state
 
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 
@@ -20,14 +21,6 @@ pytest.importorskip("accelerate")
 recipe = load_recipe("pretrain", "pretrain_recipe_run")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each in-process run builds its own Accelerator; accelerate keeps process-wide state between them."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def tiny(out: Path, *extra: str) -> list[str]:
@@ -120,10 +113,7 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
     with pytest.raises(KeyboardInterrupt):
         recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3"))
     monkeypatch.setattr(training, "process_slice", real_slice)
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
     resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume"))
     assert resumed["state"]["global_step"] == 7
@@ -159,14 +149,10 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: p
     manager = recipe.CheckpointManager(root)
     assert manager.latest() == root / "step-00000002"
 
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     resumed = recipe.main(tiny(out, "--max_steps", "6", "--save_every", "2", "--resume"))
     assert sorted(p.name for p in root.iterdir()) == ["step-00000004", "step-00000006"]  # keep 2, tmp cleaned
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "6"))
     assert_same_state(full["checkpoint"], resumed["checkpoint"])
 
@@ -202,10 +188,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeyp
     summary = recipe.main(tiny(tmp_path / "one", "--max_steps", "4", "--export", "false"))
     assert summary["state"]["nan_skipped"] == 1 and summary["state"]["global_step"] == 4
 
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     nan_at.update(range(3, 100))
     calls["n"] = 0
     with pytest.raises(recipe.NonFiniteLossError, match=r"3 consecutive non-finite losses.*step-00000002"):
