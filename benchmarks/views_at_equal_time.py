@@ -25,10 +25,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 sys.path.insert(0, str(ROOT))
 
-import pretrain  # noqa: E402  (recipes/pretrain.py)
+from recipes import load_recipe  # noqa: E402
+
+pretrain = load_recipe("pretrain")
 
 SETTINGS = {
     "m2_d256": ["--num_views", "2", "--proj_dim", "256", "--beta", "auto"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import socket
 import sys
@@ -15,16 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hub_server.py
 
 from hub_server import LoopbackHub
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def load_recipe(script: str, module_name: str) -> object:
-    """Import ``recipes/<script>.py`` (a script, not a package) as the module ``module_name``."""
-    spec = importlib.util.spec_from_file_location(module_name, RECIPES / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: `recipes` (the scripts' loader)
+from recipes import RECIPES, load_recipe  # noqa: F401  (tests import load_recipe from here)
 
 
 def _is_loopback(address: object) -> bool:
