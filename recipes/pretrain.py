@@ -177,6 +177,7 @@ class PretrainConfig:
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {
     "resume", "recipe_version", "max_steps", "time_budget", "save_every", "keep_checkpoints", "log_every",
+    "output_dir",  # a run folder may move between its checkpoints
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
     "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers",
