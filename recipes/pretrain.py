@@ -479,7 +479,8 @@ def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
                                      split=cfg.eval_split, protocol=protocol))
     run_dir = Path(cfg.output_dir)
     curves = plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "logs" / "training_curves.png",
-                                  title=f"{cfg.method}, {cfg.arch} width {cfg.width}, {cfg.num_views} views, d={cfg.proj_dim}")
+                                  title=f"{cfg.method}, {cfg.arch} width {cfg.width}, {cfg.num_views} views, d={cfg.proj_dim}",
+                                  random_init_knn=state["knn_random_init"])
     return save_pretrained(
         clean, run_dir / "export", method=cfg.method, beta=cfg.resolved_beta(), num_views=cfg.num_views,
         train_config=portable_config(run.config, data_name=cfg.data_name), include_projector=True, metrics=metrics,

@@ -60,6 +60,7 @@ class ReleaseConfig:
     only: str = ""  # one builder name, to release just that entry
     retrain: bool = False  # train even when the run already has an export
     skip_eval: bool = False  # reuse the metrics already recorded in the export
+    refresh_export: bool = False  # export again from the last checkpoint (a newer recipe's files), no training
     loopback: bool = False  # publish to the project's loopback Hub (offline), not HF_ENDPOINT
     endpoint: str | None = None  # Hub endpoint (default: HF_ENDPOINT or huggingface.co)
     token: str | None = None  # Hub token (default: HF_TOKEN or the saved login)
@@ -86,7 +87,7 @@ def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member:
              "--output_dir", str(run), "--progress", "false"]
     if cfg.retrain or not (export / "config.json").is_file():
         sh(*train, *(["--resume"] if (run / "checkpoints").is_dir() else []))
-    if "curves" not in (json.loads((export / "config.json").read_text()).get("training") or {}):
+    if cfg.refresh_export or "curves" not in (json.loads((export / "config.json").read_text()).get("training") or {}):
         # exported by an older recipe: export again from the last checkpoint, without training further
         steps = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
         sh(*train, "--resume", "--max_steps", str(steps))
