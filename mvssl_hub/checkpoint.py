@@ -281,6 +281,7 @@ def build_checkpoint_files(
     model: nn.Module, *, method: str | None, beta: float | None, num_views: int | None,
     train_config: dict | None, dataset: dict | None, transforms: dict | None, metrics: list[dict] | None,
     training: dict | None, include_projector: bool, dtype: torch.dtype, base_model: str | None = None,
+    monitors: dict | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The bytes of the weights files and the validated config (README not included)."""
     model = unwrap_model(model)
@@ -302,6 +303,7 @@ def build_checkpoint_files(
         "method": method, "beta": beta, "num_views": num_views, "dtype": _dtype_name(dtype),
         "train_config": train_config, "dataset": dataset, "transforms": transforms, "metrics": list(metrics or []),
         "training": training, "num_classes": None if head is None else head.out_features, "base_model": base_model,
+        "monitors": monitors,
     }
     files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
     if include_projector:
@@ -321,7 +323,7 @@ def save_pretrained(
     num_views: int | None = None, train_config: dict | None = None, dataset: dict | None = None,
     transforms: dict | None = None, metrics: list[dict] | None = None, training: dict | None = None,
     include_projector: bool = False, dtype: torch.dtype = torch.float32, figures: dict[str, bytes] | None = None,
-    base_model: str | None = None,
+    base_model: str | None = None, monitors: dict | None = None,
 ) -> Path:
     """Write ``model.safetensors`` (+ ``projector.safetensors``), ``config.json`` and ``README.md`` atomically.
 
@@ -342,7 +344,7 @@ def save_pretrained(
     files, cfg = build_checkpoint_files(
         model, method=method, beta=beta, num_views=num_views, train_config=train_config, dataset=dataset,
         transforms=transforms, metrics=metrics, training=training, include_projector=include_projector,
-        dtype=dtype, base_model=base_model,
+        dtype=dtype, base_model=base_model, monitors=monitors,
     )
     files.update(figures)
     files[CONFIG_FILE] = json_bytes(cfg)
@@ -358,14 +360,19 @@ def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
     return validate_config(parse_json(json_bytes(new), "updated config"), "updated config")
 
 
-def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict) -> None:
-    """Merge metric records into config.json (same (task, metric, dataset, split) replaces) and regenerate README.md.
+def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict, *,
+                   monitors: dict | None = None) -> None:
+    """Merge metric records into config.json (same (task, metric, dataset, split) replaces), set ``monitors``
+    when given (a :class:`mvssl_hub.monitor.MonitorReport` record), and regenerate README.md.
 
     The weights files are carried over unchanged (their sha256 is checked first); the swap is atomic.
     """
     save_dir = Path(save_dir)
     records = [metrics] if isinstance(metrics, dict) else list(metrics)
-    cfg = with_metrics(load_config(save_dir), records)
+    cfg = load_config(save_dir)
+    if monitors is not None:
+        cfg["monitors"] = monitors
+    cfg = with_metrics(cfg, records)
     files: dict[str, bytes] = {}
     for name, info in cfg["files"].items():
         verify_sha256(save_dir / name, info["sha256"], str(save_dir / CONFIG_FILE))

@@ -130,6 +130,7 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "files": ((dict,), False),
     "num_classes": ((int,), True),  # a fine-tuned classifier: its head's classes (head.safetensors)
     "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
+    "monitors": ((dict,), True),  # label-free measures (mvssl_hub.monitor report: definitions and sample)
 }
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},

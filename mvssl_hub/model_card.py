@@ -102,6 +102,27 @@ def _results_table(cfg: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _monitors_table(cfg: Mapping[str, Any]) -> str:
+    """The label-free measures (RankMe, alpha-ReQ with its fit's R^2, LiDAR) on backbone and projector outputs."""
+    mon = cfg.get("monitors")
+    if not mon:
+        return ""
+    rows = ["| space | RankMe | alpha-ReQ (R²) | LiDAR |", "|---|---|---|---|"]
+    for space in ("backbone", "projector"):
+        res = mon.get(space) or {}
+        if not res:
+            continue
+        alpha = res.get("alpha_req") or {}
+        cells = [_fmt((res.get("rankme") or {}).get("value")),
+                 f"{_fmt(alpha.get('value'))} ({_fmt(alpha.get('r2'), 3)})" if alpha else "—",
+                 _fmt((res.get("lidar") or {}).get("value"))]
+        rows.append(f"| {space} | " + " | ".join(cells) + " |")
+    p = mon.get("protocol") or {}
+    return ("\n\nLabel-free measures (no labels used; `mvssl_hub.monitor`), on "
+            f"{p.get('num_images', '?')} held-out images, {p.get('num_views', '?')} views, seed {p.get('seed', '?')}:\n\n"
+            + "\n".join(rows))
+
+
 def _recipe_command(cfg: Mapping[str, Any]) -> str:
     tc = cfg.get("train_config") or {}
     if isinstance(tc.get("command"), str):
@@ -174,7 +195,7 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         "builder_kwargs": kwargs,
         "tv_note": tv_note,
         "transform_desc": transform_desc,
-        "results_table": _results_table(cfg),
+        "results_table": _results_table(cfg) + _monitors_table(cfg),
         "recipe_command": _recipe_command(cfg),
         "training_table": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in training_rows) + (
             f"\n\n![Loss, kNN top-1 and throughput against training time]({tr['curves']})" if tr.get("curves") else ""),

@@ -36,6 +36,7 @@ from mvssl_hub.data import load_split
 from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.distributed import check_distributed_launch
 from mvssl_hub.loading import from_pretrained
+from mvssl_hub.monitor import monitor_model
 from mvssl_hub.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
 from mvssl_hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
@@ -69,6 +70,8 @@ class EvaluateConfig:
     probe_batch_size: int = 512
     standardize: bool = False  # standardise features before the linear probe
     views: int = 1  # linear probe on features averaged over 1 clean + (views-1) augmented views (paper: 16)
+    monitors: bool = True  # RankMe, alpha-ReQ and LiDAR (no labels) on backbone and projector outputs
+    monitor_images: int = 1000  # first test images the label-free measures use (4 views each)
     # speed
     batch_size: int = 512  # images per forward pass during extraction
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -90,6 +93,7 @@ class EvaluateConfig:
             need(getattr(self, key) >= 1, key, "must be >= 1")
         need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
         need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        need(self.monitor_images >= 8, "monitor_images", "must be >= 8")
         need(self.temperature > 0 and math.isfinite(self.temperature), "temperature", "must be > 0")
         need(self.threads >= 0, "threads", "must be >= 0")
 
@@ -203,6 +207,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not state.is_main_process:
         return {}
 
+    monitors = None
+    if cfg.monitors and "projector.safetensors" in ckpt_cfg["files"]:  # label-free: backbone and projector
+        ssl = from_pretrained(str(ckpt_dir) if ckpt_dir else cfg.model, with_projector=True)
+        report = monitor_model(ssl, test.images[: cfg.monitor_images], augment, num_views=4, seed=seed, bf16=bf16)
+        monitors = report.to_record()
+        say("# label-free: " + ", ".join(f"{k} {v:.3g}" for k, v in report.values().items()))
+
     # ---- report: table, JSON, and (with --record) config.json + card
     records = build_records(cfg, results, data, train, test)
     say(f"\n{'protocol':<14}{'metric':<8}{'trained':>10}{'random init':>14}{'gain':>10}")
@@ -214,9 +225,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "dataset": dataset_name(data, cfg.data_name), "num_train": len(train), "num_test": len(test),
                "preset": preset_name, "seed": seed, "bf16": bf16, "device": str(state.device),
                "num_processes": state.num_processes, "torch": torch.__version__, "results": results,
-               "records": records, "argv": sys.argv[1:] if argv is None else list(argv)}
+               "records": records, "monitors": monitors, "argv": sys.argv[1:] if argv is None else list(argv)}
     if cfg.record and ckpt_dir is not None:
-        update_metrics(ckpt_dir, records)
+        update_metrics(ckpt_dir, records, monitors=monitors)
         say(f"# metrics recorded in {ckpt_dir / 'config.json'} and its README.md")
     output = Path(cfg.output) if cfg.output else (ckpt_dir or Path(".")) / "eval_results.json"
     output.parent.mkdir(parents=True, exist_ok=True)

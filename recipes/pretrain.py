@@ -36,6 +36,7 @@ from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.models import build_ssl_model
+from mvssl_hub.monitor import monitor_model
 from mvssl_hub.pinned import BatchGather, place_split
 from mvssl_hub.plots import plot_training_curves
 from mvssl_hub.probes import knn_evaluate
@@ -85,6 +86,7 @@ class PretrainConfig:
     knn_every: int = 0  # steps between kNN evaluations during training (0: only before and after)
     knn_every_seconds: float = 0.0  # or: seconds of training time between kNN evaluations (0: off)
     knn_random_init: bool = True  # also evaluate the untrained network (same seed) as the baseline
+    monitors: bool = True  # with each kNN: RankMe, alpha-ReQ, LiDAR (no labels) on 1,000 held-out images
     # model
     arch: str = "resnet18"
     width: int = 64  # first-stage channels; 64 = torchvision's ResNet
@@ -180,7 +182,7 @@ RESUMABLE_CHANGES = {
     "output_dir",  # a run folder may move between its checkpoints
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
-    "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers",
+    "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers", "monitors",
 }
 
 
@@ -344,12 +346,18 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
 
 
 def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | None:
-    """kNN top-1 (%) of the backbone's features on the held-out bank / queries (None without labels)."""
+    """kNN top-1 (%) of the backbone's features on the held-out bank / queries (None without labels); with
+    ``monitors``, the label-free measures of the same moment go to the log and ``trainer.state``."""
     if data.bank is None:
         return None
     result = knn_evaluate(trainer.backbone(run.accelerator), data.bank, data.queries, trainer.eval_transform,
                           k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
                           channels_last=cfg.channels_last, progress=cfg.progress and run.accelerator.is_main_process)
+    if cfg.monitors:  # a fixed sample (the first queries, 4 views, the run's seed): values compare across steps
+        report = monitor_model(run.accelerator.unwrap_model(trainer.model), data.queries.images[:1000],
+                               trainer.augment, num_views=4, seed=cfg.seed, channels_last=cfg.channels_last)
+        trainer.state["monitors"] = report.to_record()
+        run.accelerator.log(report.values(), step=trainer.state["global_step"])
     trainer.train_model.train()
     return result
 
@@ -484,6 +492,7 @@ def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
     return save_pretrained(
         clean, run_dir / "export", method=cfg.method, beta=cfg.resolved_beta(), num_views=cfg.num_views,
         train_config=portable_config(run.config, data_name=cfg.data_name), include_projector=True, metrics=metrics,
+        monitors=state.get("monitors"),
         dataset=dataset_record(cfg.data, name=cfg.data_name, revision=cfg.revision, split=cfg.split,
                                fraction=cfg.fraction),
         transforms=transforms_record(cfg.view_preset, get_view_preset(cfg.view_preset)),

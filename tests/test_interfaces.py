@@ -126,6 +126,10 @@ def test_a_published_folder_names_no_local_path(tmp_path):
     assert cfg["dataset"]["id"] == "uoft-cs/cifar10" and cfg["train_config"]["data"] == "uoft-cs/cifar10"
     assert cfg["metrics"][0]["dataset"] == "uoft-cs/cifar10"
     assert "--data uoft-cs/cifar10" in cfg["train_config"]["command"]  # the local copy named by its Hub id
+    # the label-free measures of the final evaluation travel with the export, and the card lists them
+    for space in ("backbone", "projector"):
+        assert cfg["monitors"][space]["rankme"]["value"] >= 1.0 and cfg["monitors"][space]["lidar"]["value"] > 0
+    assert cfg["monitors"]["protocol"]["num_images"] == 40 and "Label-free measures" in (export / "README.md").read_text()
     # every run draws its curves; the card shows them
     assert cfg["training"]["curves"] == "training_curves.png"
     assert (export / "training_curves.png").read_bytes().startswith(b"\x89PNG")
