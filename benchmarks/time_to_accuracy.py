@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,10 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
     state = sorted((run_dir / "checkpoints").glob("step-*/training_state.json"))
     if state:
         random_init = json.loads(state[-1].read_text()).get("knn_random_init")
+    log = run_dir / "train.log"
+    if random_init is None and log.is_file():  # no checkpoint yet: the run printed it when it started
+        found = re.findall(r"kNN top-1 at random init \(same seed\): ([0-9.]+)%", log.read_text())
+        random_init = float(found[0]) if found else None
     if random_init is not None:
         points.insert(0, (0.0, float(random_init)))
     return sorted(points)
@@ -94,9 +99,9 @@ def time_to_reach(points: list[tuple[float, float]], target: float) -> float | N
     return None
 
 
-def analyze() -> dict:
-    curves = {name: curve(ROOT / spec["dir"]) for name, spec in RUNS.items()
-              if (ROOT / spec["dir"] / "logs" / "metrics.jsonl").is_file()}
+def analyze(root: Path = ROOT) -> dict:
+    curves = {name: curve(root / spec["dir"]) for name, spec in RUNS.items()
+              if (root / spec["dir"] / "logs" / "metrics.jsonl").is_file()}
     rec_name = next(iter(RUNS))
     rec = curves.get(rec_name, [])
     rows = []
@@ -106,7 +111,9 @@ def analyze() -> dict:
             continue
         final_t, final_acc = within[-1]
         t_rec = time_to_reach([p for p in rec if p[0] <= COMPARE_SECONDS * 1.02], final_acc)
+        rec_same = [a for t, a in rec if t <= final_t * 1.02]
         rows.append({"recipe": name, "final_knn": final_acc, "at_seconds": round(final_t, 1),
+                     "recommended_knn_at_same_seconds": rec_same[-1] if rec_same else None,
                      "recommended_seconds_to_reach": None if t_rec is None else round(t_rec, 1),
                      "ratio": None if t_rec is None else round(t_rec / final_t, 3)})
     rec_at = [p for p in rec if p[0] <= COMPARE_SECONDS * 1.02]
@@ -154,7 +161,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["run", "analyze"])
     p.add_argument("--data", default="../shared/data/cifar10", help="CIFAR-10 in the uoft-cs/cifar10 layout")
+    p.add_argument("--root", default=str(ROOT), help="folder the runs/ of the four runs are in")
     a = p.parse_args()
     if a.action == "run":
         run(a.data)
-    print(json.dumps(analyze()["headline"], indent=2))
+    print(json.dumps(analyze(Path(a.root))["headline"], indent=2))

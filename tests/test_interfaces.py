@@ -204,3 +204,13 @@ def test_builders_take_progress_and_keyword_only_arguments():
         images = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8)
         assert member.transforms()(images).shape == (2, 3, member.meta["transforms"]["eval_size"],
                                                      member.meta["transforms"]["eval_size"])
+
+
+def test_evaluate_defaults_to_the_dataset_the_checkpoint_was_trained_on():
+    evaluate = load_recipe("evaluate", "data_evaluate")
+    cfg = parse_config(evaluate.EvaluateConfig, ["org/model"])
+    assert evaluate.resolve_data(cfg, {"id": "uoft-cs/cifar10"}) == "uoft-cs/cifar10"
+    with pytest.raises(ConfigError, match="trained on 'cifar10-5k', which is not a Hub id; give --data"):
+        evaluate.resolve_data(cfg, {"id": "cifar10-5k"})
+    given = parse_config(evaluate.EvaluateConfig, ["org/model", "--data", "recipes/data/cifar10-5k"])
+    assert evaluate.resolve_data(given, {"id": "uoft-cs/cifar10"}) == "recipes/data/cifar10-5k"
