@@ -88,7 +88,7 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
         random_init = float(found[0]) if found else None
     if random_init is not None:
         points.insert(0, (0.0, float(random_init)))
-    return sorted(points)
+    return sorted({(round(t, 1), a) for t, a in points})  # a re-export logs the final evaluation again
 
 
 def time_to_reach(points: list[tuple[float, float]], target: float) -> float | None:
@@ -122,6 +122,8 @@ def analyze(root: Path = ROOT) -> dict:
                 "clock = CPU seconds of a 1-thread process (kNN time excluded)",
         "cpu": _cpu(), "compare_seconds": COMPARE_SECONDS,
         "recommended_knn_at_compare_seconds": rec_at[-1][1] if rec_at else None,
+        "note": "ratio = CPU seconds the recommended recipe needs to reach the other recipe's kNN at the comparison "
+                "point / the other recipe's seconds; 0 means the other recipe ended below random init",
         "curves": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
         "headline": rows,
     }
