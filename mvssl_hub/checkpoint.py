@@ -52,6 +52,7 @@ from .safe_io import (
     json_bytes,
     load_safetensors,
     parse_json,
+    read_json_file,
     read_safetensors_header,
     refuse_pickle,
     safetensors_bytes,
@@ -72,7 +73,7 @@ def is_checkpoint_folder(path: Path) -> bool:
     if not ((path / MODEL_FILE).is_file() and cfg_path.is_file()):
         return False
     try:
-        cfg = parse_json(cfg_path.read_bytes()[: 1 << 22], str(cfg_path))
+        cfg = read_json_file(cfg_path)
     except (CheckpointError, OSError):
         return False
     return isinstance(cfg, dict) and cfg.get("format") == FORMAT

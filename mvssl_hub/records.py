@@ -27,8 +27,7 @@ def dataset_name(source: str, name: str | None = None) -> str:
     id, else the last component of a local path (never the path itself: it is the publisher's disk)."""
     if name:
         return name
-    looks_local = os.path.isabs(source) or source.startswith((".", "~")) or Path(source).exists()
-    return Path(source.rstrip("/")).name if looks_local else source
+    return Path(source.rstrip("/")).name if _is_local_path(source) or Path(source).exists() else source
 
 
 def dataset_record(source: str, *, name: str | None = None, revision: str | None = None, split: str = "train",

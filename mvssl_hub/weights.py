@@ -141,14 +141,16 @@ def validate_entry(w: Weights, builder_config: Callable[[str], tuple[str, dict[s
 
 
 def make_weights_enum(class_name: str, entries: Mapping[str, Mapping[str, Any] | Weights],
-                      default: str | None = None, module: str | None = None) -> type[WeightsEnum]:
+                      default: str | None = None, module: str | None = None,
+                      builder_config: Callable[[str], tuple[str, dict[str, Any]]] | None = None) -> type[WeightsEnum]:
     """An enum (functional API) of ``entries`` (member name -> Weights or its dict) plus a ``DEFAULT`` alias.
 
-    ``default`` names the member DEFAULT points to (the first one if None); no alias when empty.
+    ``default`` names the member DEFAULT points to (the first one if None); no alias when empty. Every entry
+    passes :func:`validate_entry` (with ``builder_config`` when given).
     """
     members = {name: e if isinstance(e, Weights) else Weights(**e) for name, e in entries.items()}
     for w in members.values():
-        validate_entry(w)
+        validate_entry(w, builder_config)
     items = list(members.items())
     if items:
         target = default or items[0][0]

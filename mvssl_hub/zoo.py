@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .backbones import ResNetBackbone, build_backbone
-from .registry import get_model_builder, get_model_weights, list_models, register_model, set_model_weights
+from .registry import get_model_builder, get_model_weights, register_model, set_model_weights
 from .vocabulary import METHOD_TITLES
 from .weights import (
     Weights,
     WeightsEnum,
-    how_to_load_instead,
     load_weights,
     make_weights_enum,
     resolve_weights,
@@ -42,12 +41,6 @@ _BACKBONE_KWARGS = ("small_images", "width")
 _HUB_KWARGS = ("cache_dir", "endpoint", "local_files_only", "token", "force_download")
 
 
-def builder_spec(builder: str) -> tuple[str, dict[str, Any]]:
-    """(method, fixed backbone kwargs) of a zoo builder."""
-    get_model_builder(builder)  # UnknownModelError with close matches
-    return BUILDER_SPECS[builder]
-
-
 def enum_name(builder: str) -> str:
     """``barlowtwins_resnet18_w16`` -> ``BarlowTwins_ResNet18_W16_Weights``."""
     method, *rest = builder.split("_")
@@ -63,10 +56,8 @@ def _read_entries() -> dict[str, dict[str, Any]]:
 
 
 def _weights_enum(builder: str, published: Mapping[str, Any]) -> type[WeightsEnum]:
-    entries = {name: Weights(**e) for name, e in published.get("entries", {}).items()}
-    for w in entries.values():
-        validate_entry(w, _entry_spec)
-    return make_weights_enum(enum_name(builder), entries, published.get("default"), module=__name__)
+    return make_weights_enum(enum_name(builder), published.get("entries", {}), published.get("default"),
+                             module=__name__, builder_config=_entry_spec)
 
 
 def _entry_spec(builder: str) -> tuple[str, dict[str, Any]]:
@@ -162,12 +153,13 @@ def vicreg_resnet50(*, weights: VICReg_ResNet50_Weights | str | None = None, pro
 def register_weights(builder: str, enum: type[WeightsEnum] | Mapping[str, Mapping[str, Any] | Weights],
                      default: str | None = None) -> type[WeightsEnum] | None:
     """Set the weights enum of ``builder`` (an enum, or entries to build one from); returns the previous one."""
-    if builder not in list_models():
-        get_model_builder(builder)
+    get_model_builder(builder)  # UnknownModelError with close matches
     if not isinstance(enum, type):
-        enum = make_weights_enum(enum_name(builder), enum, default, module=__name__)
+        enum = make_weights_enum(enum_name(builder), enum, default, module=__name__, builder_config=_entry_spec)
+    else:  # an enum made elsewhere: its entries must fit this builder too
+        for member in enum:
+            validate_entry(member.value, _entry_spec)
     for member in enum:
-        validate_entry(member.value, _entry_spec)
         if member.value.builder != builder:
             raise ValueError(f"{enum.__name__}.{member.name} is for {member.value.builder}, not {builder}")
     return set_model_weights(builder, enum)
@@ -177,6 +169,6 @@ __all__ = [
     "BUILDER_SPECS", "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
     "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE", "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights",
     "VICReg_ResNet50_Weights", "barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50",
-    "builder_spec", "enum_name", "how_to_load_instead", "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16",
+    "enum_name", "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16",
     "vicreg_resnet50",
 ]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
 from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.data import load_split
@@ -276,7 +277,7 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
 def export(cfg: FinetuneConfig, s: Setup, state: dict[str, Any], records: list[dict]) -> Path:
     """The classifier as a checkpoint folder; its base_model names the pretrained checkpoint."""
     trained = s.accelerator.unwrap_model(s.model)
-    clean = Classifier(from_pretrained(s.config["checkpoint"]), s.num_classes)  # plain BatchNorm, fp32
+    clean = Classifier(build_backbone(**trained.backbone.config.to_dict()), s.num_classes)  # plain BatchNorm, fp32
     clean.load_state_dict({k: v.detach().float().cpu() for k, v in trained.state_dict().items()})
     seconds = state["train_seconds"]
     return save_pretrained(

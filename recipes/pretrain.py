@@ -315,11 +315,16 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
     return data
 
 
+def new_model(cfg: PretrainConfig) -> torch.nn.Module:
+    """The untrained SSL model (backbone + projector) the config describes."""
+    return build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
+                           proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+
+
 def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     """Model (global-batch BN across processes), loss, Adam, schedule, views; wrapped by accelerate."""
     torch.manual_seed(cfg.seed)
-    model = build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
-                            proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+    model = new_model(cfg)
     if run.world > 1:  # BatchNorm statistics over the global batch, like the loss
         model = convert_batchnorm(model, run.device)
     if cfg.channels_last:
@@ -353,7 +358,7 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | 
     result = knn_evaluate(trainer.backbone(run.accelerator), data.bank, data.queries, trainer.eval_transform,
                           k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
                           channels_last=cfg.channels_last, progress=cfg.progress and run.accelerator.is_main_process)
-    if cfg.monitors:  # a fixed sample (the first queries, 4 views, the run's seed): values compare across steps
+    if cfg.monitors and run.accelerator.is_main_process:  # a fixed sample (first queries, 4 views, the seed)
         report = monitor_model(run.accelerator.unwrap_model(trainer.model), data.queries.images[:1000],
                                trainer.augment, num_views=4, seed=cfg.seed, channels_last=cfg.channels_last)
         trainer.state["monitors"] = report.to_record()
@@ -474,8 +479,7 @@ def save(run: Run, trainer: Trainer, ckpts: CheckpointManager) -> Path:
 def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
     """Backbone + projector as a checkpoint folder: safetensors, config.json with metrics, card, curves."""
     state, seconds = trainer.state, trainer.state["train_seconds"]
-    clean = build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
-                            proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+    clean = new_model(cfg)  # plain BatchNorm, fp32, no wrappers
     clean.load_state_dict({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
                            for k, v in run.accelerator.unwrap_model(trainer.model).state_dict().items()})
     metrics = []
