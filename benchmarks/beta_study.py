@@ -6,28 +6,33 @@ Grid: projector output width d in {64, 256, 1024, 2048} x four orthogonality wei
 - ``recommended``: ``recommended_beta(method, d, num_views)``,
 - ``half`` / ``twice``: recommended / 2 and recommended * 2.
 
-Each cell is a short fixed-budget pretraining run of ``recipes/pretrain.py`` (subprocess, the recipe's CLI:
-``--config CONFIG --time_budget S --proj_dim d --beta b --output_dir DIR``, its own kNN monitor off), then,
-on the exported checkpoint (``from_pretrained(export, with_projector=True)``):
-- kNN top-1 (k = 200, T = 0.1, cosine, clean view; bank = the config's train split, queries = its test split),
+Each cell is a short fixed-budget pretraining run of ``recipes/pretrain.py`` (the recipe's CLI:
+``--config CONFIG --time_budget S --clock process --threads 1 --proj_dim d --beta b``, its own kNN monitor
+off), then, on the exported checkpoint (``from_pretrained(export, with_projector=True)``):
+- kNN top-1 (k = 200, T = 0.1, cosine, clean view; bank = the config's train split, queries = the 10,000
+  CIFAR-10 test images from ``--eval_data`` when present, else the config's test split),
 - RankMe, alpha-ReQ (clean view) and LiDAR (``--monitor_views`` augmented views, fixed seed) on backbone
-  features and projector outputs of a fixed held-out sample (the first ``--monitor_images`` test images).
+  features and projector outputs of a fixed held-out sample (the first ``--monitor_images`` query images).
 
-Resumable: results are keyed by cell (``d{d}_{variant}``) in a JSON file that is rewritten after every
-cell; finished cells are not rerun. The file records the study's settings and refuses to mix cells run
-under different settings (use another ``--out_dir``). Analysis (always recomputed from the stored cells):
-Spearman correlation of each monitor with kNN over all finished cells (pooled) and within each d (mean of
-the per-d rhos, on the preference score below), and per d whether the beta a
-monitor prefers (highest RankMe / LiDAR; alpha-ReQ closest to 1, as Agrawal et al. 2022 report the best
-representations near alpha = 1) is kNN's best beta. Heatmaps (one panel per measure, rows d, columns beta
-variant, best cell per row outlined) go to ``beta_study.png``.
+Each cell runs in its own worker process (``--cell``), ``--jobs`` side by side. The clock is each cell's
+own CPU seconds at one thread, so cells sharing two cores get the same work.
+
+Resumable: results are keyed by cell (``d{d}_{variant}``) in a JSON file (``--results``, default
+``benchmarks/results/beta_study.json``) rewritten after every cell; finished cells are not rerun. The file
+records the study's settings and refuses to mix cells run under different settings. Analysis (always
+recomputed from the stored cells): Spearman correlation of each monitor with kNN over all finished cells
+(pooled) and within each d (mean of the per-d rhos, on the preference score below), and per d whether the
+beta a monitor prefers (highest RankMe / LiDAR; alpha-ReQ closest to 1, as Agrawal et al. 2022 report the
+best representations near alpha = 1) is kNN's best beta. Heatmaps (one panel per measure, rows d, columns
+beta variant, best cell per row outlined) go to the PNG beside the JSON; ``--markdown`` prints the README
+tables from the JSON.
 
 ``--dry_run`` uses tiny settings (2 steps at batch 64 on 512 images, 256-image kNN, 128-image monitor
 sample) and writes under runs/beta_study_dry/ so the pipeline can be checked end to end in a few minutes;
 its numbers mean nothing.
 
     pip install -e ".[train,bench]"                                         # matplotlib for the heatmaps
-    python benchmarks/beta_study.py --budget_s 300                         # the study (hours on 2 CPU cores)
+    python benchmarks/beta_study.py --budget_s 180                         # 16 cells, ~35 min on 2 CPU cores
     python benchmarks/beta_study.py --dry_run --dims 64,2048               # pipeline check
     python benchmarks/beta_study.py --analyze_only                         # re-plot stored cells
 """
@@ -40,7 +45,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,8 @@ import torch  # noqa: E402
 
 from mvssl_hub.losses import recommended_beta  # noqa: E402
 
+DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
+DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 DIMS = (64, 256, 1024, 2048)
 VARIANTS = ("fixed", "recommended", "half", "twice")
 # docs/method.md: Barlow Twins beta tuned per d (ResNet-50, CIFAR-10, batch 512, 2 views).
@@ -226,7 +235,7 @@ def write_json(path: Path, obj: dict) -> None:
 
 def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> float:
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(args.config),
-           "--time_budget", str(args.budget_s), "--proj_dim", str(d), "--beta", repr(beta),
+           "--time_budget", str(args.budget_s), "--clock", args.clock, "--proj_dim", str(d), "--beta", repr(beta),
            "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false",
            "--eval_split=", "--knn_random_init", "false", "--save_every", "0", "--seed", str(args.seed)]
     if args.threads:
@@ -244,13 +253,38 @@ def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> 
     return time.time() - t0
 
 
+def load_eval_data(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """kNN bank = the config's training split; queries and the monitor sample = ``--eval_data``'s test split."""
+    from mvssl_hub.data import load_split
+    from mvssl_hub.views import get_view_preset
+
+    limit = 256 if args.dry_run else None
+    src = str(ROOT / base["data"]) if not Path(base["data"]).is_absolute() else base["data"]
+    query_src = str(args.eval_data) if args.eval_data else src
+    queries = load_split(query_src, base.get("eval_split", "test"), limit=limit)
+    return {
+        "preset": get_view_preset(base.get("view_preset", "cifar10")),
+        "bank": load_split(src, base.get("eval_train_split", "train"), limit=limit),
+        "queries": queries,
+        "monitor_images": queries.images[: args.monitor_images],
+    }
+
+
 def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from mvssl_hub.hub import from_pretrained
+    from mvssl_hub.loading import from_pretrained
+
+    cfg = json.loads((export / "config.json").read_text())
+    return {**evaluate_model(from_pretrained(str(export), with_projector=True), data, args),
+            "training": cfg.get("training")}
+
+
+def evaluate_model(model: torch.nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """kNN top-1 and the label-free monitors of an SSL model (backbone + projector), the study's protocol."""
     from mvssl_hub.monitor import monitor_model
     from mvssl_hub.probes import extract_features, knn_accuracy
     from mvssl_hub.views import EvalTransform, MultiViewAugment
 
-    model = from_pretrained(str(export), with_projector=True)
+    model.eval()
     t0 = time.time()
     tf = EvalTransform(data["preset"])
     bank, queries = data["bank"], data["queries"]
@@ -263,94 +297,161 @@ def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) 
     report = monitor_model(model, data["monitor_images"], MultiViewAugment(data["preset"]),
                            num_views=args.monitor_views, seed=args.seed, batch_size=1280)
     t2 = time.time()
-    cfg = json.loads((export / "config.json").read_text())
     return {
         "knn_top1": float(knn), "knn_protocol": f"k={k}, T=0.1, cosine, clean view; bank {len(bank)}, queries {len(queries)}",
         "monitors": {k2: (v if math.isfinite(v) else None) for k2, v in report.values().items()},
-        "monitor_records": report.to_record(),
-        "training": cfg.get("training"), "eval_s": round(t1 - t0, 1), "monitor_s": round(t2 - t1, 1),
+        "monitor_records": report.to_record(), "eval_s": round(t1 - t0, 1), "monitor_s": round(t2 - t1, 1),
     }
+
+
+def run_one_cell(args: argparse.Namespace, base: dict[str, Any], key: str) -> dict[str, Any]:
+    """Train and evaluate one cell (``--cell`` worker: its own process, so cells can run side by side)."""
+    d, v = int(key.split("_")[0][1:]), key.split("_", 1)[1]
+    method, num_views = base.get("method", "barlowtwins"), int(base.get("num_views", 4))
+    beta = variant_beta(method, v, d, parse_list(args.dims, int), num_views)
+    run_dir = args.out_dir / key
+    wall = train_cell(args, d, beta, run_dir)
+    metrics = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in metrics if "step" in m][-1]
+    return {"d": d, "variant": v, "beta": beta, "train_wall_s": round(wall, 1),
+            "train_seconds": round(last.get("train_seconds", 0.0), 1), "steps": last["step"],
+            **evaluate_cell(run_dir / "export", load_eval_data(args, base), args), "status": "done"}
+
+
+def parse_list(text: str, kind: type) -> list:
+    return [kind(x) for x in text.split(",") if x]
+
+
+def worker_command(args: argparse.Namespace, key: str) -> list[str]:
+    cmd = [sys.executable, __file__, "--cell", key, "--config", str(args.config), "--budget_s", str(args.budget_s),
+           "--dims", args.dims, "--variants", args.variants, "--monitor_images", str(args.monitor_images),
+           "--monitor_views", str(args.monitor_views), "--seed", str(args.seed), "--threads", str(args.threads),
+           "--clock", args.clock, "--out_dir", str(args.out_dir), "--jobs", "1"]
+    if args.eval_data:
+        cmd += ["--eval_data", str(args.eval_data)]
+    return cmd + (["--dry_run"] if args.dry_run else [])
+
+
+def run_cells(args: argparse.Namespace, todo: list[str], store: dict, results_path: Path) -> None:
+    """Each cell in a worker process, ``--jobs`` at a time; the store is written after every finished cell."""
+    lock = threading.Lock()
+
+    def one(key: str) -> None:
+        t0 = time.time()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}
+        proc = subprocess.run(worker_command(args, key), cwd=ROOT, env=env, capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CELL_JSON ")), None)
+        if proc.returncode != 0 or line is None:
+            print(f"{key}: FAILED ({proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
+            return
+        cell = json.loads(line.removeprefix("CELL_JSON "))
+        with lock:
+            store["cells"][key] = cell
+            write_json(results_path, store)
+        m = cell["monitors"]
+        print(f"{key}: beta {cell['beta']:.3g}, {cell['steps']} steps, kNN {cell['knn_top1']:.2f}%, backbone RankMe "
+              f"{m['backbone/rankme']:.1f} alpha {m['backbone/alpha_req']} LiDAR {m['backbone/lidar']:.1f}; projector "
+              f"RankMe {m['projector/rankme']:.1f} LiDAR {m['projector/lidar']:.1f} ({time.time() - t0:.0f}s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, todo))
+
+
+def markdown(store: dict[str, Any]) -> str:
+    """The README table: kNN and each monitor per cell, and the analysis' agreement line."""
+    cells, a = store["cells"], store["analysis"]
+    keys = [f"{s}/{m}" for s in SPACES for m in MONITORS]
+    lines = ["| d | beta variant | beta | kNN top-1 | " + " | ".join(keys) + " |", "|---" * (4 + len(keys)) + "|"]
+    for c in sorted(cells.values(), key=lambda c: (c["d"], VARIANTS.index(c["variant"]))):
+        if c.get("status") != "done":
+            continue
+        best = a["best_beta_per_d"].get(str(c["d"]), {}).get("knn") == c["variant"]
+        knn = f"**{c['knn_top1']:.2f}**" if best else f"{c['knn_top1']:.2f}"
+        mons = " | ".join("n/a" if c["monitors"].get(k) is None else f"{c['monitors'][k]:.3g}" for k in keys)
+        lines.append(f"| {c['d']} | {c['variant']} | {c['beta']:.3g} | {knn} | {mons} |")
+    lines += ["", "| monitor | Spearman rho with kNN (all cells) | mean rho within d | best beta = kNN's best |",
+              "|---|---|---|---|"]
+    for k in keys:
+        e = a["spearman_with_knn"][k]
+        raw = "n/a" if e["raw"] is None else f"{e['raw']:+.2f}"
+        if "preference_-|alpha-1|" in e and e["preference_-|alpha-1|"] is not None:
+            raw += f" (-abs(alpha-1): {e['preference_-|alpha-1|']:+.2f})"
+        wd = "n/a" if e["within_d_mean"] is None else f"{e['within_d_mean']:+.2f}"
+        lines.append(f"| {k} | {raw} | {wd} | {a['agreement_over_complete_rows'][k]} rows |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "recipes" / "configs" / "demo.yaml")
-    ap.add_argument("--budget_s", type=float, default=300.0, help="training seconds per cell")
+    ap.add_argument("--budget_s", type=float, default=180.0, help="training seconds per cell (see --clock)")
+    ap.add_argument("--clock", choices=["wall", "process"], default="process",
+                    help="process: each cell's own CPU seconds, fair when cells share the machine")
     ap.add_argument("--dims", default=",".join(map(str, DIMS)))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--monitor_images", type=int, default=1000)
     ap.add_argument("--monitor_views", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads for training and evaluation (0: default)")
-    ap.add_argument("--out_dir", type=Path, default=None,
-                    help="results JSON + PNG + run folders (default runs/beta_study, runs/beta_study_dry)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per cell (0: torch's default)")
+    ap.add_argument("--jobs", type=int, default=2, help="cells trained side by side (each with --threads)")
+    ap.add_argument("--eval_data", type=Path, default=DEFAULT_EVAL_DATA if DEFAULT_EVAL_DATA.is_dir() else None,
+                    help="kNN queries and monitor sample: this dataset's test split (default: CIFAR-10's 10,000 "
+                         "test images when present, else the config's test split)")
+    ap.add_argument("--out_dir", type=Path, default=None, help="run folders (default runs/beta_study[_dry])")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="JSON (+ PNG beside it); default benchmarks/results/beta_study.json, dry run: in --out_dir")
     ap.add_argument("--dry_run", action="store_true", help="tiny settings to check the pipeline; numbers mean nothing")
     ap.add_argument("--analyze_only", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the README tables from the stored JSON")
+    ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    dims = [int(x) for x in args.dims.split(",")]
-    variants = [v for v in args.variants.split(",")]
+    dims, variants = parse_list(args.dims, int), parse_list(args.variants, str)
     for v in variants:
         if v not in VARIANTS:
             ap.error(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
     if args.dry_run:
         args.budget_s = min(args.budget_s, 20.0)
         args.monitor_images = min(args.monitor_images, 128)
-    out_dir = args.out_dir or ROOT / "runs" / ("beta_study_dry" if args.dry_run else "beta_study")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / "beta_study.json"
+    args.out_dir = args.out_dir or ROOT / "runs" / ("beta_study_dry" if args.dry_run else "beta_study")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = args.results or (args.out_dir / "beta_study.json" if args.dry_run else DEFAULT_RESULTS)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     import yaml
 
     base = yaml.safe_load(args.config.read_text())
+    if args.cell:
+        print("CELL_JSON " + json.dumps(run_one_cell(args, base, args.cell), allow_nan=False), flush=True)
+        return
     method, num_views = base.get("method", "barlowtwins"), int(base.get("num_views", 4))
     settings = {
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
-        "budget_s": args.budget_s, "dry_run": args.dry_run, "seed": args.seed, "method": method,
-        "num_views": num_views, "monitor_images": args.monitor_images, "monitor_views": args.monitor_views,
+        "config_values": {k: base[k] for k in ("width", "batch_size", "lr", "num_views", "data") if k in base},
+        "budget_s": args.budget_s, "clock": args.clock, "threads_per_cell": args.threads, "dry_run": args.dry_run,
+        "seed": args.seed, "method": method, "num_views": num_views, "monitor_images": args.monitor_images,
+        "monitor_views": args.monitor_views, "queries": "CIFAR-10 test (uoft-cs/cifar10)" if args.eval_data else
+        "the config's test split",
     }
     store = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "cells": {}}
+    if args.markdown:
+        print(markdown(store))
+        return
     if store["settings"] != settings:
         sys.exit(f"error: {results_path} holds cells run with settings {store['settings']}, not {settings}; "
-                 "use another --out_dir")
+                 "use another --results")
     cells: dict[str, dict] = store["cells"]
-
     if not args.analyze_only:
-        from mvssl_hub.data import load_split
-        from mvssl_hub.views import get_view_preset
-
-        limit = 256 if args.dry_run else None
-        src = str(ROOT / base["data"]) if not Path(base["data"]).is_absolute() else base["data"]
-        data = {
-            "preset": get_view_preset(base.get("view_preset", "cifar10")),
-            "bank": load_split(src, base.get("eval_train_split", "train"), limit=limit),
-            "queries": load_split(src, base.get("eval_split", "test"), limit=limit),
-        }
-        held = load_split(src, base.get("eval_split", "test"), limit=args.monitor_images)
-        data["monitor_images"] = held.images
-        todo = [(d, v) for d in dims for v in variants if cells.get(f"d{d}_{v}", {}).get("status") != "done"]
-        print(f"# {len(todo)} of {len(dims) * len(variants)} cells to run ({results_path})", flush=True)
-        for d, v in todo:
-            key = f"d{d}_{v}"
-            beta = variant_beta(method, v, d, dims, num_views)
-            run_dir = out_dir / key
-            t0 = time.time()
-            wall = train_cell(args, d, beta, run_dir)
-            cell = {"d": d, "variant": v, "beta": beta, "train_process_s": round(wall, 1),
-                    **evaluate_cell(run_dir / "export", data, args), "status": "done"}
-            cells[key] = cell
-            write_json(results_path, store)
-            m = cell["monitors"]
-            print(f"{key}: beta {beta:.3g}, kNN {cell['knn_top1']:.2f}%, backbone RankMe {m['backbone/rankme']:.1f} "
-                  f"alpha {m['backbone/alpha_req']} LiDAR {m['backbone/lidar']:.1f}; projector RankMe "
-                  f"{m['projector/rankme']:.1f} LiDAR {m['projector/lidar']:.1f} ({time.time() - t0:.0f}s)", flush=True)
+        todo = [f"d{d}_{v}" for d in dims for v in variants if cells.get(f"d{d}_{v}", {}).get("status") != "done"]
+        print(f"# {len(todo)} of {len(dims) * len(variants)} cells to run, {args.jobs} at a time ({results_path})",
+              flush=True)
+        run_cells(args, todo, store, results_path)
 
     store["analysis"] = analyze(cells, dims, variants)
     write_json(results_path, store)
-    png = out_dir / "beta_study.png"
-    title = (f"{method}, {num_views} views, {args.budget_s:g} s/cell, config {settings['config']}"
-             + ("  [DRY RUN: numbers mean nothing]" if args.dry_run else ""))
+    png = results_path.with_suffix(".png")
+    title = (f"{method}, {num_views} views, {args.budget_s:g} s ({args.clock} clock) per cell, config "
+             f"{settings['config']}" + ("  [DRY RUN: numbers mean nothing]" if args.dry_run else ""))
     plot(cells, dims, variants, png, title, store["analysis"])
     print(json.dumps(store["analysis"], indent=2))
     print(f"wrote {results_path} and {png}")

@@ -13,6 +13,14 @@ between monitors, as in a real run. Images are random uint8 (cost does not depen
 Reports medians and, for several intervals K, the overhead ``monitor_s / (K * step_s)``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/monitor_overhead.py [--rounds 3] [--steps 6] [--sizes 1000,2048]
+
+``--recipe``: the same question asked of one real run of the pretraining recipe (``recipes/configs/demo.yaml``,
+``--max_steps S --knn_every K``): the recipe times each call of the monitors (``monitor_seconds`` in its
+metrics.jsonl, beside ``train_seconds``), which run between its training steps, so both see the same
+machine. Overhead = monitor seconds / training seconds at that interval; the kNN (labels) is not counted.
+JSON -> benchmarks/results/monitor_overhead_recipe.json.
+
+    .venv/bin/python benchmarks/monitor_overhead.py --recipe [--recipe_steps 600] [--knn_every 100]
 """
 
 from __future__ import annotations
@@ -32,8 +40,53 @@ from mvssl_hub.monitor import embed_sample, monitor_embeddings
 from mvssl_hub.views import MultiViewAugment
 
 
+def recipe_run(args: argparse.Namespace) -> None:
+    """One pretraining run with the monitors every ``--knn_every`` steps; their cost from its own log."""
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(root / "recipes" / "pretrain.py"), "--config", str(root / args.config),
+               "--max_steps", str(args.recipe_steps), "--time_budget", "none", "--knn_every", str(args.knn_every),
+               "--monitors", "--output_dir", tmp, "--progress", "false", "--save_every", "0", "--export", "false",
+               "--knn_random_init", "false"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"recipe failed ({proc.returncode}): {proc.stderr[-3000:]}")
+        rows = [json.loads(line) for line in (Path(tmp) / "logs" / "metrics.jsonl").read_text().splitlines()]
+    calls = [r for r in rows if "monitor_seconds" in r]
+    train_s = max(r["train_seconds"] for r in rows if "train_seconds" in r)
+    during = [r for r in calls if r["step"] < args.recipe_steps]  # the final call happens after training
+    monitor_s = sum(r["monitor_seconds"] for r in during)
+    result = {
+        "hardware": f"{cpu_name()}, {os.cpu_count()} logical CPUs", "torch": torch.__version__,
+        "bf16_is_fast(cpu)": bf16_is_fast("cpu"), "command": f"python recipes/pretrain.py --config {args.config} "
+                                                  f"--max_steps {args.recipe_steps} --knn_every {args.knn_every} --monitors",
+        "steps": args.recipe_steps, "knn_every": args.knn_every, "train_seconds": round(train_s, 1),
+        "monitor_calls_during_training": len(during), "monitor_seconds_each": [round(r["monitor_seconds"], 3) for r in calls],
+        "monitor_seconds_during_training": round(monitor_s, 2),
+        "overhead_pct": round(100 * monitor_s / train_s, 2), "wall_s": round(wall, 1),
+        "protocol": "one recipe run; the monitors (1,000 held-out images, 1 clean + 4 views) run with each kNN, "
+                    "between training steps; overhead = their seconds / training seconds (kNN excluded)",
+    }
+    print(f"{len(during)} monitor calls, {monitor_s:.1f}s against {train_s:.0f}s of training: "
+          f"{result['overhead_pct']:.2f}% at every {args.knn_every} steps")
+    out = args.out.with_name("monitor_overhead_recipe.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--recipe", action="store_true", help="measure inside one run of the pretraining recipe")
+    ap.add_argument("--config", default="recipes/configs/demo.yaml")
+    ap.add_argument("--recipe_steps", type=int, default=600)
+    ap.add_argument("--knn_every", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6, help="training steps per round")
     ap.add_argument("--sizes", default="1000,2048", help="held-out sample sizes N, comma-separated")
@@ -42,6 +95,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "monitor_overhead.json")
     args = ap.parse_args()
+    if args.recipe:
+        recipe_run(args)
+        return
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     load_start = os.getloadavg()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+from datetime import timedelta
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -138,14 +139,17 @@ def choose_precision(requested: str, device: torch.device | str, env: Mapping[st
     return requested
 
 
-def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any]) -> tuple[Any, str]:
+def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any],
+                     timeout_minutes: float = 60.0) -> tuple[Any, str]:
     """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in (:func:`choose_precision`).
 
     cpu=None picks the CPU when no GPU is visible (``accelerate launch --cpu`` is honoured on a GPU
     machine). Fails loudly on a launch that started unrelated single processes (:func:`check_distributed_launch`).
+    ``timeout_minutes`` bounds every collective and barrier: NCCL's default (10 minutes) is shorter than
+    rank 0 decoding ImageNet-100 under ``main_process_first`` while the other ranks wait at the barrier.
     """
     from accelerate import Accelerator  # lazy: importing mvssl_hub must not import accelerate
-    from accelerate.utils import ProjectConfiguration, parse_flag_from_env
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, parse_flag_from_env
 
     use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
     use_cpu = use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU")  # `accelerate launch --cpu` on a GPU machine
@@ -156,6 +160,7 @@ def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_wit
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_minutes))],
     )
     check_distributed_launch(accelerator.num_processes)
     return accelerator, precision

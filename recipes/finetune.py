@@ -34,6 +34,7 @@ from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
 from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.data import load_split
 from mvssl_hub.device import hardware_string, make_accelerator
+from mvssl_hub.device_settings import configure_backends
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.loading import from_pretrained
 from mvssl_hub.models import Classifier
@@ -80,6 +81,7 @@ class FinetuneConfig:
     channels_last: bool = True
     cpu: bool | None = None
     threads: int = 0
+    dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
     eval_batch_size: int = 512
     # run, checkpoints, logging
     output_dir: str = "runs/finetune"
@@ -155,7 +157,9 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.output_dir)
     accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=[JSONLTracker("finetune", run_dir / "logs")])
+                                              log_with=[JSONLTracker("finetune", run_dir / "logs")],
+                                              timeout_minutes=cfg.dist_timeout_minutes)
+    configure_backends(accelerator.device, deterministic=False)  # cuDNN autotuning, TF32 on CUDA
     world, device = accelerator.num_processes, accelerator.device
     if cfg.batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")

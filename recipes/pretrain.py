@@ -114,6 +114,8 @@ class PretrainConfig:
     compile: bool = False
     cpu: bool | None = None  # None: CPU when no GPU is available
     threads: int = 0  # torch.set_num_threads when > 0
+    deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels (bitwise resume on a GPU), no autotuning
+    dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
     # run, checkpoints, logging
     output_dir: str = "runs/pretrain"
     save_every: int = 500  # steps between checkpoints (0: only at the end)
@@ -256,8 +258,8 @@ def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
     if cfg.tracker == "tensorboard":
         trackers.append("tensorboard")
     accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=trackers)
-    configure_backends(accelerator.device, deterministic=False)
+                                              log_with=trackers, timeout_minutes=cfg.dist_timeout_minutes)
+    configure_backends(accelerator.device, deterministic=cfg.deterministic)
     world = accelerator.num_processes
     if cfg.batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
@@ -359,10 +361,13 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | 
                           k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
                           channels_last=cfg.channels_last, progress=cfg.progress and run.accelerator.is_main_process)
     if cfg.monitors and run.accelerator.is_main_process:  # a fixed sample (first queries, 4 views, the seed)
+        t0 = time.perf_counter()
         report = monitor_model(run.accelerator.unwrap_model(trainer.model), data.queries.images[:1000],
                                trainer.augment, num_views=4, seed=cfg.seed, channels_last=cfg.channels_last)
+        seconds = time.perf_counter() - t0  # its cost against training time: the overhead a user pays
+        trainer.state["monitor_seconds"] = trainer.state.get("monitor_seconds", 0.0) + seconds
         trainer.state["monitors"] = report.to_record()
-        run.accelerator.log(report.values(), step=trainer.state["global_step"])
+        run.accelerator.log({**report.values(), "monitor_seconds": seconds}, step=trainer.state["global_step"])
     trainer.train_model.train()
     return result
 
@@ -537,6 +542,9 @@ def main(argv: list[str] | None = None) -> dict:
                      f"gain: {state['knn'] - state['knn_random_init']:+.2f} points")
         run.say(line)
         run.accelerator.log({"knn_top1": state["knn"], "train_seconds": seconds}, step=state["global_step"])
+    if state.get("monitor_seconds") and seconds > 0:
+        run.say(f"# label-free monitors took {state['monitor_seconds']:.1f}s in all: "
+                f"{100 * state['monitor_seconds'] / seconds:.1f}% of the training time")
     checkpoint = save(run, trainer, ckpts)
     export_dir = export(cfg, run, data, trainer) if cfg.export and run.accelerator.is_main_process else None
     if export_dir is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -207,3 +208,17 @@ def fresh_accelerate_state():
     """Each in-process recipe run builds its own Accelerator; accelerate keeps process-wide state between them."""
     yield
     reset_accelerate_state()
+
+
+@pytest.fixture
+def restore_backends():
+    """Put back the global backend flags (deterministic algorithms, cuDNN, TF32) a test changed."""
+    from mvssl_hub.device_settings import current_backends
+
+    before = current_backends()
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield before
+    before.restore()
+    if env is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    assert current_backends() == before and os.environ.get("CUBLAS_WORKSPACE_CONFIG") == env

@@ -72,3 +72,38 @@ def test_analyze_picks_and_agreement(study) -> None:
         assert row["projector/alpha_req"]["pick"] == best  # closest to 1
     assert out["agreement_over_complete_rows"]["backbone/lidar"] == "2/2"
     assert out["spearman_with_knn"]["backbone/rankme"]["within_d_rows"] == 2
+
+
+def _load(name: str):
+    path = _PATH.parent / f"{name}.py"
+    sys.path.insert(0, str(_PATH.parent))
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pareto_frontier_keeps_only_undominated_points() -> None:
+    pareto = _load("pareto")
+    pts = [{"seconds": s, "error": e, "run": str(i)} for i, (s, e) in
+           enumerate([(10, 70), (20, 60), (20, 65), (30, 62), (40, 50), (5, 80), (40, 55)])]
+    front = pareto.pareto_front(pts)
+    assert [(p["seconds"], p["error"]) for p in front] == [(5, 80), (10, 70), (20, 60), (40, 50)]
+    # brute force: a point is on the front iff no other point is as fast and more accurate (or faster, as accurate)
+    for p in pts:
+        dominated = any(q is not p and q["seconds"] <= p["seconds"] and q["error"] <= p["error"]
+                        and (q["seconds"], q["error"]) != (p["seconds"], p["error"]) for q in pts)
+        assert (p in front) == (not dominated)
+
+
+def test_pareto_collects_both_studies_on_one_clock() -> None:
+    pareto = _load("pareto")
+    beta = {"cells": {"d64_half": {"d": 64, "variant": "half", "beta": 0.01, "status": "done",
+                                   "train_seconds": 180.0, "knn_top1": 40.0}}}
+    views = {"runs": {"m4_f0.5": {"num_views": 4, "fraction": 0.5, "status": "done", "knn_random_init": 26.0,
+                                  "points": [{"step": 10, "train_seconds": 50.0, "knn_top1": 30.0},
+                                             {"step": 20, "train_seconds": 100.0, "knn_top1": 41.0}]}}}
+    points = pareto.collect(beta, views)
+    assert [(p["seconds"], p["error"], p["final"]) for p in points] == [(180.0, 60.0, True), (50.0, 70.0, False),
+                                                                         (100.0, 59.0, True)]
+    assert [p["seconds"] for p in pareto.pareto_front(points)] == [50.0, 100.0]

@@ -8,17 +8,8 @@ import pytest
 import torch
 
 import mvssl_hub.pinned as pinned
-from mvssl_hub.device_settings import configure_backends, current_backends, make_adam
+from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.pinned import BatchGather, device_keep_limit, place_split
-
-
-@pytest.fixture
-def restore_backends():
-    before = current_backends()
-    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    yield before
-    before.restore()
-    assert current_backends() == before and os.environ.get("CUBLAS_WORKSPACE_CONFIG") == env
 
 
 def test_cuda_speed_settings_applied_and_restored(restore_backends) -> None:

@@ -82,6 +82,9 @@ def accelerate_launch(args: list[str], procs: int, timeout: float = 180) -> subp
         launcher += ["--multi_gpu", "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port())]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("ACCELERATE_USE_CPU", None)
+    if 0 < torch.cuda.device_count() < procs:
+        # fewer GPUs than ranks: two NCCL ranks cannot share one GPU, so these runs use gloo on the CPU
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -156,3 +159,15 @@ def test_launch_check_unit() -> None:
         check_distributed_launch(1, env)
     check_distributed_launch(1, {**env, "PMI_SIZE": "2"} | {"WORLD_SIZE": "1"})
     check_distributed_launch(1, {"ACCELERATE_MIXED_PRECISION": "no"})  # plain `accelerate launch` of 1 process
+
+
+def test_collective_timeout_reaches_the_process_group_settings(tmp_path: Path, fresh_accelerate_state) -> None:
+    # rank 0 may decode a large split under main_process_first for longer than NCCL's default 10 minutes
+    from datetime import timedelta
+
+    from mvssl_hub.device import make_accelerator
+
+    accelerator, _ = make_accelerator(cpu=True, precision="fp32", run_dir=tmp_path, log_with=[],
+                                      timeout_minutes=90)
+    assert accelerator.init_handler.timeout == timedelta(minutes=90)
+    assert accelerator.init_handler.to_kwargs() == {"timeout": timedelta(minutes=90)}

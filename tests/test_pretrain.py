@@ -94,8 +94,10 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
         recipe.main(tiny(out, "--max_steps", "1"))
 
 
-def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7"))
+def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   restore_backends) -> None:
+    # --deterministic: on a GPU, cuDNN autotuning and non-deterministic kernels would break bitwise equality
+    full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7", "--deterministic"))
 
     # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
     import mvssl_hub.training as training
@@ -111,11 +113,13 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(training, "process_slice", crashing_slice)
     with pytest.raises(KeyboardInterrupt):
-        recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3"))
+        recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--deterministic"))
     monkeypatch.setattr(training, "process_slice", real_slice)
     reset_accelerate_state()
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
-    resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume"))
+    resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume",
+                               "--deterministic"))
+    assert torch.are_deterministic_algorithms_enabled()
     assert resumed["state"]["global_step"] == 7
     assert_same_state(full["checkpoint"], resumed["checkpoint"])
     # the exported backbones are identical too
