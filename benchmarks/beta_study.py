@@ -62,6 +62,7 @@ DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
 DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 DIMS = (64, 256, 1024, 2048)
 VARIANTS = ("fixed", "recommended", "half", "twice")
+DISPLAY_ORDER = ("fixed", "half", "recommended", "twice")  # plots and tables
 # docs/method.md: Barlow Twins beta tuned per d (ResNet-50, CIFAR-10, batch 512, 2 views).
 TUNED_BT_BETA = {64: 0.04, 128: 0.04, 256: 0.02, 512: 0.01, 1024: 0.002, 2048: 0.001, 4096: 4e-4, 8192: 8e-4}
 MONITORS = ("rankme", "alpha_req", "lidar")
@@ -176,6 +177,7 @@ def plot(cells: dict[str, dict], dims: list[int], variants: list[str], path: Pat
     import matplotlib.pyplot as plt
     import numpy as np
 
+    variants = sorted(variants, key=DISPLAY_ORDER.index)  # columns left to right by beta at d < max
     panels = [("knn_top1", "kNN top-1 (%)", "max")] + [
         (f"{s}/{m}", f"{s} {m}", "alpha" if m == "alpha_req" else "max") for s in SPACES for m in MONITORS]
     fig, axes = plt.subplots(2, 4, figsize=(18, 8.5))
@@ -362,7 +364,7 @@ def markdown(store: dict[str, Any]) -> str:
     cells, a = store["cells"], store["analysis"]
     keys = [f"{s}/{m}" for s in SPACES for m in MONITORS]
     lines = ["| d | beta variant | beta | kNN top-1 | " + " | ".join(keys) + " |", "|---" * (4 + len(keys)) + "|"]
-    for c in sorted(cells.values(), key=lambda c: (c["d"], VARIANTS.index(c["variant"]))):
+    for c in sorted(cells.values(), key=lambda c: (c["d"], DISPLAY_ORDER.index(c["variant"]))):
         if c.get("status") != "done":
             continue
         best = a["best_beta_per_d"].get(str(c["d"]), {}).get("knn") == c["variant"]

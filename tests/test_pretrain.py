@@ -89,6 +89,10 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
     logged = [r for r in lines if "loss" in r]
     assert [r["step"] for r in logged] == [1, 2, 3]
     assert all(r["images_per_s"] > 0 and r["lr"] == pytest.approx(1e-3) for r in logged)
+    # each monitor call is timed (random init + final), so its overhead can be read from one run
+    timed = [r["monitor_seconds"] for r in lines if "monitor_seconds" in r]
+    assert len(timed) == 2 and all(t > 0 for t in timed)
+    assert state["monitor_seconds"] == pytest.approx(sum(timed))
     # running again into the same folder without --resume is refused (no silent overwrite)
     with pytest.raises(recipe.ConfigError, match="already holds checkpoints"):
         recipe.main(tiny(out, "--max_steps", "1"))

@@ -1,0 +1,333 @@
+"""Training and evaluation throughput at each CPU instruction-set level, and what each speed lever buys there.
+
+oneDNN and ATen can be held to an older instruction set than the CPU has (``ONEDNN_MAX_CPU_ISA``,
+``ATEN_CPU_CAPABILITY``; both are read when torch loads, so each level runs in its own worker process).
+For every level this CPU can emulate (AVX2; AVX512 without bf16; AVX512-BF16; AMX where present), the
+worker measures, all on random uint8 32 px images (cost does not depend on pixel values):
+
+- **training step** (``MultiViewAugment`` + forward + Barlow Twins loss + backward + Adam) of a ResNet-18
+  with the small-image stem, projector 256, at width 16 (batch 128) and full width 64 (batch 16), with 2 and
+  4 views, under the recipe's defaults at that level: 2 threads, bf16 autocast where ``bf16_is_fast``,
+  channels_last;
+- **levers**, each against the default in interleaved repeats (A, B, A, B ... so machine noise hits both):
+  1 thread instead of 2, channels_last flipped, bf16 flipped, ``torch.compile`` (width 16 only; its
+  compile time is reported separately);
+- **feature extraction** (``mvssl_hub.probes.extract_features``, batch 256, eval mode) at both widths;
+- **linear probe** (``mvssl_hub.probes.linear_probe``, 10,000 x D random features, 10 classes, batch 512);
+- **data path**: ``benchmarks/pipeline.py``'s full step against the same step on pre-made views.
+
+Results go to ``benchmarks/results/cpu_isa.json``; ``--markdown`` prints the README tables from it.
+
+    python benchmarks/cpu_isa.py                     # every level this CPU can emulate (~15 min on 2 cores)
+    python benchmarks/cpu_isa.py --levels avx2       # one level
+    python benchmarks/cpu_isa.py --markdown          # README tables from the stored JSON
+    python benchmarks/cpu_isa.py --quick --out F     # seconds-long smoke run (numbers mean little)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# level: (CPU flags it needs, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY); lowest first
+LEVELS: dict[str, tuple[frozenset[str], str, str]] = {
+    "avx2": (frozenset({"avx2", "fma"}), "AVX2", "avx2"),
+    "avx512": (frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"}), "AVX512_CORE", "avx512"),
+    "avx512_bf16": (frozenset({"avx512_bf16"}), "AVX512_CORE_BF16", "avx512"),
+    "amx": (frozenset({"amx_tile", "amx_bf16"}), "AVX512_CORE_AMX", "avx512"),
+}
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cpu_isa.json"
+
+
+def available_levels(flags: frozenset[str]) -> list[str]:
+    """The levels whose instructions this CPU has (a level needs every lower level's flags too)."""
+    out: list[str] = []
+    for name, (needs, _, _) in LEVELS.items():
+        if not needs <= flags:
+            break
+        out.append(name)
+    return out
+
+
+def level_env(name: str) -> dict[str, str]:
+    _, onednn, aten = LEVELS[name]
+    return {"ONEDNN_MAX_CPU_ISA": onednn, "ATEN_CPU_CAPABILITY": aten}
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: runs inside one process whose instruction set is already capped
+
+
+def interleaved(variants: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each variant, calls interleaved (order reversed every other round)."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(repeats):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            t = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def train_variants(width: int, batch: int, views: list[int], bf16_default: bool, quick: bool,
+                   levers: bool = True, compile_lever: bool = False) -> dict[str, Any]:
+    """Training steps of one width: defaults at each M, then the levers at the largest M."""
+    import torch
+
+    from mvssl_hub.losses import build_loss, recommended_beta
+    from mvssl_hub.models import build_ssl_model
+    from mvssl_hub.views import MultiViewAugment, get_view_preset
+
+    preset = get_view_preset("cifar10")
+    images = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(0)
+
+    def make_step(m: int, *, bf16: bool, channels_last: bool, threads: int = 2,
+                  compiled: bool = False) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = build_ssl_model("resnet18", small_images=True, width=width, proj_dim=256).train()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        run_model = torch.compile(model) if compiled else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6, foreach=True)
+        augment = MultiViewAugment(preset, output_dtype=torch.bfloat16 if bf16 else torch.float32,
+                                   channels_last=channels_last)
+        loss_fn = build_loss("barlowtwins", recommended_beta("barlowtwins", 256, m))
+
+        def step() -> None:
+            torch.set_num_threads(threads)
+            views = augment(images, m, generator=gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                z = run_model(views)
+            loss_fn(z.float()).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            torch.set_num_threads(2)
+        return step
+
+    repeats, warmup = (1, 1) if quick else (3, 1)
+    m_top = max(views)
+    steps = {f"default M={m}": make_step(m, bf16=bf16_default, channels_last=True) for m in views}
+    if levers:
+        steps["1 thread"] = make_step(m_top, bf16=bf16_default, channels_last=True, threads=1)
+        steps["channels_last off"] = make_step(m_top, bf16=bf16_default, channels_last=False)
+        steps["bf16 on" if not bf16_default else "bf16 off (fp32)"] = make_step(m_top, bf16=not bf16_default,
+                                                                               channels_last=True)
+    compile_s = None
+    if compile_lever:
+        steps["torch.compile"] = make_step(m_top, bf16=bf16_default, channels_last=True, compiled=True)
+        t = time.perf_counter()
+        steps["torch.compile"]()  # first call compiles
+        compile_s = time.perf_counter() - t
+    med = interleaved(steps, repeats, warmup)
+    rows = {}
+    for name, s in med.items():
+        m = int(name.split("M=")[1]) if name.startswith("default M=") else m_top
+        rows[name] = {"num_views": m, "seconds_per_step": s, "images_per_s": batch / s, "views_per_s": batch * m / s}
+    base = rows[f"default M={m_top}"]["seconds_per_step"]
+    levers = {k: base / v["seconds_per_step"] for k, v in rows.items() if not k.startswith("default")}
+    out = {"width": width, "batch_images": batch, "steps": rows, "lever_speedup_vs_default": levers}
+    return out | ({"compile_first_call_s": compile_s} if compile_lever else {})
+
+
+def extraction(width: int, bf16_default: bool, quick: bool) -> dict[str, Any]:
+    import torch
+
+    from mvssl_hub.models import build_ssl_model
+    from mvssl_hub.probes import extract_features
+    from mvssl_hub.views import EvalTransform, get_view_preset
+
+    n = 128 if quick else 1024
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    backbone = build_ssl_model("resnet18", small_images=True, width=width, proj_dim=256).backbone
+    tf = EvalTransform(get_view_preset("cifar10"))
+    runs = {f"bf16 {'on' if b else 'off'}{' (default)' if b == bf16_default else ''}":
+            (lambda b=b: extract_features(backbone, images, tf, batch_size=256, bf16=b)) for b in (bf16_default,
+                                                                                               not bf16_default)}
+    med = interleaved(runs, 1 if quick else 3, 1)
+    return {"width": width, "images": n, "images_per_s": {k: n / v for k, v in med.items()}}
+
+
+def probe_speed(dim: int, quick: bool) -> dict[str, Any]:
+    import torch
+
+    from mvssl_hub.probes import linear_probe
+
+    n, epochs = (1000, 1) if quick else (10000, 10)
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(n, dim, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    t = time.perf_counter()
+    linear_probe(feats, labels, feats[:1000], labels[:1000], epochs=epochs, num_classes=10, cpu_threads=2)
+    s = time.perf_counter() - t
+    return {"dim": dim, "train_rows": n, "epochs": epochs, "seconds_per_epoch": s / epochs,
+            "rows_per_s": n * epochs / s}
+
+
+def worker(level: str, quick: bool, section: str) -> dict[str, Any]:
+    """``section`` "main": everything but torch.compile; "compile": the compile lever alone (its own process:
+    Inductor's generated code can crash the process at some emulated levels, and that must not lose the rest)."""
+    import torch
+
+    from mvssl_hub.device import bf16_is_fast
+
+    torch.set_num_threads(2)
+    bf16 = bf16_is_fast("cpu")
+    out: dict[str, Any] = {
+        "level": level, "env": level_env(level), "aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_default": bf16, "torch": torch.__version__,
+    }
+    t0 = time.perf_counter()
+    if section == "compile":
+        out["compile"] = train_variants(16, 32 if quick else 128, [4], bf16, quick, levers=False, compile_lever=True)
+        out["worker_seconds"] = time.perf_counter() - t0
+        return out
+    views = [2, 4]
+    out["train"] = {
+        "width 16": train_variants(16, 16 if quick else 128, views, bf16, quick),
+        "full width": train_variants(64, 4 if quick else 16, views, bf16, quick),
+    }
+    out["extraction"] = {"width 16": extraction(16, bf16, quick), "full width": extraction(64, bf16, quick)}
+    out["linear_probe"] = {"width 16 (D=128)": probe_speed(128, quick), "full width (D=512)": probe_speed(512, quick)}
+    import pipeline  # benchmarks/pipeline.py: the same step with data against pre-made views
+
+    argv = ["--width", "16", "--views", "4", "--batch", "16" if quick else "128", "--steps", "1",
+            "--repeats", "1" if quick else "3", "--threads", "2", "--out", ""]
+    p = pipeline.main(argv)
+    out["pipeline"] = {"settings": p["settings"], "ratio_data_over_premade": p["results"][0]["ratio_data_over_premade"],
+                       "views_per_s": p["results"][0]["views_per_s"]}
+    out["worker_seconds"] = time.perf_counter() - t0
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The README's two tables: throughput under the defaults, and each lever's speed-up."""
+    lines = [f"Measured on {result['cpu']}, each level emulated on it, torch {result['torch']}, 2 threads unless "
+             "stated; `python benchmarks/cpu_isa.py` (JSON: `benchmarks/results/cpu_isa.json`).", "",
+             "| level (bf16 default) | train w16 M=2 | train w16 M=4 | train full M=2 | train full M=4 | "
+             "extract w16 | extract full | linear probe D=512 | data/pre-made |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in result["levels"].items():
+        w16, full = r["train"]["width 16"]["steps"], r["train"]["full width"]["steps"]
+        ext = r["extraction"]
+        default_ext = {k: next(v for n, v in e["images_per_s"].items() if "default" in n) for k, e in ext.items()}
+        lines.append(
+            f"| {name} ({'bf16' if r['bf16_default'] else 'fp32'}) | {w16['default M=2']['images_per_s']:.0f} | "
+            f"{w16['default M=4']['images_per_s']:.0f} | {full['default M=2']['images_per_s']:.1f} | "
+            f"{full['default M=4']['images_per_s']:.1f} | {default_ext['width 16']:.0f} | "
+            f"{default_ext['full width']:.0f} | {r['linear_probe']['full width (D=512)']['rows_per_s'] / 1000:.0f}k rows/s | "
+            f"{r['pipeline']['ratio_data_over_premade']:.2f} |")
+    lines += ["", "Training and extraction in images/s (each image gives M views). Levers, as speed-up of one "
+              "training step at M=4 over the default (above 1: the lever helps):", "",
+              "| level | width | 1 thread | channels_last off | bf16 flipped | torch.compile (first call) |",
+              "|---|---|---|---|---|---|"]
+    for name, r in result["levels"].items():
+        for width, t in r["train"].items():
+            lev = t["lever_speedup_vs_default"]
+            bf = next((f"{v:.2f} ({k})" for k, v in lev.items() if k.startswith("bf16")), "n/a")
+            comp = "not measured"
+            if width == "width 16" and "compile" in r:
+                c = r["compile"]
+                comp = (f"crashed: {c['error']}" if "error" in c else
+                        f"{c['lever_speedup_vs_default']['torch.compile']:.2f} ({c['compile_first_call_s']:.0f} s)")
+            lines.append(f"| {name} | {width} | {lev['1 thread']:.2f} | {lev['channels_last off']:.2f} | {bf} | {comp} |")
+    return "\n".join(lines)
+
+
+def run_worker(level: str, section: str, quick: bool) -> dict[str, Any]:
+    """One worker process at ``level``; its JSON, or {"error": ...} naming how it died."""
+    env = {**os.environ, **level_env(level), "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, __file__, "--worker", level, "--section", section, *(["--quick"] if quick else [])]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WORKER_JSON ")), None)
+    if proc.returncode == 0 and line is not None:
+        return json.loads(line.removeprefix("WORKER_JSON "))
+    how = (f"signal {-proc.returncode} ({signal.Signals(-proc.returncode).name})" if proc.returncode < 0
+           else f"exit {proc.returncode}")
+    # the last line that is not one of torch's glog-style warnings ("W1130 16:00:50 ...")
+    said = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip() and not re.match(r"[WI]\d{4} ", ln)]
+    print(f"# level {level}, {section}: worker died ({how}): {said[-1] if said else 'no message'}", flush=True)
+    return {"error": how + (f": {said[-1][:120]}" if said else ""), "stderr_tail": proc.stderr[-1500:]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--levels", default=None, help="comma-separated subset of " + ", ".join(LEVELS))
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the code path")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile lever")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--markdown", action="store_true", help="print the README tables from --out and exit")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the levels already in --out (same CPU and torch) that this run does not measure")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--section", default="main", choices=["main", "compile"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        print("WORKER_JSON " + json.dumps(worker(args.worker, args.quick, args.section)), flush=True)
+        return None
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return None
+
+    import torch
+
+    from mvssl_hub.device import cpu_flags, cpu_isa, cpu_name, hardware_string
+
+    possible = available_levels(cpu_flags())
+    levels = possible if args.levels is None else args.levels.split(",")
+    for name in levels:
+        if name not in possible:
+            ap.error(f"level {name!r} is not available on this CPU (available: {', '.join(possible) or 'none'})")
+    result: dict[str, Any] = {
+        "benchmark": "cpu_isa", "hardware": hardware_string(torch.device("cpu")), "cpu": f"{cpu_name()} [{cpu_isa()}]",
+        "platform": platform.platform(),
+        "torch": torch.__version__, "quick": args.quick, "available_levels": possible, "levels": {},
+    }
+    if args.merge and args.out.exists():
+        old = json.loads(args.out.read_text())
+        if (old["hardware"], old["torch"], old["quick"]) != (result["hardware"], result["torch"], args.quick):
+            ap.error(f"--merge: {args.out} was measured on {old['hardware']} / torch {old['torch']}")
+        kept = {k: v for k, v in old["levels"].items() if k not in levels}
+        result["levels"] = {k: kept[k] for k in LEVELS if k in kept}
+        print(f"# kept from {args.out}: {', '.join(kept) or 'nothing'}", flush=True)
+    for name in levels:
+        print(f"# level {name}: {' '.join(f'{k}={v}' for k, v in level_env(name).items())}", flush=True)
+        level = run_worker(name, "main", args.quick)
+        if "error" in level:
+            raise RuntimeError(f"worker for level {name} failed: {level['error']}")
+        if args.compile:
+            compiled = run_worker(name, "compile", args.quick)
+            level["compile"] = compiled.get("compile", compiled)
+        result["levels"][name] = level
+        result["levels"] = {k: result["levels"][k] for k in LEVELS if k in result["levels"]}  # lowest level first
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # after every level: partial results survive
+    print(markdown(result))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

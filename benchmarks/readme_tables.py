@@ -1,0 +1,77 @@
+"""Regenerate the README's measured tables from the JSON files in benchmarks/results/ (or check them).
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in README.md and is the
+``markdown()`` of the benchmark that wrote the JSON, so a number in the README is always a number a run
+measured. ``--check`` exits 1 when a table differs from its JSON (the test suite runs it).
+
+    python benchmarks/readme_tables.py            # rewrite the tables in README.md
+    python benchmarks/readme_tables.py --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# table name: (benchmark module in benchmarks/, its JSON)
+TABLES = {
+    "demo_gain": ("demo_gain", "demo_gain.json"),
+    "cpu_isa": ("cpu_isa", "cpu_isa.json"),
+    "beta_study": ("beta_study", "beta_study.json"),
+    "views_fraction": ("views_fraction", "views_fraction.json"),
+    "pareto": ("pareto", "pareto.json"),
+}
+
+
+def render(name: str) -> str:
+    module_name, json_name = TABLES[name]
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    module = importlib.import_module(module_name)
+    return module.markdown(json.loads((RESULTS / json_name).read_text()))
+
+
+def update(text: str) -> tuple[str, list[str]]:
+    """README text with every marked table regenerated; and the names of the tables that changed."""
+    changed = []
+
+    def fill(match: re.Match) -> str:
+        name = match[1]
+        if name not in TABLES:
+            raise SystemExit(f"README.md: unknown table {name!r} (known: {', '.join(TABLES)})")
+        if not (RESULTS / TABLES[name][1]).exists():
+            changed.append(name)  # no measurement yet: the table cannot be right
+            return match[0]
+        new = f"<!-- table:{name} -->\n{render(name)}\n<!-- /table:{name} -->"
+        if new != match[0]:
+            changed.append(name)
+        return new
+
+    return re.sub(r"<!-- table:(\w+) -->\n.*?<!-- /table:\1 -->", fill, text, flags=re.S), changed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = ap.parse_args()
+    text = args.readme.read_text()
+    new, changed = update(text)
+    if args.check:
+        if changed:
+            sys.exit(f"{args.readme}: tables differ from their JSON: {', '.join(changed)} "
+                     "(run python benchmarks/readme_tables.py)")
+        print("README tables match their JSON")
+        return
+    args.readme.write_text(new)
+    print(f"updated: {', '.join(changed) or 'nothing'}")
+
+
+if __name__ == "__main__":
+    main()
