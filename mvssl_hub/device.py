@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import os
 import platform
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
