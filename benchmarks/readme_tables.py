@@ -24,6 +24,7 @@ TABLES = {
     "demo_gain": ("demo_gain", "demo_gain.json"),
     "cpu_isa": ("cpu_isa", "cpu_isa.json"),
     "beta_study": ("beta_study", "beta_study.json"),
+    "beta_study_vicreg": ("beta_study", "beta_study_vicreg.json"),
     "views_fraction": ("views_fraction", "views_fraction.json"),
     "pareto": ("pareto", "pareto.json"),
 }
