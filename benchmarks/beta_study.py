@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mvssl_hub.losses import recommended_beta  # noqa: E402
+from mvssl_hub.plots import read_metrics  # noqa: E402
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
 DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"
@@ -283,18 +284,14 @@ def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) 
 def evaluate_model(model: torch.nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """kNN top-1 and the label-free monitors of an SSL model (backbone + projector), the study's protocol."""
     from mvssl_hub.monitor import monitor_model
-    from mvssl_hub.probes import extract_features, knn_accuracy
+    from mvssl_hub.probes import knn_evaluate
     from mvssl_hub.views import EvalTransform, MultiViewAugment
 
     model.eval()
     t0 = time.time()
-    tf = EvalTransform(data["preset"])
     bank, queries = data["bank"], data["queries"]
-    train_f = extract_features(model.backbone, bank.images, tf, batch_size=512)
-    test_f = extract_features(model.backbone, queries.images, tf, batch_size=512)
     k = min(200, len(bank))
-    knn = knn_accuracy(train_f, bank.labels, test_f, queries.labels, k=k, temperature=0.1,
-                       num_classes=bank.num_classes)["top1"]
+    knn = knn_evaluate(model.backbone, bank, queries, EvalTransform(data["preset"]), k=k, temperature=0.1)
     t1 = time.time()
     report = monitor_model(model, data["monitor_images"], MultiViewAugment(data["preset"]),
                            num_views=args.monitor_views, seed=args.seed, batch_size=1280)
@@ -313,8 +310,7 @@ def run_one_cell(args: argparse.Namespace, base: dict[str, Any], key: str) -> di
     beta = variant_beta(method, v, d, parse_list(args.dims, int), num_views)
     run_dir = args.out_dir / key
     wall = train_cell(args, d, beta, run_dir)
-    metrics = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
-    last = [m for m in metrics if "step" in m][-1]
+    last = read_metrics(run_dir / "logs" / "metrics.jsonl")[-1]
     return {"d": d, "variant": v, "beta": beta, "train_wall_s": round(wall, 1),
             "train_seconds": round(last.get("train_seconds", 0.0), 1), "steps": last["step"],
             **evaluate_cell(run_dir / "export", load_eval_data(args, base), args), "status": "done"}

@@ -37,6 +37,7 @@ import torch
 from mvssl_hub import build_loss, build_ssl_model, get_view_preset, recommended_beta
 from mvssl_hub.device import bf16_is_fast, cpu_name
 from mvssl_hub.monitor import embed_sample, monitor_embeddings
+from mvssl_hub.plots import read_metrics
 from mvssl_hub.views import MultiViewAugment
 
 
@@ -58,7 +59,7 @@ def recipe_run(args: argparse.Namespace) -> None:
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise RuntimeError(f"recipe failed ({proc.returncode}): {proc.stderr[-3000:]}")
-        rows = [json.loads(line) for line in (Path(tmp) / "logs" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(tmp) / "logs" / "metrics.jsonl")
     calls = [r for r in rows if "monitor_seconds" in r]
     train_s = max(r["train_seconds"] for r in rows if "train_seconds" in r)
     during = [r for r in calls if r["step"] < args.recipe_steps]  # the final call happens after training

@@ -218,7 +218,5 @@ def restore_backends():
     before = current_backends()
     env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     yield before
-    before.restore()
-    if env is None:
-        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    before.restore()  # the flags and CUBLAS_WORKSPACE_CONFIG
     assert current_backends() == before and os.environ.get("CUBLAS_WORKSPACE_CONFIG") == env
