@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.data import load_split
-from mvssl_hub.device import bf16_is_fast, hardware_string
+from mvssl_hub.device import bf16_is_fast, hardware_string, use_channels_last
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> dict:
     images = place_split(host_images, device)  # on the GPU when it fits, else pinned host memory
     gather = BatchGather(images, device, args.batch)
     preset = get_view_preset("cifar10")
-    augment = MultiViewAugment(preset, output_dtype=dtype, channels_last=True)
     model = build_ssl_model("resnet18", small_images=True, width=args.width, proj_dim=args.proj_dim)
-    model = model.to(device=device, memory_format=torch.channels_last).train()
+    channels_last = use_channels_last(model, device)
+    augment = MultiViewAugment(preset, output_dtype=dtype, channels_last=channels_last)
+    model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model = model.train()
     optimizer = make_adam(model.parameters(), 1e-3, 1e-6, device)
     n = images.shape[0]
 
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"arch": "resnet18", "width": args.width, "small_images": True, "image_size": 32,
                      "proj_dim": args.proj_dim, "batch_images": args.batch, "steps_per_repeat": args.steps,
                      "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-                     "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": True,
+                     "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
                      "device": str(device), "optimizer": "fused Adam" if cuda else "foreach Adam",
                      "split_on_device": images.device.type != "cpu"},
         "hardware": hardware_string(device),

@@ -19,7 +19,10 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from .registry import unknown_name_error
 
 # depth -> (block, blocks per stage)
+# resnet10: one basic block per stage, a compact net in the spirit of the supervised CIFAR speedruns'
+# ResNet-9 (few layers, full width), with torchvision's key names.
 _RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    "resnet10": (BasicBlock, [1, 1, 1, 1]),
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
@@ -31,7 +34,7 @@ ARCHITECTURES: tuple[str, ...] = tuple(_RESNET_LAYOUTS)
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """What rebuilds a backbone: ``arch`` (resnet18/34/50), ``small_images`` stem, first-stage ``width``.
+    """What rebuilds a backbone: ``arch`` (resnet10/18/34/50), ``small_images`` stem, first-stage ``width``.
 
     ``width=64`` is torchvision's network; smaller widths scale every stage (w, 2w, 4w, 8w)
     and keep the key names, for runs that must learn in minutes on a CPU.
@@ -150,7 +153,10 @@ def torchvision_compatible(arch: str = "resnet18", *, small_images: bool = True)
     """
     import torchvision
 
-    model: ResNet = getattr(torchvision.models, arch)(weights=None)
+    if hasattr(torchvision.models, arch):
+        model: ResNet = getattr(torchvision.models, arch)(weights=None)
+    else:  # resnet10: torchvision's own class, built as a user would: ResNet(BasicBlock, [1, 1, 1, 1])
+        model = ResNet(*_RESNET_LAYOUTS[arch])
     if small_images:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()

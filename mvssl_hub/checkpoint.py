@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from .checkpoint_config import (
     CARD_FILE,
     CHECKPOINT_FILES,
     CONFIG_FILE,
+    FIGURE_NAME,
     FORMAT,
     FORMAT_VERSION,
     HEAD_FILE,
@@ -338,7 +338,7 @@ def save_pretrained(
     """
     figures = dict(figures or {})
     for name, data in figures.items():
-        if not re.fullmatch(r"[\w.-]+\.png", name) or not data.startswith(b"\x89PNG"):
+        if not FIGURE_NAME.fullmatch(name) or not data.startswith(b"\x89PNG"):
             raise ValueError(f"figures[{name!r}]: expected PNG bytes under a plain *.png file name")
     if figures:
         training = {**(training or {}), "curves": next(iter(figures))}

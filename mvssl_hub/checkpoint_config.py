@@ -39,6 +39,8 @@ METRIC_NAMES = ("top1", "top5")
 METRIC_KEYS = ("task", "metric", "value", "random_init", "dataset", "split", "protocol", "date")
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# A figure beside the weights (training.curves): a plain *.png name inside the folder, never a path.
+FIGURE_NAME = re.compile(r"[A-Za-z0-9_][\w.-]*\.png")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 # Sane upper bounds: a config past them is refused before anything is built (meta device included).
@@ -197,6 +199,9 @@ def _check_ranges(cfg: Mapping[str, Any], source: str) -> None:
                   "must be 3 finite numbers (RGB)")
             _need(key == "mean" or all(x > 0 for x in v), source, "transforms.std", v, "must be > 0")
     tr = cfg.get("training") or {}
+    if "curves" in tr:
+        _need(isinstance(tr["curves"], str) and FIGURE_NAME.fullmatch(tr["curves"]) is not None, source,
+              "training.curves", tr["curves"], "must be a plain *.png file name inside the checkpoint folder")
     for key in ("wall_clock_s", "images_per_s", "steps", "epochs"):
         if key in tr:
             _need(_is_num(tr[key]) and tr[key] >= 0, source, f"training.{key}", tr[key], "must be a finite number >= 0")

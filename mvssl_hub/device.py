@@ -19,7 +19,7 @@ import torch
 from .distributed import check_distributed_launch
 from .errors import ConfigError
 
-__all__ = ["PRECISIONS", "bf16_is_fast", "choose_precision", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
+__all__ = ["PRECISIONS", "bf16_is_fast", "channels_last_hazards", "choose_precision", "use_channels_last", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
            "make_accelerator", "peak_memory_mb"]
 
 
@@ -137,6 +137,44 @@ def choose_precision(requested: str, device: torch.device | str, env: Mapping[st
     if requested == "bf16" and device.type == "cuda" and not bf16_is_fast(device, env):
         raise ConfigError("config key 'precision' = 'bf16': this GPU has no bf16; use 'fp16' or 'auto'")
     return requested
+
+
+# oneDNN's fp32 channels_last backward of a strided 1x1 convolution with fewer than 8 input channels per group
+# returns wrong weight gradients (relative error 0.05-1.0) or never returns: measured on an AVX2-only AMD EPYC
+# with torch 2.14.1 over in_channels 1..24, strides 1..4, 1x1 and 3x3 kernels, 8-32 px
+# (benchmarks/channels_last_safety.py); oneDNN issue #6035 reports wrong weight gradients of the same kind on
+# other CPUs. 3x3 kernels, stride 1 and >= 8 channels were exact. A ResNet narrower than 8 meets it in
+# its downsample convolutions, so on a CPU such a model runs contiguous (the speed difference is small there).
+CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS = 8
+
+
+def channels_last_hazards(model: torch.nn.Module, device: torch.device | str) -> list[str]:
+    """Names of ``model``'s convolutions whose channels_last backward is unsafe on ``device`` (empty if none).
+
+    On a CPU: every ``Conv2d`` with a 1x1 kernel, a stride above 1 and fewer than
+    ``CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS`` input channels per group. On CUDA: none known.
+    """
+    if torch.device(device).type != "cpu":
+        return []
+    return [name for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1
+            and m.in_channels // m.groups < CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS]
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device | str, requested: bool = True) -> bool:
+    """Whether ``model`` should run channels_last on ``device``: ``requested``, unless one of its convolutions
+    meets a known channels_last kernel fault there (:func:`channels_last_hazards`), which wins, with a warning
+    that names the first such layer."""
+    if not requested:
+        return False
+    hazards = channels_last_hazards(model, device)
+    if hazards:
+        import warnings
+
+        warnings.warn(f"channels_last off: layer {hazards[0]!r} (1x1, strided, < "
+                      f"{CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS} input channels) meets a oneDNN CPU kernel fault "
+                      f"(wrong weight gradients or a hang) in channels_last; running contiguous", stacklevel=2)
+    return not hazards
 
 
 def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any],

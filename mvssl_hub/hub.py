@@ -22,6 +22,7 @@ from .checkpoint import (
     CARD_FILE,
     CONFIG_FILE,
     MODEL_FILE,
+    WEIGHTS_FILES,
     load_config,
     read_config,
     verify_sha256,
@@ -212,6 +213,22 @@ def hub_file_hashes(repo_id: str, revision: str | None, *, cache_dir: str | os.P
     return cfg, sha, commit
 
 
+def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
+    """The checkpoint's own files to upload, besides config.json and the card: the weights files the validated
+    config lists, and its figure (``training.curves``, a plain name by then) when that is a regular file of
+    the folder itself. A symlink is refused (it could point anywhere on disk); nothing else is ever sent."""
+    names = [name for name in WEIGHTS_FILES if name in cfg["files"]]
+    curves = (cfg.get("training") or {}).get("curves")
+    if curves:
+        path = folder / curves
+        if path.is_symlink() or (path.exists() and path.resolve().parent != folder.resolve()):
+            raise CheckpointError(f"{folder / CONFIG_FILE}: training.curves = {curves!r} is a link out of the "
+                                  "checkpoint folder; refusing to upload it")
+        if path.is_file():
+            names.append(curves)
+    return names
+
+
 def push_to_hub(
     save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
@@ -242,8 +259,7 @@ def push_to_hub(
             raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
     api.create_repo(repo_id, private=private, exist_ok=True)
     card = render_card(cfg, repo_id=repo_id, revision=revision_tag).encode("utf-8")
-    curves = (cfg.get("training") or {}).get("curves")
-    uploads = [*cfg["files"], *([curves] if curves and (folder / curves).is_file() else [])]
+    uploads = upload_list(folder, cfg)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in uploads]
     ops += [CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=str(folder / CONFIG_FILE)),
             CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card)]
@@ -261,5 +277,5 @@ def push_to_hub(
 
 __all__ = [
     "COMMIT_SHA", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_file_hashes", "is_offline",
-    "parse_source", "push_to_hub", "resolve_hub_checkpoint", "snapshot_commit",
+    "parse_source", "push_to_hub", "resolve_hub_checkpoint", "snapshot_commit", "upload_list",
 ]

@@ -33,7 +33,7 @@ from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
 from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.data import load_split
-from mvssl_hub.device import hardware_string, make_accelerator
+from mvssl_hub.device import hardware_string, make_accelerator, use_channels_last
 from mvssl_hub.device_settings import configure_backends
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.loading import from_pretrained
@@ -195,13 +195,14 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     light = replace(preset, crop_size=preset.eval_size, scale=(0.35, 1.0), jitter_p=0.0, grayscale_p=0.0,
                     solarize_p=0.0)
     view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    s.augment = MultiViewAugment(light, output_dtype=view_dtype, channels_last=cfg.channels_last)
     s.eval_transform = EvalTransform(preset)
     torch.manual_seed(cfg.seed)
     model = Classifier(backbone, num_classes)
     if world > 1:
         model = convert_batchnorm(model, device)
-    if cfg.channels_last:
+    channels_last = use_channels_last(model, device, cfg.channels_last)  # off where a CPU kernel fault meets it
+    s.augment = MultiViewAugment(light, output_dtype=view_dtype, channels_last=channels_last)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": cfg.lr_backbone},
                                    {"params": model.head.parameters(), "lr": cfg.lr_head}],

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import mvssl_hub.weights
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import load_config, save_pretrained
-from mvssl_hub.errors import CheckpointNotFoundError, IntegrityError
+from mvssl_hub.errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from mvssl_hub.hub import push_to_hub, resolve_hub_checkpoint
 from mvssl_hub.loading import from_pretrained
 from mvssl_hub.models import SSLModel
@@ -323,3 +323,33 @@ def test_loopback_hub_serves_dataset_repos_and_snapshots(hub, tmp_path):
     assert local.name == info.oid  # the snapshot is the commit the tag points at
     path = hf_hub_download("org/tiny-data", "data/test.parquet", repo_type="dataset", revision=info.oid)
     assert Path(path).read_bytes() == b"PAR1 small PAR1"
+
+
+@pytest.mark.parametrize("curves", ["/etc/hostname", "../secret.png", "sub/plot.png", ".hidden.png", "notes.txt"])
+def test_a_config_file_name_must_be_a_plain_name_in_the_folder(tiny_ckpt, hub, curves):
+    cfg = json.loads((tiny_ckpt / "config.json").read_text())
+    cfg["training"] = {**(cfg.get("training") or {}), "curves": curves}
+    (tiny_ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"training\.curves"):
+        load_config(tiny_ckpt)
+    with pytest.raises(CheckpointError, match=r"training\.curves"):
+        push_to_hub(tiny_ckpt, "org/leak")
+    assert ("model", "org/leak") not in hub.state.repos
+
+
+def test_push_uploads_only_the_checkpoints_own_files(tiny_ckpt, hub, tmp_path):
+    secret = tmp_path / "private.png"
+    secret.write_bytes(b"\x89PNG private")
+    (tiny_ckpt / "notes.txt").write_text("not part of the format")
+    cfg = json.loads((tiny_ckpt / "config.json").read_text())
+    cfg["training"] = {**(cfg.get("training") or {}), "curves": "training_curves.png"}
+    (tiny_ckpt / "config.json").write_text(json.dumps(cfg))
+    (tiny_ckpt / "training_curves.png").symlink_to(secret)  # a plain name that leads out of the folder
+    with pytest.raises(CheckpointError, match=r"training\.curves = 'training_curves\.png' is a link"):
+        push_to_hub(tiny_ckpt, "org/linked")
+    (tiny_ckpt / "training_curves.png").unlink()
+    (tiny_ckpt / "training_curves.png").write_bytes(b"\x89PNG own")
+    push_to_hub(tiny_ckpt, "org/own")
+    assert sorted(HfApi().list_repo_files("org/own")) == sorted(
+        [".gitattributes", "README.md", "config.json", "model.safetensors", "projector.safetensors",
+         "training_curves.png"])

@@ -139,3 +139,10 @@ def test_import_pulls_in_neither_accelerate_nor_datasets() -> None:
     code = "import sys, mvssl_hub; print(sorted(m for m in sys.modules if m.split('.')[0] in ('accelerate', 'datasets')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_resnet10_keeps_torchvision_key_names() -> None:
+    backbone = build_backbone("resnet10", small_images=True)
+    torchvision_compatible("resnet10", small_images=True).load_state_dict(backbone.state_dict(), strict=True)
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+    assert sum(name.startswith("layer1.") and name.endswith("conv1.weight") for name in backbone.state_dict()) == 1

@@ -207,3 +207,11 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
     out = tmp_path / "run"
     recipe.main(tiny(out, "--max_steps", "4", "--save_every", "1", "--keep_checkpoints", "2", "--export", "false"))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+
+
+def test_checkpoints_every_few_seconds_of_training(tmp_path: Path) -> None:
+    """--save_every_seconds bounds what a kill loses in training time, whatever a step costs."""
+    out = tmp_path / "run"
+    recipe.main(tiny(out, "--max_steps", "3", "--save_every_seconds", "1e-6", "--keep_checkpoints", "5",
+                     "--export", "false", "--knn_random_init", "false", "--eval_split", ""))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-0000000{i}" for i in (1, 2, 3)]

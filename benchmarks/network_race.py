@@ -1,0 +1,169 @@
+"""Which network should the CIFAR-10 zoo entry use? A race at equal CPU time, one run at a time.
+
+Every candidate trains with the recommended recipe (Barlow Twins, d = 256, beta = recommended_beta, 8 views,
+batch 128, Adam 2e-3; ``recipes/configs/zoo/cifar10_race.yaml``) on the full CIFAR-10 train split, for the same
+budget of CPU seconds of its 2-thread process (``--clock process``: the same work whatever else shares the
+machine; 3,600 CPU-s is 30 minutes of both cores on a quiet machine). kNN (k = 200, T = 0.1; bank = the first
+10,000 train images, queries = the 10,000 test images) runs every 600 CPU-s, its own time excluded.
+
+Candidates: ResNet-18 with the small-image stem at width 32 and 64, with torchvision's standard stem at width 64,
+and ResNet-10 (one basic block per stage, small-image stem, width 64), the compact kind of network the
+supervised CIFAR speedruns use. The winner has the best kNN at the end of its budget (ties, within 0.5
+points: the steeper slope over its last two evaluations); it then runs again at 4 views.
+
+Runs live under the user's cache folder (``$MVSSL_HUB_CACHE`` or ``~/.cache/mvssl-hub/race``) and resume
+where they stopped, so a killed race loses at most one ``--save_every_seconds`` interval.
+
+    python benchmarks/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
+    python benchmarks/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
+    python benchmarks/network_race.py run --smoke           # seconds: tiny budget, the embedded 5k cut
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from time_to_accuracy import curve  # noqa: E402  (one reader of a run's kNN points)
+
+RESULTS = ROOT / "benchmarks" / "results"
+PRESET = "recipes/configs/zoo/cifar10_race.yaml"
+CANDIDATES: dict[str, list[str]] = {
+    "resnet18 small stem w32": ["--arch", "resnet18", "--small_images", "true", "--width", "32"],
+    "resnet18 small stem w64": ["--arch", "resnet18", "--small_images", "true", "--width", "64"],
+    "resnet18 standard stem w64": ["--arch", "resnet18", "--small_images", "false", "--width", "64"],
+    "resnet10 small stem w64": ["--arch", "resnet10", "--small_images", "true", "--width", "64"],
+}
+TIE_POINTS = 0.5
+
+
+def cache_root() -> Path:
+    """Where the race's runs live: outside the work tree, so that the next session on this machine finds them."""
+    base = os.environ.get("MVSSL_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mvssl-hub")
+    return Path(base) / "race"
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def command(args: list[str], run_dir: Path, budget: float, data: str, smoke: bool) -> list[str]:
+    """The pretraining command of one run (resumes when the run has a checkpoint)."""
+    resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+    small = ["--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10", "--width", "4",
+             "--knn_every_seconds", "0"] if smoke else []
+    return [sys.executable, "recipes/pretrain.py", "--config", PRESET, "--data", data, *args, *small,
+            "--time_budget", str(budget), "--output_dir", str(run_dir), *resume]
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "export" / "config.json").is_file()
+
+
+def run_one(name: str, args: list[str], budget: float, data: str, root: Path, smoke: bool) -> None:
+    run_dir = root / slug(name)
+    if finished(run_dir):
+        print(f"# done already: {name}", flush=True)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = command(args, run_dir, budget, data, smoke)
+    print(f"# {name}: {' '.join(cmd)}", flush=True)
+    with open(run_dir / "train.log", "a") as log:
+        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def choose(curves: dict[str, list[tuple[float, float]]]) -> str | None:
+    """Best final kNN; within TIE_POINTS of the best, the steeper slope over the last two points wins."""
+    done = {k: v for k, v in curves.items() if len(v) >= 2}
+    if not done:
+        return None
+    best = max(v[-1][1] for v in done.values())
+
+    def slope(pts: list[tuple[float, float]]) -> float:
+        (t0, a0), (t1, a1) = pts[-2], pts[-1]
+        return (a1 - a0) / max(t1 - t0, 1e-9)
+
+    close = [k for k, v in done.items() if v[-1][1] >= best - TIE_POINTS]
+    return max(close, key=lambda k: (slope(done[k]), done[k][-1][1]))
+
+
+def run(budget: float, data: str, root: Path, smoke: bool) -> None:
+    """Every candidate at 8 views, one at a time; then the winner at 4 views."""
+    for name, args in CANDIDATES.items():
+        run_one(name, args, budget, data, root, smoke)
+    winner = choose({name: curve(root / slug(name)) for name in CANDIDATES})
+    if winner is not None:
+        run_one(f"{winner} 4 views", [*CANDIDATES[winner], "--num_views", "4"], budget, data, root, smoke)
+
+
+def analyze(root: Path, out: Path = RESULTS) -> dict:
+    from mvssl_hub.device import cpu_isa, cpu_name
+
+    curves = {p.name.replace("_", " "): curve(p) for p in sorted(root.iterdir())
+              if (p / "logs" / "metrics.jsonl").is_file()} if root.is_dir() else {}
+    eight = {k: v for k, v in curves.items() if k in CANDIDATES}
+    steps = {}
+    for name in curves:
+        lines = (root / slug(name) / "logs" / "metrics.jsonl").read_text().splitlines()
+        steps[name] = max((json.loads(x).get("step", 0) for x in lines), default=0)
+    result = {
+        "benchmark": "network_race",
+        "command": "python benchmarks/network_race.py run && python benchmarks/network_race.py analyze",
+        "what": "Barlow Twins d=256, recommended beta, 8 views (winner also at 4), batch 128, Adam 2e-3, full "
+                "CIFAR-10 train; kNN k=200 T=0.1, bank = first 10k train, queries = 10k test; clock = CPU seconds "
+                "of a 2-thread process, kNN time excluded",
+        "cpu": f"{cpu_name()} ({cpu_isa()})",
+        "curves_cpu_seconds_vs_knn": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
+        "steps": steps,
+        "finished": {k: finished(root / slug(k)) for k in curves},
+        "winner": choose(eight) if all(finished(root / slug(k)) for k in CANDIDATES) else None,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "network_race.json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot(curves, out / "network_race.png")
+    return result
+
+
+def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, pts in curves.items():
+        if pts:
+            ax.plot([t / 60 for t, _ in pts], [a for _, a in pts], marker="o", label=name)
+    ax.set_xlabel("training time (CPU minutes of a 2-thread process; 2 CPU-min = 1 wall-min on a quiet machine)")
+    ax.set_ylabel("kNN top-1 (%) on CIFAR-10 test")
+    ax.set_title("Network race: Barlow Twins, d = 256, 8 views, CIFAR-10")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=["run", "analyze"])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"),
+                   help="CIFAR-10 in the uoft-cs/cifar10 layout")
+    p.add_argument("--budget", type=float, default=3600.0, help="CPU seconds of training per run")
+    p.add_argument("--root", default=None, help="folder of the runs (default: the cache folder)")
+    p.add_argument("--smoke", action="store_true", help="a few seconds per run on the embedded 5k cut (tests)")
+    p.add_argument("--out", default=str(RESULTS), help="where analyze writes network_race.json / .png")
+    a = p.parse_args()
+    root = Path(a.root) if a.root else cache_root()
+    if a.action == "run":
+        data = str(ROOT / "recipes" / "data" / "cifar10-5k") if a.smoke else a.data
+        run(2.0 if a.smoke else a.budget, data, root, a.smoke)
+    print(json.dumps({k: v for k, v in analyze(root, Path(a.out)).items() if k != "curves_cpu_seconds_vs_knn"},
+                     indent=2))
