@@ -7,8 +7,10 @@ scheduler and RNG state as ``accelerate`` writes them, and are only ever read ba
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ STATE_FILE = "training_state.json"
 CONFIG_FILE = "config.json"
 _STEP_PREFIX = "step-"
 _TMP_PREFIX = ".tmp-step-"
+_OLD_PREFIX = ".old-step-"
+_DAMAGED_DIR = "damaged"
+logger = logging.getLogger(__name__)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -40,8 +45,12 @@ class CheckpointManager:
     A checkpoint is ``Accelerator.save_state`` output (model as safetensors; optimizer, scheduler and RNG
     states as accelerate writes them) plus ``training_state.json`` and ``config.json`` of ours, and the
     marker ``COMPLETE.json`` = {step, files: {relative path: sha256}} written last. Everything is written
-    into ``.tmp-step-*`` and renamed only when complete, so a crash mid-save leaves the previous
-    checkpoint in use; :meth:`latest` ignores (and the main process deletes) incomplete folders.
+    into ``.tmp-step-*`` and renamed only when complete; re-saving a step moves the old folder to
+    ``.old-step-*`` first, so a complete checkpoint is on disk at every moment.
+
+    Nothing complete is ever deleted on resume: :meth:`recover` promotes a complete temporary folder, moves a
+    damaged one into ``damaged/`` with a warning naming the file and the reason, and removes only partial
+    temporaries.
     """
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
@@ -51,51 +60,105 @@ class CheckpointManager:
         self.keep = keep
 
     @staticmethod
-    def _step_of(path: Path) -> int | None:
+    def _step_of(path: Path, prefix: str = _STEP_PREFIX) -> int | None:
         name = path.name
-        if not name.startswith(_STEP_PREFIX):
+        if not name.startswith(prefix) or not name[len(prefix):].isdigit():
             return None
-        try:
-            return int(name[len(_STEP_PREFIX):])
-        except ValueError:
-            return None
+        return int(name[len(prefix):])
 
-    def is_complete(self, folder: Path) -> bool:
-        """True when the marker exists and every listed file has its recorded sha256."""
+    def problem(self, folder: Path, max_step: int | None = None) -> str | None:
+        """Why ``folder`` is not a usable checkpoint (naming the file at fault), or None when it is: the marker
+        lists every file with its sha256, and ``training_state.json`` holds a step that is a non-negative int,
+        equal to the marker's, and at most ``max_step``."""
         marker = folder / MARKER_FILE
         if not marker.is_file():
-            return False
+            return f"{marker.name} missing (the save never finished)"
         try:
             info = json.loads(marker.read_text())
-            files = info["files"]
-            return bool(files) and all(
-                (folder / rel).is_file() and sha256_file(folder / rel) == digest for rel, digest in files.items()
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+            files, step = info["files"], info["step"]
+            if not isinstance(files, dict) or not files:
+                return f"{marker.name}: no file list"
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{marker.name} unreadable ({type(e).__name__}: {e})"
+        for rel, digest in files.items():
+            path = folder / rel
+            if not path.is_file():
+                return f"{rel} missing"
+            if sha256_file(path) != digest:
+                return f"{rel}: sha256 differs from {marker.name} (the file changed after it was saved)"
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+            done = state["global_step"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{STATE_FILE} unreadable ({type(e).__name__}: {e})"
+        if not isinstance(done, int) or isinstance(done, bool) or done < 0 or done != step:
+            return f"{STATE_FILE}: global_step = {done!r} is not the step {step!r} of {marker.name}"
+        if max_step is not None and done > max_step:
+            return f"{STATE_FILE}: global_step = {done} is past this run's {max_step} steps"
+        return None
 
-    def complete_checkpoints(self) -> list[Path]:
+    def is_complete(self, folder: Path, max_step: int | None = None) -> bool:
+        """True when :meth:`problem` finds nothing wrong."""
+        return self.problem(folder, max_step) is None
+
+    def complete_checkpoints(self, max_step: int | None = None) -> list[Path]:
         """Complete checkpoint folders, oldest first."""
         if not self.root.is_dir():
             return []
         found = [(self._step_of(p), p) for p in self.root.iterdir() if p.is_dir()]
-        return [p for step, p in sorted((s, p) for s, p in found if s is not None) if self.is_complete(p)]
+        return [p for step, p in sorted((s, p) for s, p in found if s is not None) if self.is_complete(p, max_step)]
 
-    def latest(self) -> Path | None:
+    def latest(self, max_step: int | None = None) -> Path | None:
         """The newest complete checkpoint, or None."""
-        done = self.complete_checkpoints()
+        done = self.complete_checkpoints(max_step)
         return done[-1] if done else None
 
-    def clean_incomplete(self) -> list[Path]:
-        """Delete temporary and marker-less/corrupt step folders (main process only). Returns what was removed."""
-        removed = []
+    def _set_aside(self, folder: Path, reason: str) -> Path:
+        """Move a damaged folder into ``root/damaged/`` (kept for inspection, never deleted); warn."""
+        aside = self.root / _DAMAGED_DIR / f"{folder.name.lstrip('.')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.parent.mkdir(exist_ok=True)
+        os.rename(folder, aside)
+        logger.warning("checkpoint %s is damaged (%s): moved aside to %s", folder, reason, aside)
+        return aside
+
+    def recover(self, max_step: int | None = None) -> list[str]:
+        """Put the checkpoint folders in order before a resume (main process only); returns what it did.
+
+        - a complete ``.tmp-step-N`` (a crash after its marker) becomes ``step-N`` unless that is complete;
+        - a complete ``.old-step-N`` (a crash while re-saving step N) goes back to ``step-N`` if that is gone;
+        - ``step-N`` folders that fail :meth:`problem` are moved aside into ``damaged/``, with a warning;
+        - partial temporaries (never complete, nothing to lose) are removed.
+        """
+        done: list[str] = []
         if not self.root.is_dir():
-            return removed
-        for p in self.root.iterdir():
-            if p.is_dir() and (p.name.startswith(_TMP_PREFIX) or (self._step_of(p) is not None and not self.is_complete(p))):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-        return removed
+            return done
+        for prefix in (_TMP_PREFIX, _OLD_PREFIX):
+            for p in sorted(self.root.iterdir()):
+                step = self._step_of(p, prefix)
+                if step is None or not p.is_dir():
+                    continue
+                final = self.root / f"{_STEP_PREFIX}{step:08d}"
+                if self.is_complete(p, max_step) and not (final.is_dir() and self.is_complete(final, max_step)):
+                    if final.exists():
+                        self._set_aside(final, self.problem(final, max_step) or "incomplete")
+                    os.rename(p, final)
+                    done.append(f"recovered {final.name} from {p.name}")
+                    logger.warning("checkpoint %s recovered from %s (a save was interrupted)", final, p.name)
+                else:
+                    shutil.rmtree(p, ignore_errors=True)
+                    done.append(f"removed {p.name}")
+        for p in sorted(self.root.iterdir()):
+            if p.is_dir() and self._step_of(p) is not None:
+                reason = self.problem(p, max_step)
+                if reason is not None:
+                    done.append(f"{p.name}: {reason} -> {self._set_aside(p, reason)}")
+        fsync_dir(self.root)
+        return done
+
+    def damaged(self) -> list[Path]:
+        """Folders moved aside by :meth:`recover`, oldest name first."""
+        folder = self.root / _DAMAGED_DIR
+        return sorted(folder.iterdir()) if folder.is_dir() else []
 
     def save(self, accelerator: Any, step: int, state: Mapping[str, Any], config: Mapping[str, Any]) -> Path:
         """Save the accelerator's registered objects + ``state`` + ``config`` as ``step-{step}``; all processes call."""
@@ -117,10 +180,14 @@ class CheckpointManager:
             }
             _write_json(tmp / MARKER_FILE, {"step": step, "files": files})
             fsync_dir(tmp)
-            if final.exists():
-                shutil.rmtree(final)
+            old = self.root / f"{_OLD_PREFIX}{step:08d}"
+            if final.exists():  # re-saving a step: the old folder stays complete until the new one is in place
+                if old.exists():
+                    shutil.rmtree(old)
+                os.rename(final, old)
             os.rename(tmp, final)
             fsync_dir(self.root)
+            shutil.rmtree(old, ignore_errors=True)
             # Prune by marker and step, without re-hashing every kept checkpoint on every save: the one just
             # written was hashed above, and latest() verifies hashes when a run resumes.
             marked = sorted((s, p) for p in self.root.iterdir()
@@ -142,23 +209,30 @@ class CheckpointManager:
 
     def start_or_resume(self, accelerator: Any, config: Mapping[str, Any], *, resume: bool, overwrite: bool,
                         resumable: set[str], log_dir: Path, defaults: Mapping[str, Any] | None = None,
-                        ) -> tuple[dict[str, Any], Path | None]:
+                        max_step: int | None = None) -> tuple[dict[str, Any], Path | None]:
         """Begin a run: resume from the newest complete checkpoint, or start clean.
 
-        resume: restore the newest complete checkpoint (incomplete ones are deleted first); every config key
-        outside ``resumable`` must equal the saved one. Without resume, existing checkpoints are refused
-        unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key -> default value) lets a run
-        saved before a key existed resume while that key keeps its default. Returns (saved training state or {},
-        folder or None).
+        resume: :meth:`recover` first (nothing complete is deleted; damaged folders are moved aside with a
+        warning), then restore the newest complete checkpoint (at most ``max_step``); every config key outside
+        ``resumable`` must equal the saved one. When checkpoints existed but none is usable, ConfigError lists
+        them: starting over must be asked for (``--overwrite`` without ``--resume``). Without resume, existing
+        checkpoints are refused unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key ->
+        default value) lets a run saved before a key existed resume while that key keeps its default.
+        Returns (saved training state or {}, folder or None).
         """
         defaults = defaults or {}
         if resume:
             if accelerator.is_main_process:
-                self.clean_incomplete()
+                self.recover(max_step)
             accelerator.wait_for_everyone()
-            latest = self.latest()
+            latest = self.latest(max_step)
             if latest is None:
+                if self.damaged():
+                    raise ConfigError(f"--resume: no usable checkpoint in {self.root}; damaged, moved aside: "
+                                      f"{[p.name for p in self.damaged()]}. Inspect them, or start over with "
+                                      "--overwrite (without --resume)")
                 return {}, None
+            logger.info("resuming from %s, the newest complete checkpoint", latest)
             saved = json.loads((latest / "config.json").read_text())
             # a key the checkpoint predates (a newer recipe) counts as unchanged when it keeps its default
             changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable

@@ -326,8 +326,31 @@ def atomic_write_folder(target: Path, files: Mapping[str, bytes], replace: Itera
     return target
 
 
+def clean_leftovers(target: Path) -> list[str]:
+    """Tidy what an interrupted :func:`atomic_write_folder` of ``target`` left beside it; returns what it did.
+
+    ``.<name>.tmp-*`` (never swapped in) is removed. ``.<name>.old-*`` (the previous folder, set aside just
+    before the swap) goes back to ``target`` when ``target`` is missing, and is removed otherwise.
+    """
+    target = Path(target)
+    done: list[str] = []
+    if not target.parent.is_dir():
+        return done
+    for p in sorted(target.parent.glob(f".{target.name}.tmp-*")):
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(f"removed {p.name}")
+    for p in sorted(target.parent.glob(f".{target.name}.old-*")):
+        if not target.exists():
+            os.rename(p, target)
+            done.append(f"restored {target.name} from {p.name}")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    return done
+
+
 __all__ = [
-    "SAFETENSORS_DTYPES", "SafetensorsHeader", "TensorInfo", "atomic_write_folder", "check_regular_file",
+    "SAFETENSORS_DTYPES", "SafetensorsHeader", "TensorInfo", "atomic_write_folder", "check_regular_file", "clean_leftovers",
     "fsync_dir", "json_bytes", "load_safetensors", "parse_json", "read_json_file", "read_safetensors_header",
     "refuse_pickle", "safetensors_bytes", "sha256_file", "write_file",
 ]

@@ -42,6 +42,7 @@ from mvssl_hub.pinned import BatchGather, place_split
 from mvssl_hub.probes import extract_features, topk_accuracy
 from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.run_checkpoints import CheckpointManager
+from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
@@ -306,11 +307,12 @@ def main(argv: list[str] | None = None) -> dict:
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
     saved, latest = ckpts.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
                                           resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(FinetuneConfig))
+                                          defaults=config_defaults(FinetuneConfig), max_step=s.schedule_steps)
     state.update(saved)
+    if s.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
+        drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
+        clean_leftovers(run_dir / "export")
     if latest is not None:
-        if s.accelerator.is_main_process:
-            drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
         s.say(f"# resumed from {latest} at step {state['global_step']}")
     s.accelerator.init_trackers("finetune", config=s.config)
 

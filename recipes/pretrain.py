@@ -50,6 +50,7 @@ from mvssl_hub.records import (
     transforms_record,
 )
 from mvssl_hub.run_checkpoints import CheckpointManager
+from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.step_guard import StepGuard
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
@@ -387,12 +388,13 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Check
                      "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
     saved, latest = ckpts.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
                                           overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(PretrainConfig))
+                                          defaults=config_defaults(PretrainConfig), max_step=data.schedule_steps)
     trainer.state.update(saved)
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
+    if run.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
+        drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
+        clean_leftovers(run_dir / "export")  # an export interrupted between its two renames
     if latest is not None:
-        if run.accelerator.is_main_process:
-            drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:

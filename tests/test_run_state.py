@@ -1,0 +1,137 @@
+"""Resume never destroys a run: damaged checkpoints are moved aside with a reason, interrupted saves are recovered,
+and the log holds each step once, whenever the run was killed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import load_recipe, reset_accelerate_state
+from mvssl_hub.config import ConfigError
+from mvssl_hub.run_checkpoints import MARKER_FILE, STATE_FILE, CheckpointManager
+from mvssl_hub.safe_io import atomic_write_folder, clean_leftovers
+
+pytest.importorskip("accelerate")
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+recipe = load_recipe("pretrain", "pretrain_recipe_run_state")
+DATA = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
+
+
+def tiny(out: Path, *extra: str) -> list[str]:
+    return ["--data", str(DATA), "--limit", "32", "--eval_split", "", "--width", "8", "--proj_dim", "16",
+            "--batch_size", "16", "--epochs", "4", "--precision", "fp32", "--output_dir", str(out), "--progress",
+            "false", "--log_every", "1", "--export", "false", "--keep_checkpoints", "3", *extra]
+
+
+@pytest.fixture(scope="module")
+def three_steps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of 3 steps with a checkpoint after each (step-1, -2, -3)."""
+    out = tmp_path_factory.mktemp("run_state") / "run"
+    reset_accelerate_state()
+    recipe.main(tiny(out, "--max_steps", "3", "--save_every", "1"))
+    reset_accelerate_state()
+    return out
+
+
+@pytest.fixture
+def run(three_steps: Path, tmp_path: Path) -> Path:
+    shutil.copytree(three_steps, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def logged_steps(run: Path) -> list[int]:
+    records = map(json.loads, (run / "logs" / "metrics.jsonl").read_text().splitlines())
+    return [r["step"] for r in records if "loss" in r]
+
+
+def rehash(folder: Path, name: str) -> None:
+    """Record a changed file's sha256 in the marker, so that only its content is at fault."""
+    marker = json.loads((folder / MARKER_FILE).read_text())
+    marker["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / MARKER_FILE).write_text(json.dumps(marker))
+
+
+def test_a_flipped_byte_moves_the_checkpoint_aside_and_the_run_goes_on(run: Path, capsys) -> None:
+    ckpts = run / "checkpoints"
+    data = bytearray((ckpts / "step-00000003" / "optimizer.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (ckpts / "step-00000003" / "optimizer.bin").write_bytes(bytes(data))
+    summary = recipe.main(tiny(run, "--max_steps", "4", "--save_every", "1", "--resume"))
+    said = capsys.readouterr().out  # the recipe's log: which checkpoint, which file, why; and where it went on
+    assert "step-00000003 is damaged (optimizer.bin: sha256 differs" in said and "moved aside" in said
+    assert "resumed from" in said and "step-00000002 at step 2" in said
+    (aside,) = (ckpts / "damaged").iterdir()  # kept, not deleted
+    assert aside.name.startswith("step-00000003-") and (aside / "optimizer.bin").read_bytes() == bytes(data)
+    assert summary["state"]["global_step"] == 4
+    assert logged_steps(run) == [1, 2, 3, 4]  # step 3 redone from step 2, logged once
+
+
+def test_no_usable_checkpoint_stops_with_a_list_and_keeps_everything(run: Path) -> None:
+    ckpts = run / "checkpoints"
+    for folder in ckpts.iterdir():
+        (folder / "model.safetensors").write_bytes(b"rot")
+    with pytest.raises(ConfigError, match=r"no usable checkpoint.*step-00000001.*step-00000002.*step-00000003"):
+        recipe.main(tiny(run, "--max_steps", "4", "--resume"))
+    assert len(list((ckpts / "damaged").iterdir())) == 3
+    reset_accelerate_state()
+    recipe.main(tiny(run, "--max_steps", "2", "--overwrite"))  # starting over is asked for explicitly
+    assert logged_steps(run) == [1, 2]
+
+
+@pytest.mark.parametrize("step", [-1, "3", 10**9, True])
+def test_training_state_step_is_validated(run: Path, step) -> None:
+    newest = run / "checkpoints" / "step-00000003"
+    state = json.loads((newest / STATE_FILE).read_text())
+    (newest / STATE_FILE).write_text(json.dumps({**state, "global_step": step}))
+    rehash(newest, STATE_FILE)
+    manager = CheckpointManager(run / "checkpoints")
+    assert "global_step" in manager.problem(newest, max_step=8)
+    assert manager.latest(max_step=8) == run / "checkpoints" / "step-00000002"
+
+
+def test_a_complete_temporary_checkpoint_is_recovered(run: Path) -> None:
+    ckpts = run / "checkpoints"
+    (ckpts / "step-00000003").rename(ckpts / ".tmp-step-00000003")  # crash after the marker, before the rename
+    (ckpts / ".tmp-step-00000009").mkdir()  # a partial one: nothing to lose
+    summary = recipe.main(tiny(run, "--max_steps", "3", "--resume"))
+    assert summary["state"]["global_step"] == 3
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000001", "step-00000002", "step-00000003"]
+
+
+def test_resaving_a_step_always_leaves_a_complete_checkpoint(run: Path) -> None:
+    ckpts = run / "checkpoints"
+    # a crash while re-saving step 3: the old folder set aside, the new one complete but not yet renamed
+    shutil.copytree(ckpts / "step-00000003", ckpts / ".tmp-step-00000003")
+    (ckpts / "step-00000003").rename(ckpts / ".old-step-00000003")
+    manager = CheckpointManager(ckpts)
+    manager.recover(max_step=8)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000001", "step-00000002", "step-00000003"]
+    assert manager.latest(8) == ckpts / "step-00000003"
+    # only the old copy survived: it comes back
+    (ckpts / "step-00000003").rename(ckpts / ".old-step-00000003")
+    manager.recover(max_step=8)
+    assert manager.latest(8) == ckpts / "step-00000003"
+    # a finished run resumed re-saves its last step in place
+    summary = recipe.main(tiny(run, "--max_steps", "3", "--save_every", "1", "--resume"))
+    assert summary["state"]["global_step"] == 3 and manager.latest(8) == ckpts / "step-00000003"
+
+
+def test_a_kill_before_the_first_checkpoint_logs_no_step_twice(run: Path) -> None:
+    shutil.rmtree(run / "checkpoints")  # steps 1..3 were logged, then the process died before saving
+    recipe.main(tiny(run, "--max_steps", "4", "--resume"))
+    assert logged_steps(run) == [1, 2, 3, 4]
+
+
+def test_interrupted_exports_are_tidied(tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    atomic_write_folder(target, {"a.txt": b"1"})
+    (tmp_path / ".export.tmp-abc").mkdir()
+    target.rename(tmp_path / ".export.old-def")  # killed between the two renames: only the old folder is left
+    assert clean_leftovers(target) == ["removed .export.tmp-abc", "restored export from .export.old-def"]
+    assert (target / "a.txt").read_bytes() == b"1" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    (tmp_path / ".export.old-ghi").mkdir()
+    assert clean_leftovers(target) == ["removed .export.old-ghi"]
