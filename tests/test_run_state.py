@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_recipe, reset_accelerate_state
 from mvssl_hub.config import ConfigError
 from mvssl_hub.run_checkpoints import MARKER_FILE, STATE_FILE, CheckpointManager
 from mvssl_hub.safe_io import atomic_write_folder, clean_leftovers
+
+from conftest import load_recipe, reset_accelerate_state
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
