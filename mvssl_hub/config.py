@@ -18,22 +18,24 @@ promise; the YAML presets stay flat files that ``--config`` reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import inspect
 import io
+import math
 import sys
 import tokenize
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from .errors import ConfigError
 
 __all__ = [
-    "ConfigError", "HelpRequested", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
+    "ConfigError", "HelpRequested", "as_config_error", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
     "parse_config", "read_yaml", "run_cli",
 ]
 
@@ -152,6 +154,8 @@ def _set(values: dict[str, Any], types_: dict[str, Any], key: str, raw: Any, whe
         raise ConfigError(
             f"{where}: config key {key!r} got {raw!r} ({type(raw).__name__}), expected {_type_name(types_[key])}"
         ) from None
+    if isinstance(values[key], float) and not math.isfinite(values[key]):  # no setting means inf or nan
+        raise ConfigError(f"{where}: config key {key!r} = {values[key]!r}: must be a finite number")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -295,6 +299,15 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, config_flag
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(str(e)) from None
+
+
+@contextlib.contextmanager
+def as_config_error(key: str, value: object) -> Iterator[None]:
+    """Inside the block, a missing file or an unreachable Hub becomes a one-line ConfigError naming ``key``."""
+    try:
+        yield
+    except (FileNotFoundError, ConnectionError) as e:
+        raise ConfigError(f"config key {key!r} = {value!r}: {e}") from None
 
 
 def config_defaults(cls: type) -> dict[str, Any]:

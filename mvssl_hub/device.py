@@ -19,7 +19,7 @@ import torch
 from .distributed import check_distributed_launch
 from .errors import ConfigError
 
-__all__ = ["PRECISIONS", "bf16_is_fast", "channels_last_hazards", "choose_precision", "use_channels_last", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
+__all__ = ["PRECISIONS", "available_memory_bytes", "bf16_is_fast", "channels_last_hazards", "choose_precision", "use_channels_last", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
            "make_accelerator", "peak_memory_mb"]
 
 
@@ -96,6 +96,22 @@ def hardware_string(device: torch.device, num_processes: int = 1) -> str:
     else:
         name = f"{cpu_name()} [{cpu_isa()}] ({torch.get_num_threads()} threads per process)"
     return f"{num_processes} process(es) on {name}, torch {torch.__version__}"
+
+
+def available_memory_bytes(device: torch.device | str) -> int | None:
+    """Memory a new allocation can use on ``device``: free CUDA memory, else the host's MemAvailable
+    (/proc/meminfo); None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -30,7 +30,7 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
 from .model_card import render_card
-from .safe_io import sha256_file
+from .safe_io import looks_local, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -
         return src, revision, False
     if Path(src).exists():
         return src, revision, True
-    if REPO_ID.match(src) and not src.startswith((".", "/")):
+    if looks_local(src):  # a mistyped folder fails at once, without a Hub request
+        raise CheckpointNotFoundError(f"{src!r}: no such folder")
+    if REPO_ID.match(src):
         return src, revision, False
     raise CheckpointNotFoundError(f"{src!r} is neither an existing folder nor a Hub repo id 'org/name'")
 

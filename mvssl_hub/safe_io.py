@@ -326,6 +326,14 @@ def atomic_write_folder(target: Path, files: Mapping[str, bytes], replace: Itera
     return target
 
 
+def looks_local(source: str) -> bool:
+    """True when ``source`` can only mean a path: it starts with ``.``, ``/`` or ``~``, ends in ``.parquet``,
+    has more than one ``/`` (a Hub id is ``name`` or ``org/name``), or its first folder exists here (``runs/x``)."""
+    if source.startswith((".", "/", "~")) or source.endswith(".parquet") or source.count("/") > 1:
+        return True
+    return "/" in source and Path(source.split("/", 1)[0]).is_dir()
+
+
 def clean_leftovers(target: Path) -> list[str]:
     """Tidy what an interrupted :func:`atomic_write_folder` of ``target`` left beside it; returns what it did.
 
@@ -351,6 +359,6 @@ def clean_leftovers(target: Path) -> list[str]:
 
 __all__ = [
     "SAFETENSORS_DTYPES", "SafetensorsHeader", "TensorInfo", "atomic_write_folder", "check_regular_file", "clean_leftovers",
-    "fsync_dir", "json_bytes", "load_safetensors", "parse_json", "read_json_file", "read_safetensors_header",
+    "fsync_dir", "json_bytes", "looks_local", "load_safetensors", "parse_json", "read_json_file", "read_safetensors_header",
     "refuse_pickle", "safetensors_bytes", "sha256_file", "write_file",
 ]

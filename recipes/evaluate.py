@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # `python recipes/evaluate.py` from a checkout wi
 
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint, update_metrics
-from mvssl_hub.config import ConfigError, parse_config, run_cli
+from mvssl_hub.config import ConfigError, as_config_error, parse_config, run_cli
 from mvssl_hub.data import load_split
 from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.distributed import check_distributed_launch
@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log.info(message, main_process_only=True)
 
     # ---- the trained backbone, and the same architecture at random init (same seed)
-    trained, ckpt_dir = load_model(cfg.model)
+    with as_config_error("model", cfg.model):  # a mistyped folder, or a repo the offline cache lacks: one line
+        trained, ckpt_dir = load_model(cfg.model)
     ckpt_cfg = trained.mvssl_config
     seed = cfg.seed if cfg.seed is not None else int((ckpt_cfg.get("train_config") or {}).get("seed", 0))
     data = resolve_data(cfg, ckpt_cfg.get("dataset") or {})
@@ -196,8 +197,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- data, decoded once
     t0 = time.time()
-    train = load_split(data, cfg.train_split, fraction=cfg.fraction, seed=seed, size=cfg.image_size, limit=cfg.limit)
-    test = load_split(data, cfg.test_split, size=cfg.image_size, limit=cfg.limit)
+    with as_config_error("data", data):
+        train = load_split(data, cfg.train_split, fraction=cfg.fraction, seed=seed, size=cfg.image_size,
+                           limit=cfg.limit)
+        test = load_split(data, cfg.test_split, size=cfg.image_size, limit=cfg.limit)
     if train.labels is None or test.labels is None:
         raise ConfigError(f"config key 'data' = {data!r}: splits {cfg.train_split}/{cfg.test_split} need labels")
     say(f"# data {data}: {len(train)} train / {len(test)} test images, loaded in {time.time() - t0:.1f}s")

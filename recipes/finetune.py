@@ -31,7 +31,15 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
 
 from mvssl_hub.backbones import build_backbone
 from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
-from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.config import (
+    ConfigError,
+    as_config_error,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    parse_config,
+    run_cli,
+)
 from mvssl_hub.data import load_split
 from mvssl_hub.device import hardware_string, make_accelerator, use_channels_last
 from mvssl_hub.device_settings import configure_backends
@@ -165,11 +173,12 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     if cfg.batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
     local = Path(cfg.model).expanduser()
-    ckpt_dir = find_checkpoint(local) if local.exists() else None
-    backbone = from_pretrained(str(ckpt_dir) if ckpt_dir else cfg.model)
+    with as_config_error("model", cfg.model):  # a mistyped folder, or a repo the offline cache lacks: one line
+        ckpt_dir = find_checkpoint(local) if local.exists() else None
+        backbone = from_pretrained(str(ckpt_dir) if ckpt_dir else cfg.model)
     src_cfg = backbone.mvssl_config
     preset_name = cfg.view_preset or (src_cfg.get("transforms") or {}).get("preset") or "cifar10"
-    with accelerator.main_process_first():  # one process downloads and caches a Hub dataset, the others reuse it
+    with accelerator.main_process_first(), as_config_error("data", cfg.data):  # one process downloads a Hub dataset
         train = load_split(cfg.data, cfg.train_split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
                            revision=cfg.revision, limit=cfg.limit)
         test = load_split(cfg.data, cfg.test_split, size=cfg.image_size, revision=cfg.revision, limit=cfg.eval_limit)

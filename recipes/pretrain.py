@@ -30,9 +30,29 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
 from mvssl_hub.checkpoint import save_pretrained
-from mvssl_hub.config import ConfigError, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.checkpoint_config import (
+    MAX_IMAGE_SIZE,
+    MAX_PROJECTOR_DIM,
+    MAX_PROJECTOR_LAYERS,
+    MAX_WIDTH,
+)
+from mvssl_hub.config import (
+    ConfigError,
+    as_config_error,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    parse_config,
+    run_cli,
+)
 from mvssl_hub.data import load_split
-from mvssl_hub.device import hardware_string, make_accelerator, peak_memory_mb, use_channels_last
+from mvssl_hub.device import (
+    available_memory_bytes,
+    hardware_string,
+    make_accelerator,
+    peak_memory_mb,
+    use_channels_last,
+)
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.models import build_ssl_model
@@ -56,6 +76,8 @@ from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
+
+MAX_TRAIN_VIEWS = 256  # views per image in one step (the paper uses up to 8); memory is checked apart
 
 
 @dataclass
@@ -144,9 +166,13 @@ class PretrainConfig:
         need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
         need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
         need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
-        need(self.width >= 1, "width", "must be >= 1")
-        need(self.proj_dim >= 1, "proj_dim", "must be >= 1")
-        need(self.proj_layers >= 1, "proj_layers", "must be >= 1")
+        need(self.image_size is None or self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be <= {MAX_IMAGE_SIZE}")
+        need(1 <= self.width <= MAX_WIDTH, "width", f"must be in 1..{MAX_WIDTH} (64 is torchvision's network)")
+        need(1 <= self.proj_dim <= MAX_PROJECTOR_DIM, "proj_dim", f"must be in 1..{MAX_PROJECTOR_DIM}")
+        need(self.proj_hidden is None or 1 <= self.proj_hidden <= MAX_PROJECTOR_DIM, "proj_hidden",
+             f"must be in 1..{MAX_PROJECTOR_DIM}")
+        need(1 <= self.proj_layers <= MAX_PROJECTOR_LAYERS, "proj_layers", f"must be in 1..{MAX_PROJECTOR_LAYERS}")
+        need(self.num_views <= MAX_TRAIN_VIEWS, "num_views", f"must be <= {MAX_TRAIN_VIEWS}")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
         need(self.batch_size >= 2, "batch_size", "batch statistics need at least 2 images")
@@ -250,6 +276,22 @@ class Trainer:
         return accelerator.unwrap_model(self.model).backbone
 
 
+def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
+    """ConfigError before anything large is allocated when the model and one step's views cannot fit in the
+    device's free memory: the network is built on the meta device (shapes only) to count its parameters."""
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in new_model(cfg).parameters())
+    side = cfg.image_size or 32
+    need = (16 * n_params  # fp32 weights, gradients and Adam's two moments
+            + 8 * cfg.proj_dim ** 2  # the d x d cross-correlation and its gradient
+            + 4 * cfg.num_views * cfg.batch_size * 3 * side * side)  # one step's views
+    free = available_memory_bytes(device)
+    if free is not None and need > free:
+        raise ConfigError(f"width {cfg.width}, proj_dim {cfg.proj_dim}, {cfg.num_views} views x batch "
+                          f"{cfg.batch_size}: {n_params / 1e6:,.0f} M parameters need at least {need / 2**30:.1f} GiB "
+                          f"before activations; {device} has {free / 2**30:.1f} GiB free")
+
+
 def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
     """The accelerator and the log; the resolved config printed and kept for every checkpoint."""
     from accelerate.logging import get_logger
@@ -287,7 +329,7 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
     t0 = time.time()
     kw = {"size": cfg.image_size, "revision": cfg.revision, "cache": cfg.data_cache, "cache_dir": cfg.cache_dir,
           "decode_workers": cfg.decode_workers, "progress": cfg.progress and run.accelerator.is_main_process}
-    with run.accelerator.main_process_first():  # one process downloads and caches, the others reuse it
+    with run.accelerator.main_process_first(), as_config_error("data", cfg.data):  # one process downloads
         if cfg.streaming:
             from mvssl_hub.data_stream import StreamingSplit  # parquet readers only when streaming
 
@@ -529,6 +571,9 @@ def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
 def main(argv: list[str] | None = None) -> dict:
     """Run the recipe; returns a summary dict (used by the tests)."""
     cfg = parse_config(PretrainConfig, argv, prog="recipes/pretrain.py", summary=__doc__.split("\n\n")[0])
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError(f"config key 'output_dir' = {cfg.output_dir!r}: is a file, not a folder")
+    check_fits(cfg, torch.device("cpu") if cfg.cpu or not torch.cuda.is_available() else torch.device("cuda"))
     run = start(cfg, argv)
     data = load_data(cfg, run)
     trainer = build(cfg, run, data)
