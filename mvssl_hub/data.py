@@ -209,7 +209,7 @@ def load_split(
                                     fraction=fraction, limit=limit, seed=seed, rows=rows)
         key = cache_key(fields)
         path = cache_file(cache_dir if cache_dir is not None else default_cache_dir(), f"{source}-{split}", key)
-        images = cached_images(path, key, fields, build, verify=verify_cache)
+        images = cached_images(path, key, fields, build, verify=verify_cache, rows=len(ds))
     else:
         images = build(lambda shape: torch.empty(shape, dtype=torch.uint8))
     return ImageSplit(images, labels, class_names, source, split, revision, rows)

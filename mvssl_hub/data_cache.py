@@ -69,16 +69,20 @@ def read_header(path: Path) -> dict[str, Any]:
     if len(head) < HEADER_BYTES or not head.startswith(MAGIC):
         raise CacheError(f"cache file {path}: header is truncated or has no {MAGIC!r} magic")
     try:
-        return json.loads(head[len(MAGIC) :].rstrip(b" \x00"))
-    except json.JSONDecodeError as e:
-        raise CacheError(f"cache file {path}: header is not valid JSON ({e})") from None
+        header = json.loads(head[len(MAGIC) :].rstrip(b" \x00"))  # any damage: bad UTF-8, bad JSON, not a dict
+    except ValueError as e:
+        raise CacheError(f"cache file {path}: header is not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict):
+        raise CacheError(f"cache file {path}: header is a JSON {type(header).__name__}, not an object")
+    return header
 
 
-def open_cache(path: Path, key: str, *, verify: bool = True) -> torch.Tensor:
+def open_cache(path: Path, key: str, *, verify: bool = True, rows: int | None = None) -> torch.Tensor:
     """Map a finished cache file as uint8 (N, 3, H, W) (copy-on-write: writes never reach the file).
 
-    Checks the header's key, dtype and shape against the file's size and, with ``verify``, the crc32 of
-    the data; raises CacheError naming the file and the field at fault.
+    Checks the header's key, dtype and shape against the file's size (and N against ``rows``, the split's
+    row count, when given) and, with ``verify``, the crc32 of the data; raises CacheError naming the file
+    and the field at fault.
     """
     header = read_header(path)
     if header.get("key") != key:
@@ -86,10 +90,16 @@ def open_cache(path: Path, key: str, *, verify: bool = True) -> torch.Tensor:
     if header.get("dtype") != "uint8" or header.get("format") != FORMAT_VERSION:
         raise CacheError(f"cache file {path}: dtype {header.get('dtype')!r} / format {header.get('format')!r} "
                          f"is not uint8 / {FORMAT_VERSION}")
-    shape = tuple(int(s) for s in header.get("shape", ()))
+    raw_shape = header.get("shape")
+    if (not isinstance(raw_shape, list) or len(raw_shape) != 4
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in raw_shape)):
+        raise CacheError(f"cache file {path}: header shape {raw_shape!r:.80} is not 4 positive ints")
+    shape = tuple(raw_shape)
+    if rows is not None and shape[0] != rows:
+        raise CacheError(f"cache file {path}: header shape {shape} holds {shape[0]} images, the split has {rows}")
     expected = HEADER_BYTES + int(np.prod(shape, dtype=np.int64))
     actual = path.stat().st_size
-    if len(shape) != 4 or actual != expected:
+    if actual != expected:
         raise CacheError(f"cache file {path}: {actual} bytes on disk, header shape {shape} needs {expected}")
     data = np.memmap(path, dtype=np.uint8, mode="c", offset=HEADER_BYTES, shape=shape)
     if verify and _checksum(data) != header.get("crc32"):
@@ -143,20 +153,26 @@ def _write_atomically(path: Path, key: str, fields: dict[str, Any], build: Build
         tmp.unlink(missing_ok=True)
 
 
-def cached_images(path: Path, key: str, fields: dict[str, Any], build: Builder, *, verify: bool = True) -> torch.Tensor:
-    """The cached uint8 (N, 3, H, W) at ``path``, built once with ``build`` when missing or invalid.
+def cached_images(path: Path, key: str, fields: dict[str, Any], build: Builder, *, verify: bool = True,
+                  rows: int | None = None) -> torch.Tensor:
+    """The cached uint8 (N, 3, H, W) at ``path``, built once with ``build`` when missing or invalid (any damage,
+    or N other than ``rows``).
 
-    Concurrent callers serialise on ``path.lock``: the first builds, the others find the finished file.
+    Concurrent callers serialise on ``path.lock``: the first builds, the others find the finished file. A
+    builder holds the lock for its whole build, so a temporary file found under the lock is a killed
+    builder's, and is removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():  # fast path without the lock: a finished file is only ever replaced atomically
         with contextlib.suppress(CacheError, OSError):
-            return open_cache(path, key, verify=verify)
+            return open_cache(path, key, verify=verify, rows=rows)
     with _exclusive(path.with_name(path.name + ".lock")):
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            stale.unlink(missing_ok=True)
         if path.exists():
             try:
-                return open_cache(path, key, verify=verify)
+                return open_cache(path, key, verify=verify, rows=rows)
             except (CacheError, OSError) as e:
                 warnings.warn(f"rebuilding the resized-image cache: {e}", stacklevel=3)
         _write_atomically(path, key, fields, build)
-    return open_cache(path, key, verify=False)  # just checksummed while writing
+    return open_cache(path, key, verify=False, rows=rows)  # just checksummed while writing

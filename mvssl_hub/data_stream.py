@@ -59,13 +59,28 @@ def parquet_files(source: str, split: str, revision: str | None = None) -> list[
 
 
 def _open(file: str) -> Any:
+    """A ``pyarrow.parquet.ParquetFile``; a damaged or unreadable file is a ValueError that names it."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if file.startswith("hf://"):
-        from huggingface_hub import HfFileSystem
+    try:
+        if file.startswith("hf://"):
+            from huggingface_hub import HfFileSystem
 
-        return pq.ParquetFile(HfFileSystem().open(file[len("hf://"):], "rb"))
-    return pq.ParquetFile(file)
+            return pq.ParquetFile(HfFileSystem().open(file[len("hf://"):], "rb"))
+        return pq.ParquetFile(file)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"parquet file {file}: cannot be read ({type(e).__name__}: {e})") from None
+
+
+def _read_rows(pf: Any, file: str, group: int, columns: list[str], rows: Any) -> Any:
+    """Rows ``rows`` of row group ``group``; a damaged group is a ValueError that names the file and the group."""
+    import pyarrow as pa
+
+    try:
+        return pf.read_row_group(group, columns=columns).take(pa.array(rows))
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"parquet file {file}: row group {group} cannot be read ({type(e).__name__}: {e})") from None
 
 
 def _columns(schema: Any, image_key: str | None, label_key: str | None, where: str) -> tuple[str, str | None, list[str] | None]:
@@ -156,7 +171,7 @@ class StreamingSplit:
             lo, hi = max(start - pos, 0), min(stop - pos, len(g.rows))
             if lo < hi:
                 pf = files.setdefault(g.file, _open(g.file))
-                tables.append(pf.read_row_group(g.group, columns=cols).take(pa.array(g.rows[lo:hi])))
+                tables.append(_read_rows(pf, g.file, g.group, cols, g.rows[lo:hi]))
             pos += len(g.rows)
             if pos >= stop:
                 break

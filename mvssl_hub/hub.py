@@ -106,10 +106,14 @@ def hub_download(
 
 
 def evict_cached_file(path: Path) -> None:
-    """Remove a cached file: the snapshot link and, when it is a link into ``blobs/``, the blob itself."""
+    """Remove a cached file: the snapshot link and, when it links into its own repo's ``blobs/`` folder, the
+    blob itself. A link that leads anywhere else (a poisoned cache) loses only the link: nothing outside the
+    cache's repo folder is ever deleted."""
+    path = Path(path)
     blob = path.resolve() if path.is_symlink() else None
+    snapshots = next((p for p in path.parents if p.name == "snapshots"), None)
     path.unlink(missing_ok=True)
-    if blob is not None and blob.parent.name == "blobs":
+    if blob is not None and snapshots is not None and blob.parent == (snapshots.parent / "blobs").resolve():
         blob.unlink(missing_ok=True)
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_recipe
 from mvssl_hub.config import ConfigError
+
+from conftest import load_recipe
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")

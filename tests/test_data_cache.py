@@ -130,7 +130,17 @@ def test_two_processes_build_the_cache_once_and_read_the_same_data(tmp_path: Pat
     assert len([f for f in files if f.endswith(".u8")]) == 1 and not [f for f in files if ".tmp-" in f]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip_data_byte", "garbage_header"])
+def _rewrite_header(raw: bytearray, edit) -> bytearray:
+    """The cache file with its JSON header edited (padding kept), so that only the header is at fault."""
+    from mvssl_hub.data_cache import MAGIC
+
+    header = json.loads(bytes(raw[len(MAGIC):HEADER_BYTES]).rstrip(b" \x00"))
+    blob = MAGIC + json.dumps(edit(header)).encode()
+    return bytearray(blob.ljust(HEADER_BYTES, b" ")) + raw[HEADER_BYTES:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_data_byte", "garbage_header", "non_utf8_header",
+                                    "header_not_an_object", "shape_disagrees_with_the_split"])
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, count_decodes: dict[str, int], damage: str) -> None:
     good = load_split(str(DEMO), "test", limit=50, size=16, cache_dir=tmp_path).images.clone()  # not the live map
     (path,) = tmp_path.glob("*.u8")
@@ -139,8 +149,14 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, count_decodes: di
         raw = raw[:-100]
     elif damage == "flip_data_byte":
         raw[HEADER_BYTES + 1234] ^= 0xFF
-    else:
+    elif damage == "garbage_header":
         raw[:64] = b"x" * 64
+    elif damage == "non_utf8_header":
+        raw[20] = 0xFF  # inside the JSON text
+    elif damage == "header_not_an_object":
+        raw = _rewrite_header(raw, lambda h: [h])
+    else:  # a consistent file of 25 images where the split has 50
+        raw = _rewrite_header(raw, lambda h: {**h, "shape": [25, 3, 16, 16]})[: HEADER_BYTES + 25 * 3 * 16 * 16]
     path.write_bytes(bytes(raw))
     count_decodes["n"] = 0
     with pytest.warns(UserWarning, match=f"rebuilding the resized-image cache: cache file {path}"):
@@ -171,3 +187,13 @@ def test_cache_key_follows_size_fraction_seed_and_revision(tmp_path: Path) -> No
     load_split(str(DEMO), "test", limit=30, size=16, seed=0, cache_dir=tmp_path)
     load_split(str(DEMO), "test", limit=30, size=16, seed=5, cache_dir=tmp_path)
     assert len(files()) == len(seen) + 1
+
+
+def test_a_killed_builders_temporary_file_is_removed(tmp_path: Path) -> None:
+    load_split(str(DEMO), "test", limit=20, size=16, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.u8")
+    path.unlink()
+    stale = tmp_path / f".{path.name}.tmp-999999"  # the builder died (SIGKILL) mid-build
+    stale.write_bytes(b"partial")
+    load_split(str(DEMO), "test", limit=20, size=16, cache_dir=tmp_path)
+    assert path.is_file() and not stale.exists()

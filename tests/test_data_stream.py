@@ -90,3 +90,18 @@ def test_fraction_limit_and_errors(big: Path, tmp_path: Path) -> None:
         run(StreamingSplit(str(big), "train"), range(1))
     with pytest.raises(ValueError, match="global batch 400 needs 1 <= batch <= number of images \\(180\\)"):
         StreamingSplit(str(big), "train", size=8).batches(400, 0)
+
+
+def test_a_damaged_parquet_file_is_named(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "train.parquet", [(32, 32)] * 40, 2, rows_per_group=8)
+    raw = (tmp_path / "train.parquet").read_bytes()
+    (tmp_path / "train.parquet").write_bytes(raw[:-40])  # the footer is gone
+    with pytest.raises(ValueError, match=r"parquet file .*train\.parquet: cannot be read"):
+        StreamingSplit(str(tmp_path), "train")
+    good = tmp_path / "good"
+    good.mkdir()
+    write_parquet(good / "train.parquet", [(32, 32)] * 40, 2, rows_per_group=8)
+    stream = StreamingSplit(str(good), "train")
+    (good / "train.parquet").write_bytes(b"PAR1")  # the file was replaced after the stream was opened
+    with pytest.raises(ValueError, match=r"parquet file .*good/train\.parquet: (row group \d+ )?cannot be read"):
+        run(stream, range(2), window=40)

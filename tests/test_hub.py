@@ -353,3 +353,24 @@ def test_push_uploads_only_the_checkpoints_own_files(tiny_ckpt, hub, tmp_path):
     assert sorted(HfApi().list_repo_files("org/own")) == sorted(
         [".gitattributes", "README.md", "config.json", "model.safetensors", "projector.safetensors",
          "training_curves.png"])
+
+
+def test_cache_eviction_never_deletes_outside_the_repos_blobs(tmp_path):
+    from mvssl_hub.hub import evict_cached_file
+
+    repo = tmp_path / "hub" / "models--org--x"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+    outside = tmp_path / "elsewhere" / "blobs"  # a folder of the same name, outside the cache
+    outside.mkdir(parents=True)
+    victim = outside / "precious"
+    victim.write_text("keep me")
+    link = repo / "snapshots" / "c0ffee" / "model.safetensors"
+    link.symlink_to(victim)
+    evict_cached_file(link)
+    assert not link.is_symlink() and victim.read_text() == "keep me"
+    own = repo / "blobs" / "abc"
+    own.write_text("cached")
+    link.symlink_to(own)
+    evict_cached_file(link)
+    assert not link.is_symlink() and not own.exists()
