@@ -17,13 +17,14 @@ from typing import Any
 from .vocabulary import NARROW_WIDTHS
 
 
-def _template_path() -> Path:
-    """The card template: ``model_cards/`` of a source checkout, else the installed ``mvssl_hub/model_cards``."""
-    source = Path(__file__).resolve().parents[1] / "model_cards" / "template.md"
-    return source if source.is_file() else Path(__file__).resolve().parent / "model_cards" / "template.md"
+def _template_path(name: str = "template.md") -> Path:
+    """A card template: ``model_cards/`` of a source checkout, else the installed ``mvssl_hub/model_cards``."""
+    source = Path(__file__).resolve().parents[1] / "model_cards" / name
+    return source if source.is_file() else Path(__file__).resolve().parent / "model_cards" / name
 
 
 TEMPLATE_PATH = _template_path()
+CLASSIFIER_TEMPLATE_PATH = _template_path("classifier_template.md")  # a checkpoint with num_classes
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TASK_NAMES = {"knn": "kNN", "linear_probe": "Linear probe", "finetune": "Fine-tuning"}
 METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
@@ -71,7 +72,8 @@ def _front_matter(cfg: Mapping[str, Any], model_name: str) -> str:
     ds = (cfg.get("dataset") or {}).get("id")
     if ds and not _HUB_ID.match(ds):
         ds = None  # a local path is not a Hub dataset id; the body still names it
-    tags = ["self-supervised-learning", "image-feature-extraction", "mvssl-hub", cfg["backbone"]["arch"]]
+    task = "image-classification" if cfg.get("num_classes") else "image-feature-extraction"
+    tags = ["self-supervised-learning", task, "mvssl-hub", cfg["backbone"]["arch"]]
     if cfg.get("method"):
         tags.append(cfg["method"])
     data = ModelCardData(
@@ -79,7 +81,7 @@ def _front_matter(cfg: Mapping[str, Any], model_name: str) -> str:
         library_name="mvssl-hub",
         tags=tags,
         datasets=[ds] if ds else None,
-        pipeline_tag="image-feature-extraction",
+        pipeline_tag=task,
         model_name=model_name,
         base_model=cfg.get("base_model") or None,
         eval_results=eval_results(cfg) or None,
@@ -140,7 +142,8 @@ def _recipe_command(cfg: Mapping[str, Any]) -> str:
 def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
                 template: str | os.PathLike[str] | None = None) -> str:
     """README.md text for a validated config; ``repo_id`` fills the load snippets."""
-    path = Path(template) if template is not None else TEMPLATE_PATH
+    classifier = cfg.get("num_classes") is not None
+    path = Path(template) if template is not None else (CLASSIFIER_TEMPLATE_PATH if classifier else TEMPLATE_PATH)
     if not path.is_file():
         raise FileNotFoundError(f"model card template {path} not found (it ships in model_cards/ of mvssl-hub)")
     bb = cfg["backbone"]
@@ -203,5 +206,9 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         "limitations_data": (f"Pretrained and evaluated on `{ds['id']}` only; transfer to other image domains was not measured."
                              if ds.get("id") else "The pretraining data is not recorded in config.json."),
         "projector_note": "included (`projector.safetensors`)" if "projector.safetensors" in cfg["files"] else "not included",
+        "num_classes": cfg.get("num_classes"),
+        "finetune_data_desc": next((f"on `{m['dataset']}`, evaluated on its `{m['split']}` split"
+                                    for m in cfg.get("metrics", []) if m["task"] == "finetune"), "(data not recorded)"),
+        "base_model": cfg.get("base_model") or "a pretrained mvssl-hub checkpoint (not recorded)",
     }
     return Template(path.read_text(encoding="utf-8")).substitute(values)

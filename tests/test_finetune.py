@@ -71,6 +71,10 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     assert classifier(x).shape == (2, 10) and torch.allclose(classifier(x), expected, atol=1e-5)
     card = ModelCard.load(tmp_path / "full" / "export" / "README.md")
     assert card.data.base_model == "pretrained"
+    # the card describes a classifier: its task, its output shape and the loader that returns it
+    assert card.data.pipeline_tag == "image-classification" and "image-feature-extraction" not in card.data.tags
+    assert "logits `(N, 10)`" in card.text and "classifier = mvssl_hub.from_pretrained(" in card.text
+    assert "get_model(" not in card.text and "projector" not in card.text.lower()
 
     # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
     part = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--max_steps", "2"))
