@@ -379,9 +379,15 @@ def test_safetensors_with_pickle_like_header_length_accepted(tmp_path, header_le
     assert load_file(str(path))["w"].tolist() == [1.0, 2.0]
 
 
-def test_nonexistent_source(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
+def test_nonexistent_source(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"nope/deeper': no such folder"):
         from_pretrained(str(tmp_path / "nope" / "deeper"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^'runs/typo': no such folder$"):  # no Hub request for it
+        from_pretrained("runs/typo")
+    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a Hub repo id"):
+        from_pretrained("not an id")
 
 
 def test_save_rejects_bad_metadata(tiny_model, tmp_path):
