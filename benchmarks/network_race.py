@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,8 @@ def run(budget: float, data: str, root: Path, smoke: bool) -> None:
 
 
 def analyze(root: Path, out: Path = RESULTS) -> dict:
+    import torch
+
     from mvssl_hub.device import cpu_isa, cpu_name
 
     curves = {p.name.replace("_", " "): curve(p) for p in sorted(root.iterdir())
@@ -120,6 +123,8 @@ def analyze(root: Path, out: Path = RESULTS) -> dict:
                 "CIFAR-10 train; kNN k=200 T=0.1, bank = first 10k train, queries = 10k test; clock = CPU seconds "
                 "of a 2-thread process, kNN time excluded",
         "cpu": f"{cpu_name()} ({cpu_isa()})",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
         "curves_cpu_seconds_vs_knn": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
         "steps": steps,
         "finished": {k: finished(root / slug(k)) for k in curves},
