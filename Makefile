@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench zoo clean
+.PHONY: demo test bench zoo campaign clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ bench: $(STAMP)
 # Train, evaluate, publish and bundle every zoo entry (recipes/release_zoo.py); offline: the loopback Hub.
 zoo: $(STAMP)
 	$(PY) recipes/release_zoo.py --data ../shared/data/cifar10 --data_name uoft-cs/cifar10 --loopback
+
+# One chunk of a zoo entry's long training (recipes/campaign.py): resumes where the last chunk stopped.
+ENTRY ?= cifar10_bt_resnet18_w16
+CHUNK ?= 3600
+campaign: $(STAMP)
+	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK)
 
 clean:
 	rm -rf $(VENV) runs

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from time_to_accuracy import curve  # noqa: E402  (one reader of a run's kNN points)
+from time_to_accuracy import curve, plot_curves  # noqa: E402  (one reader and one figure of kNN curves)
 
 RESULTS = ROOT / "benchmarks" / "results"
 PRESET = "recipes/configs/zoo/cifar10_race.yaml"
@@ -137,23 +137,8 @@ def analyze(root: Path, out: Path = RESULTS) -> dict:
 
 
 def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, pts in curves.items():
-        if pts:
-            ax.plot([t / 60 for t, _ in pts], [a for _, a in pts], marker="o", label=name)
-    ax.set_xlabel("training time (CPU minutes of a 2-thread process; 2 CPU-min = 1 wall-min on a quiet machine)")
-    ax.set_ylabel("kNN top-1 (%) on CIFAR-10 test")
-    ax.set_title("Network race: Barlow Twins, d = 256, 8 views, CIFAR-10")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves(curves, path, title="Network race: Barlow Twins, d = 256, 8 views, CIFAR-10",
+                xlabel="training time (CPU minutes of a 2-thread process; 2 CPU-min = 1 wall-min on a quiet machine)")
 
 
 if __name__ == "__main__":

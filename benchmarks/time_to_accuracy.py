@@ -139,7 +139,9 @@ def _cpu() -> str:
     return f"{cpu_name()} ({cpu_isa()})"
 
 
-def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, title: str,
+                vline_minutes: float | None = None) -> None:
+    """kNN top-1 against training minutes, one line per run (this study's and the network race's figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,14 +151,21 @@ def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
     for name, pts in curves.items():
         if pts:
             ax.plot([t / 60 for t, _ in pts], [a for _, a in pts], marker="o", label=name)
-    ax.axvline(COMPARE_SECONDS / 60, color="grey", linestyle=":", label="comparison point")
-    ax.set_xlabel("training time (CPU minutes, 1 thread)")
+    if vline_minutes is not None:
+        ax.axvline(vline_minutes, color="grey", linestyle=":", label="comparison point")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("kNN top-1 (%) on CIFAR-10 test")
-    ax.set_title("Barlow Twins, ResNet-18 width 16, CIFAR-10: time to accuracy")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    plot_curves(curves, path, xlabel="training time (CPU minutes, 1 thread)",
+                title="Barlow Twins, ResNet-18 width 16, CIFAR-10: time to accuracy", vline_minutes=COMPARE_SECONDS / 60)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""Continue a zoo entry's training wherever it stopped: one chunk of a long, interrupted pretraining campaign.
+
+    make campaign ENTRY=cifar10_bt_resnet18_w16                      # one chunk, then the records
+    python recipes/campaign.py cifar10_bt_resnet18_w16 --chunk_seconds 3600 --data ../shared/data/cifar10
+
+ENTRY names a preset in ``recipes/configs/zoo/``. Its ``epochs`` fix the whole campaign's length, so the
+learning-rate schedule spans the campaign, never one chunk. The run lives outside the work tree
+(``$MVSSL_HUB_CACHE/campaign/ENTRY``, default ``~/.cache/mvssl-hub/campaign/ENTRY``), so the next chunk on the
+same machine finds it. Each chunk resumes from the newest complete ``step-*`` run state and trains for
+``--chunk_seconds`` more of the preset's clock (``--time_budget`` = the seconds already trained + the chunk);
+the preset's ``save_every_seconds`` bounds what a kill loses.
+
+After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, steps and training seconds before and
+after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is evaluated
+on the full protocol (kNN with the 50k bank and the linear probe, beside random init, ``recipes/evaluate.py
+--record``). The records, the metrics log and the training-curves PNG are copied to
+``benchmarks/results/campaign/ENTRY/`` for the repository (never the run state).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python recipes/campaign.py` from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mvssl_hub.config import ConfigError, parse_config, run_cli
+from mvssl_hub.device import cpu_isa, cpu_name
+from mvssl_hub.run_checkpoints import STATE_FILE, CheckpointManager
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CampaignConfig:
+    """Every setting of a campaign chunk."""
+
+    POSITIONAL = ("entry",)
+
+    entry: str = ""  # a preset in recipes/configs/zoo/ (without .yaml)
+    data: str = str(ROOT.parent / "shared" / "data" / "cifar10")  # a local copy of the preset's dataset
+    data_name: str = "uoft-cs/cifar10"  # the dataset's Hub id, for the card and config.json
+    chunk_seconds: float = 3600.0  # training seconds (the preset's clock) this chunk adds
+    milestone_seconds: float = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
+    root: str | None = None  # where campaign runs live (default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub, /campaign)
+    results: str = str(ROOT / "benchmarks" / "results" / "campaign")  # where the records are copied
+    extra: str = ""  # further pretrain flags, e.g. --extra="--limit 64" (smoke runs)
+    eval_limit: int | None = None  # milestone evaluation on the first rows of each split only (smoke runs)
+
+    def __post_init__(self) -> None:
+        if not self.entry:
+            raise ConfigError("config key 'entry': name a preset of recipes/configs/zoo/, e.g. cifar10_bt_resnet18_w16")
+        presets = sorted(p.stem for p in (ROOT / "recipes" / "configs" / "zoo").glob("*.yaml"))
+        if self.entry not in presets:
+            raise ConfigError(f"config key 'entry' = {self.entry!r}: no such preset; known: {presets}")
+        if not 0 < self.chunk_seconds < 1e7:
+            raise ConfigError(f"config key 'chunk_seconds' = {self.chunk_seconds!r}: must be in (0, 1e7)")
+        if not 0 < self.milestone_seconds < 1e8:
+            raise ConfigError(f"config key 'milestone_seconds' = {self.milestone_seconds!r}: must be in (0, 1e8)")
+
+
+def run_dir(cfg: CampaignConfig) -> Path:
+    base = cfg.root or os.environ.get("MVSSL_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mvssl-hub")
+    return Path(base) / "campaign" / cfg.entry
+
+
+def trained_so_far(run: Path) -> tuple[int, float]:
+    """(step, training seconds) of the newest complete run state; (0, 0.0) before the first one."""
+    latest = CheckpointManager(run / "checkpoints").latest()
+    if latest is None:
+        return 0, 0.0
+    state = json.loads((latest / STATE_FILE).read_text())
+    return int(state["global_step"]), float(state["train_seconds"])
+
+
+def last_knn(run: Path) -> float | None:
+    log = run / "logs" / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    values = [r["knn_top1"] for r in map(json.loads, log.read_text().splitlines()) if r.get("knn_top1") is not None]
+    return values[-1] if values else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(CampaignConfig, argv, prog="recipes/campaign.py", summary=__doc__.split("\n\n")[0])
+    run = run_dir(cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    step0, seconds0 = trained_so_far(run)
+    resume = ["--resume"] if (run / "checkpoints").is_dir() else []
+    if not resume and (run / "logs").is_dir():
+        print(f"# {run}: no run state found; the campaign starts over (a new machine, or the state was lost)")
+    budget = seconds0 + cfg.chunk_seconds
+    cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config",
+           str(ROOT / "recipes" / "configs" / "zoo" / f"{cfg.entry}.yaml"), "--data", cfg.data,
+           "--data_name", cfg.data_name, "--output_dir", str(run), "--time_budget", f"{budget:.0f}", "--progress",
+           "false", *cfg.extra.split(), *resume]
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    print(f"# chunk: steps {step0}, {seconds0:.0f} s trained -> budget {budget:.0f} s\n# {' '.join(cmd)}", flush=True)
+    with open(run / "train.log", "a") as log:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    step1, seconds1 = trained_so_far(run)
+    record = {"chunk_started": started, "chunk_ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": done.returncode, "restarted": not resume,
+              "step_before": step0, "step_after": step1, "train_seconds_before": round(seconds0, 1),
+              "train_seconds_after": round(seconds1, 1), "knn_top1": last_knn(run)}
+    if done.returncode == 0 and int(seconds1 // cfg.milestone_seconds) > int(seconds0 // cfg.milestone_seconds):
+        evaluation = subprocess.run([sys.executable, str(ROOT / "recipes" / "evaluate.py"), str(run), "--data",
+                                     cfg.data, "--data_name", cfg.data_name, "--protocol", "both", "--record",
+                                     "--output", str(run / "milestone.json"),
+                                     *(["--limit", str(cfg.eval_limit)] if cfg.eval_limit else [])],
+                                    cwd=ROOT, capture_output=True, text=True)
+        if evaluation.returncode == 0:  # the results, without this machine's paths
+            result = json.loads((run / "milestone.json").read_text())
+            record["milestone"] = {k: v for k, v in result.items() if k not in ("model", "checkpoint")}
+        else:
+            record["milestone"] = {"error": evaluation.stderr[-500:]}
+    with open(run / "campaign.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    out = Path(cfg.results) / cfg.entry
+    out.mkdir(parents=True, exist_ok=True)
+    for src in (run / "campaign.jsonl", run / "logs" / "metrics.jsonl", run / "logs" / "training_curves.png"):
+        if src.is_file():
+            shutil.copy2(src, out / src.name)
+    print(json.dumps(record, indent=2))
+    if done.returncode != 0:
+        raise SystemExit(f"pretrain exited with {done.returncode}; see {run / 'train.log'}")
+    return record
+
+
+if __name__ == "__main__":
+    run_cli(main)

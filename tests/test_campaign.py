@@ -1,0 +1,48 @@
+"""A campaign continues an entry's training chunk after chunk, keeps its schedule, and records every chunk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mvssl_hub.config import ConfigError
+
+from conftest import load_recipe, reset_accelerate_state
+
+pytest.importorskip("accelerate")
+campaign = load_recipe("campaign", "campaign_recipe")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --knn_k 10 --knn_every_seconds 0 "
+        "--save_every_seconds 0 --save_every 1 --log_every 1")
+
+
+def chunk(tmp_path: Path) -> dict:
+    reset_accelerate_state()
+    return campaign.main(["cifar10_bt_resnet18_w16", "--data", str(ROOT / "recipes" / "data" / "cifar10-5k"),
+                          "--root", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
+                          "--chunk_seconds", "3", "--milestone_seconds", "5", f"--extra={TINY}", "--eval_limit", "64"])
+
+
+def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> None:
+    first = chunk(tmp_path)
+    second = chunk(tmp_path)
+    assert first["restarted"] and not second["restarted"] and first["exit_code"] == second["exit_code"] == 0
+    assert 0 < first["step_after"] == second["step_before"] < second["step_after"]
+    assert second["train_seconds_after"] >= 6 and second["cpu"].endswith(")")  # "<model name> (<ISA>)"
+    assert "error" not in second["milestone"] and "knn" in json.dumps(second["milestone"])  # crossed 5 s
+    assert "milestone" not in first
+    run = tmp_path / "cache" / "campaign" / "cifar10_bt_resnet18_w16"
+    steps = [r["step"] for r in map(json.loads, (run / "logs" / "metrics.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert steps == list(range(1, second["step_after"] + 1))  # one log across chunks, no step twice
+    saved = json.loads(next((run / "checkpoints").glob("step-*/config.json")).read_text())
+    assert saved["epochs"] == 100 and saved["schedule"] == "constant"  # the preset's schedule, whatever the chunk
+    records = (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "campaign.jsonl").read_text().splitlines()
+    assert len(records) == 2 and (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "metrics.jsonl").is_file()
+
+
+def test_an_unknown_entry_lists_the_presets() -> None:
+    with pytest.raises(ConfigError, match=r"'entry' = 'nope': no such preset; known: \[.*cifar10_bt_resnet18_w16"):
+        campaign.main(["nope"])
