@@ -144,6 +144,15 @@ def get_view_preset(name: str) -> ViewPreset:
 # Input handling
 
 
+def _pil_to_tensor(image: Any) -> torch.Tensor:
+    """A PIL image (any mode) -> uint8 (3, H, W); TypeError naming the type for anything else."""
+    if not (hasattr(image, "convert") and hasattr(image, "getbands")):
+        raise TypeError(f"EvalTransform: expected a PIL image or a torch.Tensor, got {type(image).__name__}")
+    from torchvision.transforms.functional import pil_to_tensor
+
+    return pil_to_tensor(image.convert("RGB"))
+
+
 def _as_float_images(images: torch.Tensor, where: str) -> torch.Tensor:
     """Validate ``images`` (N, C, H, W) with C in {1, 3}; return float32 (N, 3, H, W) in [0, 1]."""
     if not isinstance(images, torch.Tensor):
@@ -575,7 +584,16 @@ class EvalTransform:
     def __repr__(self) -> str:
         return f"EvalTransform({self.preset!r}, output_dtype={self.output_dtype})"
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: Any) -> torch.Tensor:
+        """A PIL image or a (3, H, W) tensor -> (3, s, s); a (N, 3, H, W) batch -> (N, 3, s, s); as torchvision's
+        presets do. Tensors are uint8, or float in [0, 1]."""
+        if not isinstance(images, torch.Tensor):
+            images = _pil_to_tensor(images)
+        single = images.dim() == 3
+        out = self._batch(images.unsqueeze(0) if single else images)
+        return out[0] if single else out
+
+    def _batch(self, images: torch.Tensor) -> torch.Tensor:
         x = _as_float_images(images, "EvalTransform")
         p, s = self.preset, self.preset.eval_size
         h, w = x.shape[-2:]

@@ -424,3 +424,20 @@ def test_cuda_views_match_cpu_and_never_sync() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-3, rtol=0)
+
+
+def test_eval_transform_takes_pil_chw_and_nchw_as_torchvision_presets_do() -> None:
+    from PIL import Image
+
+    tf = EvalTransform(CIFAR)
+    batch = torch.randint(0, 256, (2, 3, 40, 36), dtype=torch.uint8, generator=_gen(3))
+    expected = tf(batch)
+    assert expected.shape == (2, 3, 32, 32)
+    assert torch.equal(tf(batch[0]), expected[0])  # (3, H, W) -> (3, s, s)
+    assert torch.allclose(tf(batch[0].float() / 255), expected[0], atol=1e-6)
+    pil = Image.fromarray(batch[0].permute(1, 2, 0).numpy())
+    assert torch.equal(tf(pil), expected[0])
+    gray = tf(Image.fromarray(batch[0, 0].numpy(), mode="L"))  # any PIL mode, as RGB
+    assert torch.equal(gray, tf(batch[0, :1].expand(3, -1, -1).contiguous()))
+    with pytest.raises(TypeError, match="expected a PIL image or a torch.Tensor, got list"):
+        tf([[0]])
