@@ -16,7 +16,7 @@ where they stopped, so a killed race loses at most one ``--save_every_seconds`` 
 
     python benchmarks/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
     python benchmarks/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
-    python benchmarks/network_race.py run --smoke           # seconds: tiny budget, the embedded 5k cut
+    python benchmarks/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut
 """
 
 from __future__ import annotations
@@ -95,23 +95,23 @@ def choose(curves: dict[str, list[tuple[float, float]]]) -> str | None:
     return max(close, key=lambda k: (slope(done[k]), done[k][-1][1]))
 
 
-def run(budget: float, data: str, root: Path, smoke: bool) -> None:
+def run(budget: float, data: str, root: Path, smoke: bool, candidates: dict[str, list[str]] = CANDIDATES) -> None:
     """Every candidate at 8 views, one at a time; then the winner at 4 views."""
-    for name, args in CANDIDATES.items():
+    for name, args in candidates.items():
         run_one(name, args, budget, data, root, smoke)
-    winner = choose({name: curve(root / slug(name)) for name in CANDIDATES})
+    winner = choose({name: curve(root / slug(name)) for name in candidates})
     if winner is not None:
-        run_one(f"{winner} 4 views", [*CANDIDATES[winner], "--num_views", "4"], budget, data, root, smoke)
+        run_one(f"{winner} 4 views", [*candidates[winner], "--num_views", "4"], budget, data, root, smoke)
 
 
-def analyze(root: Path, out: Path = RESULTS) -> dict:
+def analyze(root: Path, out: Path = RESULTS, candidates: dict[str, list[str]] = CANDIDATES) -> dict:
     import torch
 
     from mvssl_hub.device import cpu_isa, cpu_name
 
     curves = {p.name.replace("_", " "): curve(p) for p in sorted(root.iterdir())
               if (p / "logs" / "metrics.jsonl").is_file()} if root.is_dir() else {}
-    eight = {k: v for k, v in curves.items() if k in CANDIDATES}
+    eight = {k: v for k, v in curves.items() if k in candidates}
     steps = {}
     for name in curves:
         lines = (root / slug(name) / "logs" / "metrics.jsonl").read_text().splitlines()
@@ -128,7 +128,7 @@ def analyze(root: Path, out: Path = RESULTS) -> dict:
         "curves_cpu_seconds_vs_knn": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
         "steps": steps,
         "finished": {k: finished(root / slug(k)) for k in curves},
-        "winner": choose(eight) if all(finished(root / slug(k)) for k in CANDIDATES) else None,
+        "winner": choose(eight) if all(finished(root / slug(k)) for k in candidates) else None,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "network_race.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -152,8 +152,9 @@ if __name__ == "__main__":
     p.add_argument("--out", default=str(RESULTS), help="where analyze writes network_race.json / .png")
     a = p.parse_args()
     root = Path(a.root) if a.root else cache_root()
+    candidates = dict(list(CANDIDATES.items())[:2]) if a.smoke else CANDIDATES  # smoke: two, then the rerun
     if a.action == "run":
         data = str(ROOT / "recipes" / "data" / "cifar10-5k") if a.smoke else a.data
-        run(2.0 if a.smoke else a.budget, data, root, a.smoke)
-    print(json.dumps({k: v for k, v in analyze(root, Path(a.out)).items() if k != "curves_cpu_seconds_vs_knn"},
-                     indent=2))
+        run(2.0 if a.smoke else a.budget, data, root, a.smoke, candidates)
+    result = analyze(root, Path(a.out), candidates)
+    print(json.dumps({k: v for k, v in result.items() if k != "curves_cpu_seconds_vs_knn"}, indent=2))

@@ -23,14 +23,13 @@ def test_channels_last_safety_finds_the_narrow_strided_1x1_fault_or_none(tmp_pat
     assert {(8, 1, 2), (4, 3, 2), (4, 1, 1)} <= exact
 
 
-def test_network_race_smoke_runs_every_candidate_then_the_winner_at_4_views(tmp_path: Path) -> None:
+def test_network_race_smoke_runs_candidates_then_the_winner_at_4_views(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "benchmarks/network_race.py", "run", "--smoke", "--root",
                            str(tmp_path / "runs"), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                           text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "network_race.json").read_text())
-    assert len(result["curves_cpu_seconds_vs_knn"]) == 5 and all(result["finished"].values())
-    assert result["winner"] in {"resnet18 small stem w32", "resnet18 small stem w64", "resnet18 standard stem w64",
-                                "resnet10 small stem w64"}
+    assert len(result["curves_cpu_seconds_vs_knn"]) == 3 and all(result["finished"].values())
+    assert result["winner"] in {"resnet18 small stem w32", "resnet18 small stem w64"}  # the smoke's two
     assert f"{result['winner']} 4 views" in result["steps"]
     assert (tmp_path / "out" / "network_race.png").stat().st_size > 1000
