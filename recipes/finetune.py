@@ -77,7 +77,7 @@ class FinetuneConfig:
     augment: Literal["light", "none"] = "light"  # light: random resized crop (scale 0.35-1) + flip, no colour
     # optimisation (AdamW; warm-up then cosine)
     epochs: int = 10
-    max_steps: int | None = None  # stop early after this many steps (the schedule still spans `epochs`)
+    max_steps: int | None = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
     batch_size: int = 256
     lr_backbone: float = 1e-4
     lr_head: float = 1e-3
@@ -126,7 +126,7 @@ class FinetuneConfig:
 
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
-RESUMABLE_CHANGES = {"resume", "max_steps", "save_every", "keep_checkpoints", "progress", "export", "threads",
+RESUMABLE_CHANGES = {"resume", "save_every", "keep_checkpoints", "progress", "export", "threads",
                      "overwrite", "eval_batch_size", "log_level", "data_name"}
 
 
@@ -188,13 +188,15 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
         raise ConfigError(f"config key 'batch_size' = {cfg.batch_size} exceeds the {len(train)} training images")
     num_classes = max(int(train.labels.max()), int(test.labels.max()), (train.num_classes or 0) - 1) + 1
     steps_per_epoch = len(train) // cfg.batch_size
-    schedule_steps = cfg.epochs * steps_per_epoch
+    # The schedule spans the run as planned: --max_steps shortens it (warm-up and decay scale with it), so a
+    # short fine-tune ends at a low learning rate instead of stopping inside the warm-up of a long one.
+    schedule_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
     s = Setup(accelerator, precision, get_logger("mvssl_hub.finetune", log_level=cfg.log_level.upper()),
               source=str(portable_value(cfg.model)),
               config={**config_to_dict(cfg), "precision_used": precision, "num_processes": world,
                       "checkpoint": str(ckpt_dir) if ckpt_dir else cfg.model, "view_preset_used": preset_name},
               train=train, test=test, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
-              schedule_steps=schedule_steps, total_steps=min(schedule_steps, cfg.max_steps or schedule_steps),
+              schedule_steps=schedule_steps, total_steps=schedule_steps,
               transforms=src_cfg.get("transforms"))
     s.say(f"# mvssl-hub finetune: resolved config\n{dump_yaml(cfg)}# backbone {src_cfg['backbone']} from "
           f"{ckpt_dir or cfg.model}; precision {precision}; processes {world}; device {device}\n# data {cfg.data}: "
@@ -217,7 +219,7 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     optimizer = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": cfg.lr_backbone},
                                    {"params": model.head.parameters(), "lr": cfg.lr_head}],
                                   weight_decay=cfg.weight_decay)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = round(cfg.warmup_epochs / cfg.epochs * schedule_steps)  # the same share of the schedule, however long
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, schedule_steps, warmup_steps=warmup))
     s.model, s.optimizer, s.scheduler = accelerator.prepare(model, optimizer, scheduler)
     return s
@@ -273,7 +275,8 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
             loss_sum, correct, seen = totals.tolist()
             record = {"epoch": round((step + 1) / s.steps_per_epoch, 4), "step": step + 1,
                       "train_loss": loss_sum / seen, "train_top1": 100.0 * correct / seen,
-                      "test_top1": top["top1"], "test_top5": top["top5"]}
+                      "test_top1": top["top1"], "test_top5": top["top5"],
+                      "lr_backbone": s.scheduler.get_last_lr()[0], "lr_head": s.scheduler.get_last_lr()[1]}
             state["history"].append(record)
             state["epoch"] = (step + 1) // s.steps_per_epoch
             acc.log(record, step=step + 1)

@@ -77,8 +77,19 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     assert "get_model(" not in card.text and "projector" not in card.text.lower()
 
     # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
-    part = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--max_steps", "2"))
-    assert part["steps"] == 2 and Path(part["export"], "head.safetensors").is_file()  # --max_steps still exports
+    # killed during step 3 (after epoch 1's checkpoint), then resumed
+    real_loss, calls = torch.nn.functional.cross_entropy, {"n": 0}
+
+    def dies_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed (simulated)")
+        return real_loss(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "cross_entropy", dies_at_step_3)
+        with pytest.raises(KeyboardInterrupt):
+            recipe.main(_args(checkpoint.parent, tmp_path / "split"))
     resumed = recipe.main(_args(checkpoint.parent, tmp_path / "split", "--resume"))
     assert resumed["steps"] == 4
     assert [h["step"] for h in resumed["history"]] == [2, 4]
@@ -114,3 +125,14 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
     assert all(a >= b for a, b in zip(f[3:], f[4:], strict=False)) and f[-1] < 0.02
     assert lr_factor(20, 20, warmup_steps=4) == 0.0
     assert [lr_factor(s, 20, warmup_steps=2, schedule="constant") for s in (0, 1, 2, 19)] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_a_short_finetune_gets_a_whole_schedule(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    """--max_steps shortens the schedule: warm-up and cosine decay fit in the run, and it still exports."""
+    short = recipe.main(_args(checkpoint.parent, tmp_path / "short", "--epochs", "30", "--max_steps", "3",
+                              "--warmup_epochs", "10"))
+    assert short["steps"] == 3 and Path(short["export"], "head.safetensors").is_file()
+    lrs = [json.loads(line).get("lr_head") for line in (tmp_path / "short" / "logs" / "finetune.jsonl").read_text()
+           .splitlines()]
+    lrs = [x for x in lrs if x is not None]
+    assert lrs and lrs[-1] < 1e-2 * 0.5  # past the peak and decaying at the end of a 3-step run
