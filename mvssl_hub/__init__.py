@@ -9,7 +9,6 @@ from .backbones import BackboneConfig, build_backbone, torchvision_compatible
 from .checkpoint import save_pretrained, update_metrics
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError, UnknownModelError
 from .hub import push_to_hub
-from .loading import from_pretrained
 from .losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, recommended_beta, vicreg_loss
 from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec
@@ -20,6 +19,7 @@ from .zoo import (
     barlowtwins_resnet18,
     barlowtwins_resnet18_w16,
     barlowtwins_resnet50,
+    from_pretrained,
     vicreg_resnet18,
     vicreg_resnet18_w16,
     vicreg_resnet50,

@@ -27,3 +27,7 @@ class UnknownModelError(KeyError):
 
 class CheckpointNotFoundError(FileNotFoundError):
     """No checkpoint at the given path / repo, or (offline) nothing cached for it; the message says how to fetch it."""
+
+
+class HubUnreachableError(CheckpointNotFoundError):
+    """A Hub file is not cached and the Hub cannot be asked (offline mode, or no connection)."""

@@ -28,7 +28,7 @@ from .checkpoint import (
     verify_sha256,
     weights_to_read,
 )
-from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError
+from .errors import CheckpointError, CheckpointNotFoundError, HubUnreachableError, IntegrityError
 from .model_card import render_card
 from .safe_io import looks_local, sha256_file
 
@@ -87,7 +87,7 @@ def hub_download(
             local_files_only=local_files_only, force_download=force_download, token=token,
         ))
     except LocalEntryNotFoundError:
-        raise CheckpointNotFoundError(
+        raise HubUnreachableError(
             f"{filename} of {where} is not in the local cache{f' {cache_dir}' if cache_dir else ''} and the Hub "
             "cannot be reached (offline mode or no connection). Fetch it once with network access, e.g. "
             f"mvssl_hub.from_pretrained({repo_id!r}{f', revision={revision!r}' if revision else ''}) or "

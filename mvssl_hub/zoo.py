@@ -11,22 +11,32 @@ command (``make zoo`` -> ``recipes/publish.py``) from the pushed checkpoints; ne
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .backbones import ResNetBackbone, build_backbone
-from .registry import get_model_builder, get_model_weights, register_model, set_model_weights
+from .checkpoint import check_expected
+from .errors import HubUnreachableError
+from .hub import parse_source
+from .loading import from_pretrained as _load
+from .registry import get_model_builder, get_model_weights, register_model, registered_weights, set_model_weights
 from .vocabulary import METHOD_TITLES
 from .weights import (
     Weights,
     WeightsEnum,
+    bundled_files,
     load_weights,
     make_weights_enum,
     resolve_weights,
     validate_entry,
 )
 
+logger = logging.getLogger(__name__)
 ENTRIES_FILE = Path(__file__).resolve().parent / "zoo_weights.json"
 # builder -> (method, backbone kwargs the builder fixes)
 BUILDER_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -165,8 +175,42 @@ def register_weights(builder: str, enum: type[WeightsEnum] | Mapping[str, Mappin
     return set_model_weights(builder, enum)
 
 
+def zoo_entry(repo_id: str, revision: str | None = None) -> Weights | None:
+    """The published zoo entry pinned to ``repo_id`` at ``revision`` (None, the entry's commit, or the tag it was
+    published under: its recipe's ``recipe_version``), or None."""
+    for enum in registered_weights().values():
+        for member in enum:
+            w = member.value
+            tag = (w.meta.get("recipe") or {}).get("recipe_version")
+            if w.repo_id == repo_id and revision in (None, w.revision, tag):
+                return w
+    return None
+
+
+def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None = None, *,
+                    with_projector: bool = False, **kwargs: Any) -> torch.nn.Module:
+    """:func:`mvssl_hub.loading.from_pretrained` (same arguments); for a zoo entry's Hub id, its verified bundled
+    snapshot answers when the Hub cannot be asked (offline mode, no connection) and the cache lacks the files,
+    and always at the entry's pinned commit (whose bytes the pinned sha256 fix): the zoo loads offline by repo
+    id as it does by name. Returns the backbone (N, 3, H, W) -> (N, D), or with ``with_projector`` the SSLModel."""
+    src, rev, is_local = parse_source(repo_id_or_dir, revision)
+    entry = None if is_local else zoo_entry(src, rev)
+    pinned = entry is not None and rev == entry.revision and not kwargs.get("force_download")
+    if not (pinned and bundled_files(entry, with_projector) is not None):  # a commit's bytes are its pinned hashes
+        try:
+            return _load(repo_id_or_dir, revision, with_projector=with_projector, **kwargs)
+        except HubUnreachableError:
+            if entry is None or bundled_files(entry, with_projector) is None:
+                raise
+    expected = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}
+    model = load_weights(entry, with_projector=with_projector)
+    check_expected(model.mvssl_config, expected, f"{entry.repo_id}@{entry.revision} (bundled)")
+    logger.info("%s: using the bundled snapshot of zoo entry %s (every sha256 checked)", src, entry.builder)
+    return model
+
+
 __all__ = [
-    "BUILDER_SPECS", "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
+    "BUILDER_SPECS", "from_pretrained", "zoo_entry", "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
     "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE", "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights",
     "VICReg_ResNet50_Weights", "barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50",
     "enum_name", "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16",

@@ -44,7 +44,6 @@ from mvssl_hub.data import load_split
 from mvssl_hub.device import hardware_string, make_accelerator, use_channels_last
 from mvssl_hub.device_settings import configure_backends
 from mvssl_hub.distributed import convert_batchnorm
-from mvssl_hub.loading import from_pretrained
 from mvssl_hub.models import Classifier
 from mvssl_hub.pinned import BatchGather, place_split
 from mvssl_hub.probes import extract_features, topk_accuracy
@@ -54,6 +53,7 @@ from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
+from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 
 
 @dataclass
