@@ -19,6 +19,7 @@ import torch
 
 from .data_cache import cache_file, cache_key, cached_images, default_cache_dir
 from .data_decode import _decode, decode_into, first_image_shape, resize_center_crop  # noqa: F401 (re-exported)
+from .errors import DatasetUnreachableError
 from .safe_io import looks_local
 
 IMAGE_KEYS = ("img", "image", "images", "pixel_values")
@@ -62,7 +63,7 @@ def _open_dataset(source: str, split: str, revision: str | None) -> Any:
         try:
             return datasets.load_dataset(source, split=split, revision=revision)
         except ConnectionError as e:  # offline, or the Hub unreachable: say what to pass instead
-            raise ConnectionError(f"dataset {source!r} is not a local file or folder, and the Hub did not answer "
+            raise DatasetUnreachableError(f"dataset {source!r} is not a local file or folder, and the Hub did not answer "
                                   f"({e}); pass a local copy (a parquet folder in the uoft-cs/cifar10 layout, an "
                                   "imagefolder or a save_to_disk folder)") from None
     if path.is_file():

@@ -29,5 +29,9 @@ class CheckpointNotFoundError(FileNotFoundError):
     """No checkpoint at the given path / repo, or (offline) nothing cached for it; the message says how to fetch it."""
 
 
+class DatasetUnreachableError(ConnectionError):
+    """A Hub dataset is not cached and the Hub cannot be asked (offline mode, or no connection)."""
+
+
 class HubUnreachableError(CheckpointNotFoundError):
     """A Hub file is not cached and the Hub cannot be asked (offline mode, or no connection)."""

@@ -40,6 +40,7 @@ from mvssl_hub.probes import extract_features, extract_multiview_features, knn_a
 from mvssl_hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
+from recipes.offline_data import load_or_embedded
 
 
 @dataclass
@@ -197,10 +198,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- data, decoded once
     t0 = time.time()
-    with as_config_error("data", data):
-        train = load_split(data, cfg.train_split, fraction=cfg.fraction, seed=seed, size=cfg.image_size,
-                           limit=cfg.limit)
-        test = load_split(data, cfg.test_split, size=cfg.image_size, limit=cfg.limit)
+    def load(source: str) -> tuple[Any, Any]:
+        return (load_split(source, cfg.train_split, fraction=cfg.fraction, seed=seed, size=cfg.image_size,
+                           limit=cfg.limit),
+                load_split(source, cfg.test_split, size=cfg.image_size, limit=cfg.limit))
+
+    with as_config_error("data", data):  # offline, the default CIFAR-10 falls back to the embedded cut
+        (train, test), data = load_or_embedded(load, data, default=not cfg.data, say=say)
     if train.labels is None or test.labels is None:
         raise ConfigError(f"config key 'data' = {data!r}: splits {cfg.train_split}/{cfg.test_split} need labels")
     say(f"# data {data}: {len(train)} train / {len(test)} test images, loaded in {time.time() - t0:.1f}s")

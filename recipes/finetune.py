@@ -54,6 +54,7 @@ from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
+from recipes.offline_data import load_or_embedded
 
 
 @dataclass
@@ -178,10 +179,15 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
         backbone = from_pretrained(str(ckpt_dir) if ckpt_dir else cfg.model)
     src_cfg = backbone.mvssl_config
     preset_name = cfg.view_preset or (src_cfg.get("transforms") or {}).get("preset") or "cifar10"
-    with accelerator.main_process_first(), as_config_error("data", cfg.data):  # one process downloads a Hub dataset
-        train = load_split(cfg.data, cfg.train_split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
-                           revision=cfg.revision, limit=cfg.limit)
-        test = load_split(cfg.data, cfg.test_split, size=cfg.image_size, revision=cfg.revision, limit=cfg.eval_limit)
+    def load(source: str) -> tuple[Any, Any]:
+        return (load_split(source, cfg.train_split, fraction=cfg.fraction, seed=cfg.seed, size=cfg.image_size,
+                           revision=cfg.revision, limit=cfg.limit),
+                load_split(source, cfg.test_split, size=cfg.image_size, revision=cfg.revision, limit=cfg.eval_limit))
+
+    # One process downloads a Hub dataset; offline, the default CIFAR-10 falls back to the embedded cut.
+    with accelerator.main_process_first(), as_config_error("data", cfg.data):
+        (train, test), cfg.data = load_or_embedded(load, cfg.data, default=cfg.data == FinetuneConfig.data,
+                                                   say=logging.getLogger("mvssl_hub.finetune").warning)
     if train.labels is None or test.labels is None:
         raise ValueError(f"{cfg.data}: fine-tuning needs labels in splits {cfg.train_split!r} and {cfg.test_split!r}")
     if len(train) < cfg.batch_size:

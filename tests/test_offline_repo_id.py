@@ -45,3 +45,18 @@ def test_only_the_pinned_entry_answers(offline) -> None:
         mvssl_hub.from_pretrained("someone/else")
     with pytest.raises(ValueError, match="width=32 was asked for"):
         mvssl_hub.from_pretrained(ENTRY.repo_id, width=32)  # kwargs are checked as for any load
+
+
+def test_evaluate_falls_back_to_the_embedded_cut_offline_and_says_so(offline, tmp_path, capsys) -> None:
+    from conftest import load_recipe
+
+    evaluate = load_recipe("evaluate", "offline_evaluate")
+    out = evaluate.main([ENTRY.repo_id, "--protocol", "knn", "--limit", "200", "--no-baseline", "--no-monitors",
+                         "--progress", "false", "--output", str(tmp_path / "ev.json")])
+    said = capsys.readouterr().out
+    assert "the Hub cannot be reached for uoft-cs/cifar10: using the embedded cut" in said
+    assert {r["dataset"] for r in out["records"]} == {"cifar10-5k"}  # recorded under the cut's name
+    from mvssl_hub.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'data' = 'uoft-cs/cifar10'.*Hub did not answer"):
+        evaluate.main([ENTRY.repo_id, "--data", "uoft-cs/cifar10", "--protocol", "knn", "--progress", "false"])
