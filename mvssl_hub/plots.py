@@ -24,8 +24,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_training_curves(metrics: Path, png: Path, title: str = "", random_init_knn: float | None = None) -> bytes | None:
-    """Draw loss, kNN top-1 (the same network at random init dashed) and images/s against the training step
-    into ``png``; returns the PNG bytes.
+    """Draw loss, kNN top-1 (the same network at random init dashed) and images/s against training time (minutes
+    of the run's clock, evaluation excluded; the step where a record has no time) into ``png``; returns the PNG
+    bytes.
 
     None (and a warning in the log) when matplotlib is missing or nothing was logged.
     """
@@ -43,18 +44,19 @@ def plot_training_curves(metrics: Path, png: Path, title: str = "", random_init_
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     panels = (("loss", "loss"), ("knn_top1", "kNN top-1 (%)"), ("images_per_s", "images / s"))
     for ax, (key, label) in zip(axes, panels):
-        points = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+        rows = [r for r in records if r.get(key) is not None]
+        timed = bool(rows) and all(r.get("train_seconds") is not None for r in rows)
+        points = [(r["train_seconds"] / 60 if timed else r["step"], r[key]) for r in rows]
         if points:
             ax.plot(*zip(*points), marker="o" if key == "knn_top1" else None, markersize=3)
-        ax.set_xlabel("training step")
+        ax.set_xlabel("training time (min)" if timed else "training step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if random_init_knn is not None:
         axes[1].axhline(random_init_knn, color="grey", linestyle="--", label=f"random init {random_init_knn:.1f}%")
         axes[1].legend(fontsize=8)
-    seconds = [r["train_seconds"] for r in records if "train_seconds" in r]
-    if seconds:  # the step axis is exact for every log; the time it stands for goes in the caption
-        axes[1].set_title(f"{max(seconds) / 60:.0f} min of training", fontsize=9)
+    steps = [r["step"] for r in records]
+    axes[1].set_title(f"{max(steps)} steps", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

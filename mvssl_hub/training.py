@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["StepBatches", "TrainingClock", "derive_seed", "epoch_batches", "lr_factor", "make_generator", "process_slice"]
+__all__ = ["StepBatches", "TrainingClock", "derive_seed", "epoch_batches", "expected_total_steps", "lr_factor",
+           "make_generator", "process_slice"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -81,6 +82,16 @@ def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: s
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def expected_total_steps(step: int, total_steps: int, time_budget: float | None, elapsed: float, start_step: int,
+                         start_elapsed: float) -> int:
+    """The step a run will stop at: ``total_steps``, or sooner when ``time_budget`` (seconds of the run's clock)
+    runs out first at the pace since ``(start_step, start_elapsed)``; what a progress bar's total and ETA use."""
+    if time_budget is None or step <= start_step or elapsed <= start_elapsed:
+        return total_steps
+    pace = (step - start_step) / (elapsed - start_elapsed)  # steps per second of the clock
+    return max(step, min(total_steps, step + round(pace * max(0.0, time_budget - elapsed))))
 
 
 class TrainingClock:

@@ -73,7 +73,7 @@ from mvssl_hub.run_checkpoints import CheckpointManager
 from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.step_guard import StepGuard
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
+from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
 
@@ -453,6 +453,7 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: Ch
     bar = tqdm(total=data.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
                disable=not (acc.is_main_process and cfg.progress))
     clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and checkpoint time are not training time
+    start_step, start_seconds = state["global_step"], state["train_seconds"]
     every = cfg.knn_every_seconds
     next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
     next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
@@ -503,6 +504,9 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: Ch
                       "train_seconds": clock.elapsed()}
             acc.log(values, step=step + 1)
             bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{ips:.0f}", lr=f"{values['lr']:.2g}")
+            # with a time budget the bar ends where the budget will: its total and ETA follow the pace
+            bar.total = expected_total_steps(step + 1, data.total_steps, cfg.time_budget, values["train_seconds"],
+                                             start_step, start_seconds)
         knn_due = (bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0) or clock.elapsed() >= next_knn
         if knn_due and step + 1 < data.total_steps and data.bank is not None:
             next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
