@@ -59,6 +59,7 @@ from .safe_io import (
     sha256_file,
 )
 from .version import __version__
+from .views import eval_transform_from
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +305,7 @@ def build_checkpoint_files(
         "method": method, "beta": beta, "num_views": num_views, "dtype": _dtype_name(dtype),
         "train_config": train_config, "dataset": dataset, "transforms": transforms, "metrics": list(metrics or []),
         "training": training, "num_classes": None if head is None else head.out_features, "base_model": base_model,
+        "class_names": model.class_names if isinstance(model, Classifier) else None,
         "monitors": monitors,
     }
     files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
@@ -394,7 +396,8 @@ def model_from_state(state: CheckpointState) -> nn.Module:
     backbone.load_state_dict(state.backbone, strict=True)
     model: nn.Module = backbone
     if state.head is not None:
-        model = Classifier(backbone, cfg["num_classes"])
+        model = Classifier(backbone, cfg["num_classes"], class_names=cfg.get("class_names"),
+                           transforms=eval_transform_from(cfg.get("transforms")))
         model.head.load_state_dict(state.head, strict=True)
     if state.projector is not None:
         projector = Projector(cfg["projector"])

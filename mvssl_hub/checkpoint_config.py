@@ -131,6 +131,7 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "training": ((dict,), True),
     "files": ((dict,), False),
     "num_classes": ((int,), True),  # a fine-tuned classifier: its head's classes (head.safetensors)
+    "class_names": ((list,), True),  # and their names, in the head's order
     "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
     "monitors": ((dict,), True),  # label-free measures (mvssl_hub.monitor report: definitions and sample)
 }
@@ -249,6 +250,10 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
         raise CheckpointError(f"{source}: {PROJECTOR_FILE} is listed but field 'projector' is null")
     classes = cfg.get("num_classes")
     _need(classes is None or 1 <= classes <= MAX_CLASSES, source, "num_classes", classes, f"must be in 1..{MAX_CLASSES}")
+    names = cfg.get("class_names")
+    _need(names is None or (classes is not None and len(names) == classes and all(isinstance(n, str) and len(n) <= 256
+                                                                                    for n in names)),
+          source, "class_names", names, "must be num_classes strings (of at most 256 characters)")
     if (HEAD_FILE in cfg["files"]) != (classes is not None):
         raise CheckpointError(f"{source}: {HEAD_FILE} and field 'num_classes' go together (files: "
                               f"{sorted(cfg['files'])}, num_classes: {classes!r})")

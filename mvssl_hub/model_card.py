@@ -207,6 +207,7 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
                              if ds.get("id") else "The pretraining data is not recorded in config.json."),
         "projector_note": "included (`projector.safetensors`)" if "projector.safetensors" in cfg["files"] else "not included",
         "num_classes": cfg.get("num_classes"),
+        "class_names": ", ".join(cfg.get("class_names") or [])[:200] or "class indices (no names recorded)",
         "finetune_data_desc": next((f"on `{m['dataset']}`, evaluated on its `{m['split']}` split"
                                     for m in cfg.get("metrics", []) if m["task"] == "finetune"), "(data not recorded)"),
         "base_model": cfg.get("base_model") or "a pretrained mvssl-hub checkpoint (not recorded)",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from .backbones import ResNetBackbone, build_backbone
 from .projector import Projector, projector_spec
+from .views import EvalTransform
 
 
 class SSLModel(nn.Module):
@@ -44,15 +47,40 @@ def build_ssl_model(
 
 
 class Classifier(nn.Module):
-    """Backbone + linear head (a fine-tuned model): images (N, 3, H, W) -> logits (N, num_classes)."""
+    """Backbone + linear head (a fine-tuned model): images (N, 3, H, W) -> logits (N, num_classes).
 
-    def __init__(self, backbone: ResNetBackbone, num_classes: int) -> None:
+    ``class_names`` (a list of num_classes names, or None) and ``transforms`` (the evaluation transform, or
+    None) travel with a saved classifier, so that ``predict`` maps raw images to names.
+    """
+
+    def __init__(self, backbone: ResNetBackbone, num_classes: int, class_names: list[str] | None = None,
+                 transforms: EvalTransform | None = None) -> None:
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"Classifier: {len(class_names)} class names for {num_classes} classes")
         self.backbone = backbone
         self.head = nn.Linear(backbone.feature_dim, num_classes)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.transforms = transforms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    @torch.inference_mode()
+    def predict(self, images: Any) -> str | list[str]:
+        """A PIL image or a (3, H, W) tensor -> its class name; a (N, 3, H, W) batch -> N names (the class index
+        as text when the classifier has no names). Uses ``transforms``, in eval mode."""
+        if self.transforms is None:
+            raise RuntimeError("Classifier.predict needs .transforms (set when loaded with mvssl_hub.from_pretrained)")
+        x = self.transforms(images)
+        single = x.dim() == 3
+        was_training = self.training
+        self.eval()
+        batch = (x.unsqueeze(0) if single else x).to(next(self.parameters()).device)
+        logits = self(batch)
+        self.train(was_training)
+        names = [self.class_names[i] if self.class_names else str(i) for i in logits.argmax(1).tolist()]
+        return names[0] if single else names
 
 
 __all__ = ["Classifier", "SSLModel", "build_ssl_model"]

@@ -23,6 +23,7 @@ and cached. No value is read back to the host, so the augmentation never blocks 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from .registry import unknown_name_error
 __all__ = [
     "VIEW_PRESETS",
     "EvalTransform",
+    "eval_transform_from",
     "MultiViewAugment",
     "ViewParams",
     "ViewPreset",
@@ -609,6 +611,16 @@ class EvalTransform:
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
         x = x[:, :, top : top + s, left : left + s].clamp(0.0, 1.0)
         return _normalise(x, p, self.output_dtype)
+
+
+def eval_transform_from(transforms: Mapping[str, Any] | None) -> EvalTransform:
+    """The EvalTransform a checkpoint's ``transforms`` record describes (eval_size, eval_resize, mean, std);
+    what the record leaves out comes from its named ``preset`` (default cifar10)."""
+    tf = dict(transforms or {})
+    named = VIEW_PRESETS.get(tf.get("preset") or "cifar10", VIEW_PRESETS["cifar10"])
+    size = int(tf.get("eval_size", named.eval_size))
+    return EvalTransform(ViewPreset(crop_size=size, eval_size=size, eval_resize=tf.get("eval_resize"),
+                                    mean=tuple(tf.get("mean", named.mean)), std=tuple(tf.get("std", named.std))))
 
 
 def views_for_probe(

@@ -39,7 +39,7 @@ from .hub import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub
 from .model_card import builder_name
 from .registry import unknown_name_error
 from .safe_io import sha256_file
-from .views import EvalTransform, ViewPreset
+from .views import EvalTransform, eval_transform_from
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ class Weights:
 
     def transforms(self) -> EvalTransform:
         """The evaluation transform these weights were measured with: uint8 (N, 3, H, W) -> float (N, 3, S, S)."""
-        tf = self.meta["transforms"]
-        preset = ViewPreset(crop_size=tf["eval_size"], eval_size=tf["eval_size"], eval_resize=tf.get("eval_resize"),
-                            mean=tuple(tf["mean"]), std=tuple(tf["std"]))
-        return EvalTransform(preset)
+        return eval_transform_from(self.meta["transforms"])
 
     def bundled_path(self) -> Path:
         """Where this entry's snapshot is shipped: ``mvssl_hub/bundled/<org>--<name>``."""

@@ -215,7 +215,8 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     s.eval_transform = EvalTransform(preset)
     torch.manual_seed(cfg.seed)
-    model = Classifier(backbone, num_classes)
+    names = train.class_names if train.class_names and len(train.class_names) == num_classes else None
+    model = Classifier(backbone, num_classes, class_names=names)  # the export carries the names
     if world > 1:
         model = convert_batchnorm(model, device)
     channels_last = use_channels_last(model, device, cfg.channels_last)  # off where a CPU kernel fault meets it
@@ -301,7 +302,8 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
 def export(cfg: FinetuneConfig, s: Setup, state: dict[str, Any], records: list[dict]) -> Path:
     """The classifier as a checkpoint folder; its base_model names the pretrained checkpoint."""
     trained = s.accelerator.unwrap_model(s.model)
-    clean = Classifier(build_backbone(**trained.backbone.config.to_dict()), s.num_classes)  # plain BatchNorm, fp32
+    clean = Classifier(build_backbone(**trained.backbone.config.to_dict()), s.num_classes,  # plain BatchNorm, fp32
+                       class_names=trained.class_names)
     clean.load_state_dict({k: v.detach().float().cpu() for k, v in trained.state_dict().items()})
     seconds = state["train_seconds"]
     return save_pretrained(

@@ -75,6 +75,21 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     assert card.data.pipeline_tag == "image-classification" and "image-feature-extraction" not in card.data.tags
     assert "logits `(N, 10)`" in card.text and "classifier = mvssl_hub.from_pretrained(" in card.text
     assert "get_model(" not in card.text and "projector" not in card.text.lower()
+    # class names and transforms travel with the export: one line classifies one PIL image
+    from PIL import Image
+
+    names = export_cfg["class_names"]
+    assert len(names) == 10 and names[0] == "airplane" and "airplane, automobile" in card.text
+    image = Image.fromarray(torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8).numpy())
+    assert classifier.predict(image) in names
+    batch = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    expected = [names[i] for i in classifier(classifier.transforms(batch)).argmax(1).tolist()]
+    assert classifier.predict(batch) == expected
+    from mvssl_hub.checkpoint import validate_config
+    from mvssl_hub.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="class_names"):
+        validate_config({**export_cfg, "class_names": names[:9]})  # 9 names for 10 classes
 
     # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
     # killed during step 3 (after epoch 1's checkpoint), then resumed
