@@ -16,7 +16,8 @@ where they stopped, so a killed race loses at most one ``--save_every_seconds`` 
 
     python benchmarks/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
     python benchmarks/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
-    python benchmarks/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut
+    python benchmarks/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut,
+                                                            # in a temporary folder
 """
 
 from __future__ import annotations
@@ -151,6 +152,11 @@ if __name__ == "__main__":
     p.add_argument("--smoke", action="store_true", help="a few seconds per run on the embedded 5k cut (tests)")
     p.add_argument("--out", default=str(RESULTS), help="where analyze writes network_race.json / .png")
     a = p.parse_args()
+    if a.smoke:  # never near the real race's runs or results
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="network-race-smoke-"))
+        a.root, a.out = a.root or str(scratch / "runs"), a.out if a.out != str(RESULTS) else str(scratch / "out")
     root = Path(a.root) if a.root else cache_root()
     candidates = dict(list(CANDIDATES.items())[:2]) if a.smoke else CANDIDATES  # smoke: two, then the rerun
     if a.action == "run":

@@ -52,7 +52,8 @@ def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -
     if Path(src).exists():
         return src, revision, True
     if looks_local(src):  # a mistyped folder fails at once, without a Hub request
-        raise CheckpointNotFoundError(f"{src!r}: no such folder")
+        hint = f" (for the Hub repo, write 'hf-hub:{src}')" if REPO_ID.match(src) else ""
+        raise CheckpointNotFoundError(f"{src!r}: no such folder{hint}")
     if REPO_ID.match(src):
         return src, revision, False
     raise CheckpointNotFoundError(f"{src!r} is neither an existing folder nor a Hub repo id 'org/name'")

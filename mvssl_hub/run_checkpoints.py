@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ class CheckpointManager:
 
     def _set_aside(self, folder: Path, reason: str) -> Path:
         """Move a damaged folder into ``root/damaged/`` (kept for inspection, never deleted); warn."""
-        aside = self.root / _DAMAGED_DIR / f"{folder.name.lstrip('.')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside = self.root / _DAMAGED_DIR / f"{folder.name.lstrip('.')}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         aside.parent.mkdir(exist_ok=True)
         os.rename(folder, aside)
         logger.warning("checkpoint %s is damaged (%s): moved aside to %s", folder, reason, aside)
@@ -213,8 +214,8 @@ class CheckpointManager:
         """Begin a run: resume from the newest complete checkpoint, or start clean.
 
         resume: :meth:`recover` first (nothing complete is deleted; damaged folders are moved aside with a
-        warning), then restore the newest complete checkpoint (at most ``max_step``); every config key outside
-        ``resumable`` must equal the saved one. When checkpoints existed but none is usable, ConfigError lists
+        warning), then restore the newest complete checkpoint; every config key outside ``resumable`` must
+        equal the saved one, and its step must be at most ``max_step`` (else ConfigError, nothing moved). When checkpoints existed but none is usable, ConfigError lists
         them: starting over must be asked for (``--overwrite`` without ``--resume``). Without resume, existing
         checkpoints are refused unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key ->
         default value) lets a run saved before a key existed resume while that key keeps its default.
@@ -223,9 +224,9 @@ class CheckpointManager:
         defaults = defaults or {}
         if resume:
             if accelerator.is_main_process:
-                self.recover(max_step)
+                self.recover()  # damage only: a checkpoint past a changed schedule is a config question, below
             accelerator.wait_for_everyone()
-            latest = self.latest(max_step)
+            latest = self.latest()
             if latest is None:
                 if self.damaged():
                     raise ConfigError(f"--resume: no usable checkpoint in {self.root}; damaged, moved aside: "
@@ -240,6 +241,10 @@ class CheckpointManager:
             if changed:
                 raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
                                   f"(saved, now): {changed}")
+            step = json.loads((latest / STATE_FILE).read_text())["global_step"]
+            if max_step is not None and step > max_step:  # nothing is moved: resume with the settings it had
+                raise ConfigError(f"--resume from {latest}: it is at step {step}, past this run's {max_step} "
+                                  "steps; resume with the settings it was saved with")
             return self.load(accelerator, latest), latest
         if self.root.exists() and any(self.root.iterdir()):
             if not overwrite:

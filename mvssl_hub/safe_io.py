@@ -334,12 +334,15 @@ def looks_local(source: str) -> bool:
     return "/" in source and Path(source.split("/", 1)[0]).is_dir()
 
 
-def clean_leftovers(target: Path) -> list[str]:
+def clean_leftovers(target: Path, replace: Iterable[str] = ()) -> list[str]:
     """Tidy what an interrupted :func:`atomic_write_folder` of ``target`` left beside it; returns what it did.
 
     ``.<name>.tmp-*`` (never swapped in) is removed. ``.<name>.old-*`` (the previous folder, set aside just
-    before the swap) goes back to ``target`` when ``target`` is missing, and is removed otherwise.
+    before the swap) goes back to ``target`` when ``target`` is missing; otherwise the entries ``target`` lacks
+    that are not in ``replace`` (what the swap had not yet carried over, as :func:`atomic_write_folder` would)
+    move into it, and the rest is removed.
     """
+    replaced = set(replace)
     target = Path(target)
     done: list[str] = []
     if not target.parent.is_dir():
@@ -351,9 +354,12 @@ def clean_leftovers(target: Path) -> list[str]:
         if not target.exists():
             os.rename(p, target)
             done.append(f"restored {target.name} from {p.name}")
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-            done.append(f"removed {p.name}")
+            continue
+        for entry in p.iterdir():  # killed while carrying the old folder's other entries over: finish that
+            if entry.name not in replaced and not (target / entry.name).exists():
+                os.rename(entry, target / entry.name)
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(f"removed {p.name}")
     return done
 
 

@@ -193,6 +193,8 @@ def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None
     snapshot answers when the Hub cannot be asked (offline mode, no connection) and the cache lacks the files,
     and always at the entry's pinned commit (whose bytes the pinned sha256 fix): the zoo loads offline by repo
     id as it does by name. Returns the backbone (N, 3, H, W) -> (N, D), or with ``with_projector`` the SSLModel."""
+    if isinstance(repo_id_or_dir, str) and not os.path.exists(repo_id_or_dir) and zoo_entry(repo_id_or_dir):
+        repo_id_or_dir = f"hf-hub:{repo_id_or_dir}"  # a zoo repo id, even beside a folder named like its org
     src, rev, is_local = parse_source(repo_id_or_dir, revision)
     entry = None if is_local else zoo_entry(src, rev)
     pinned = entry is not None and rev == entry.revision and not kwargs.get("force_download")

@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import find_checkpoint, save_pretrained
+from mvssl_hub.checkpoint import CHECKPOINT_FILES, find_checkpoint, save_pretrained
 from mvssl_hub.config import (
     ConfigError,
     as_config_error,
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
     state.update(saved)
     if s.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
-        clean_leftovers(run_dir / "export")
+        clean_leftovers(run_dir / "export", replace=(*CHECKPOINT_FILES, "training_curves.png"))
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
     s.accelerator.init_trackers("finetune", config=s.config)

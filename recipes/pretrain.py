@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.checkpoint import save_pretrained
+from mvssl_hub.checkpoint import CHECKPOINT_FILES, save_pretrained
 from mvssl_hub.checkpoint_config import (
     MAX_IMAGE_SIZE,
     MAX_PROJECTOR_DIM,
@@ -435,7 +435,8 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Check
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
     if run.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
-        clean_leftovers(run_dir / "export")  # an export interrupted between its two renames
+        # an export interrupted between its two renames
+        clean_leftovers(run_dir / "export", replace=(*CHECKPOINT_FILES, "training_curves.png"))
     if latest is not None:
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
@@ -577,7 +578,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(PretrainConfig, argv, prog="recipes/pretrain.py", summary=__doc__.split("\n\n")[0])
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError(f"config key 'output_dir' = {cfg.output_dir!r}: is a file, not a folder")
-    check_fits(cfg, torch.device("cpu") if cfg.cpu or not torch.cuda.is_available() else torch.device("cuda"))
+    if cfg.cpu or not torch.cuda.is_available():  # every process sees the same host memory; a GPU is checked by
+        check_fits(cfg, torch.device("cpu"))       # its own process once placed (no context on GPU 0 from all)
     run = start(cfg, argv)
     data = load_data(cfg, run)
     trainer = build(cfg, run, data)

@@ -136,3 +136,42 @@ def test_interrupted_exports_are_tidied(tmp_path: Path) -> None:
     assert (target / "a.txt").read_bytes() == b"1" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
     (tmp_path / ".export.old-ghi").mkdir()
     assert clean_leftovers(target) == ["removed .export.old-ghi"]
+
+
+class _OneProcess:
+    """What start_or_resume needs of an accelerate.Accelerator, for one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    def load_state(self, folder: str) -> None:
+        pass
+
+
+def test_a_checkpoint_past_a_shorter_schedule_is_refused_and_left_in_place(run: Path) -> None:
+    ckpts = run / "checkpoints"
+    before = sorted(p.name for p in ckpts.iterdir())
+    saved = json.loads((ckpts / "step-00000003" / "config.json").read_text())
+    manager = CheckpointManager(ckpts, keep=3)
+    with pytest.raises(ConfigError, match=r"at step 3, past this run's 2 steps"):
+        manager.start_or_resume(_OneProcess(), saved, resume=True, overwrite=False, resumable=set(),
+                                log_dir=run / "logs", max_step=2)
+    assert sorted(p.name for p in ckpts.iterdir()) == before  # nothing moved aside, nothing deleted
+    state, latest = manager.start_or_resume(_OneProcess(), saved, resume=True, overwrite=False, resumable=set(),
+                                            log_dir=run / "logs", max_step=8)
+    assert latest == ckpts / "step-00000003" and state["global_step"] == 3
+
+
+def test_an_export_killed_while_carrying_entries_over_keeps_them(tmp_path: Path) -> None:
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "model.safetensors").write_bytes(b"new")
+    old = tmp_path / ".export.old-abc"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"old weights")  # replaced by the new export: dropped
+    (old / "eval_results.json").write_text("{}")  # not yet carried over: kept
+    clean_leftovers(target, replace=("model.safetensors",))
+    assert (target / "model.safetensors").read_bytes() == b"new" and (target / "eval_results.json").is_file()
+    assert not old.exists()
