@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.device import bf16_is_fast, use_channels_last
+from mvssl_hub.device import apply_memory_format, bf16_is_fast
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
@@ -89,9 +89,8 @@ def build_parts(device: torch.device, images: torch.Tensor, *, width: int = 64, 
     bf16 = bf16_is_fast(device)
     torch.manual_seed(seed)
     model = build_ssl_model("resnet18", small_images=True, width=width, proj_dim=proj_dim)
-    channels_last = use_channels_last(model, device)
-    model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    model = model.train()
+    channels_last = apply_memory_format(model, device)
+    model = model.to(device).train()
     optimizer = (make_adam(model.parameters(), 1e-3, 1e-6, device) if fused is None else
                  torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6, fused=fused or None,
                                   foreach=None if fused else True))

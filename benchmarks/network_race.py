@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,8 +31,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
 from time_to_accuracy import curve, plot_curves  # noqa: E402  (one reader and one figure of kNN curves)
+
+from recipes.campaign import long_runs_home  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PRESET = "recipes/configs/zoo/cifar10_race.yaml"
@@ -47,9 +49,8 @@ TIE_POINTS = 0.5
 
 
 def cache_root() -> Path:
-    """Where the race's runs live: outside the work tree, so that the next session on this machine finds them."""
-    base = os.environ.get("MVSSL_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mvssl-hub")
-    return Path(base) / "race"
+    """Where the race's runs live: beside the campaigns', outside the work tree."""
+    return long_runs_home() / "race"
 
 
 def slug(name: str) -> str:

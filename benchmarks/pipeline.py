@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.data import load_split
-from mvssl_hub.device import bf16_is_fast, hardware_string, use_channels_last
+from mvssl_hub.device import apply_memory_format, bf16_is_fast, hardware_string
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
@@ -88,10 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     gather = BatchGather(images, device, args.batch)
     preset = get_view_preset("cifar10")
     model = build_ssl_model("resnet18", small_images=True, width=args.width, proj_dim=args.proj_dim)
-    channels_last = use_channels_last(model, device)
+    channels_last = apply_memory_format(model, device)
     augment = MultiViewAugment(preset, output_dtype=dtype, channels_last=channels_last)
-    model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    model = model.train()
+    model = model.to(device).train()
     optimizer = make_adam(model.parameters(), 1e-3, 1e-6, device)
     n = images.shape[0]
 

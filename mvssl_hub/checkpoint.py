@@ -49,6 +49,7 @@ from .safe_io import (
     SafetensorsHeader,
     atomic_write_folder,
     check_regular_file,
+    clean_leftovers,
     json_bytes,
     load_safetensors,
     parse_json,
@@ -356,6 +357,13 @@ def save_pretrained(
     return atomic_write_folder(Path(save_dir), files, replace=(*CHECKPOINT_FILES, *figures))
 
 
+def tidy_interrupted_save(save_dir: str | os.PathLike[str]) -> list[str]:
+    """Finish or undo what an interrupted :func:`save_pretrained` of ``save_dir`` left beside it
+    (:func:`~mvssl_hub.safe_io.clean_leftovers`, the format's own files never carried over from the old copy,
+    as the save does); returns what it did."""
+    return clean_leftovers(Path(save_dir), replace=CHECKPOINT_FILES)
+
+
 def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
     """A copy of ``cfg`` with ``metrics`` merged in (same (task, metric, dataset, split) replaces)."""
     new = dict(cfg)
@@ -412,6 +420,6 @@ __all__ = [
     "check_expected", "CARD_FILE", "CHECKPOINT_FILES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "MODEL_FILE", "PROJECTOR_FILE",
     "CheckpointState", "build_checkpoint_files", "check_expected", "check_header_against", "expected_state",
     "expected_tensors", "find_checkpoint", "load_config", "merge_metrics", "model_from_state", "normalize_metric",
-    "read_checkpoint", "read_checkpoint_folder", "read_config", "save_pretrained", "strip_prefixes",
+    "read_checkpoint", "read_checkpoint_folder", "read_config", "save_pretrained", "strip_prefixes", "tidy_interrupted_save",
     "unwrap_model", "update_metrics", "validate_config", "verify_sha256", "with_metrics",
 ]

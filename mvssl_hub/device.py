@@ -19,7 +19,7 @@ import torch
 from .distributed import check_distributed_launch
 from .errors import ConfigError
 
-__all__ = ["PRECISIONS", "available_memory_bytes", "bf16_is_fast", "channels_last_hazards", "choose_precision", "use_channels_last", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
+__all__ = ["PRECISIONS", "apply_memory_format", "available_memory_bytes", "bf16_is_fast", "channels_last_hazards", "choose_precision", "use_channels_last", "cpu_flags", "cpu_isa", "cpu_name", "hardware_string", "isa_capped_below_bf16",
            "make_accelerator", "peak_memory_mb"]
 
 
@@ -191,6 +191,15 @@ def use_channels_last(model: torch.nn.Module, device: torch.device | str, reques
                       f"{CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS} input channels) meets a oneDNN CPU kernel fault "
                       f"(wrong weight gradients or a hang) in channels_last; running contiguous", stacklevel=2)
     return not hazards
+
+
+def apply_memory_format(model: torch.nn.Module, device: torch.device | str, requested: bool = True) -> bool:
+    """Convert ``model`` in place to channels_last when :func:`use_channels_last` allows it on ``device``;
+    returns whether it did (the views must then be channels_last too)."""
+    channels_last = use_channels_last(model, device, requested)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
 
 
 def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any],

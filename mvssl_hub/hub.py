@@ -227,8 +227,8 @@ def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
     names = [name for name in WEIGHTS_FILES if name in cfg["files"]]
     curves = (cfg.get("training") or {}).get("curves")
     if curves:
-        path = folder / curves
-        if path.is_symlink() or (path.exists() and path.resolve().parent != folder.resolve()):
+        path = folder / curves  # a plain name (validate_config): only a symlink can lead out of the folder
+        if path.is_symlink():
             raise CheckpointError(f"{folder / CONFIG_FILE}: training.curves = {curves!r} is a link out of the "
                                   "checkpoint folder; refusing to upload it")
         if path.is_file():

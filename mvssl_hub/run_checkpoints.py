@@ -67,10 +67,10 @@ class CheckpointManager:
             return None
         return int(name[len(prefix):])
 
-    def problem(self, folder: Path, max_step: int | None = None) -> str | None:
+    def problem(self, folder: Path) -> str | None:
         """Why ``folder`` is not a usable checkpoint (naming the file at fault), or None when it is: the marker
         lists every file with its sha256, and ``training_state.json`` holds a step that is a non-negative int,
-        equal to the marker's, and at most ``max_step``."""
+        equal to the marker's. (Whether that step fits the run's schedule is :meth:`start_or_resume`'s question.)"""
         marker = folder / MARKER_FILE
         if not marker.is_file():
             return f"{marker.name} missing (the save never finished)"
@@ -94,24 +94,22 @@ class CheckpointManager:
             return f"{STATE_FILE} unreadable ({type(e).__name__}: {e})"
         if not isinstance(done, int) or isinstance(done, bool) or done < 0 or done != step:
             return f"{STATE_FILE}: global_step = {done!r} is not the step {step!r} of {marker.name}"
-        if max_step is not None and done > max_step:
-            return f"{STATE_FILE}: global_step = {done} is past this run's {max_step} steps"
         return None
 
-    def is_complete(self, folder: Path, max_step: int | None = None) -> bool:
+    def is_complete(self, folder: Path) -> bool:
         """True when :meth:`problem` finds nothing wrong."""
-        return self.problem(folder, max_step) is None
+        return self.problem(folder) is None
 
-    def complete_checkpoints(self, max_step: int | None = None) -> list[Path]:
+    def complete_checkpoints(self) -> list[Path]:
         """Complete checkpoint folders, oldest first."""
         if not self.root.is_dir():
             return []
         found = [(self._step_of(p), p) for p in self.root.iterdir() if p.is_dir()]
-        return [p for step, p in sorted((s, p) for s, p in found if s is not None) if self.is_complete(p, max_step)]
+        return [p for step, p in sorted((s, p) for s, p in found if s is not None) if self.is_complete(p)]
 
-    def latest(self, max_step: int | None = None) -> Path | None:
+    def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
-        done = self.complete_checkpoints(max_step)
+        done = self.complete_checkpoints()
         return done[-1] if done else None
 
     def _set_aside(self, folder: Path, reason: str) -> Path:
@@ -122,7 +120,7 @@ class CheckpointManager:
         logger.warning("checkpoint %s is damaged (%s): moved aside to %s", folder, reason, aside)
         return aside
 
-    def recover(self, max_step: int | None = None) -> list[str]:
+    def recover(self) -> list[str]:
         """Put the checkpoint folders in order before a resume (main process only); returns what it did.
 
         - a complete ``.tmp-step-N`` (a crash after its marker) becomes ``step-N`` unless that is complete;
@@ -139,9 +137,9 @@ class CheckpointManager:
                 if step is None or not p.is_dir():
                     continue
                 final = self.root / f"{_STEP_PREFIX}{step:08d}"
-                if self.is_complete(p, max_step) and not (final.is_dir() and self.is_complete(final, max_step)):
+                if self.is_complete(p) and not (final.is_dir() and self.is_complete(final)):
                     if final.exists():
-                        self._set_aside(final, self.problem(final, max_step) or "incomplete")
+                        self._set_aside(final, self.problem(final) or "incomplete")
                     os.rename(p, final)
                     done.append(f"recovered {final.name} from {p.name}")
                     logger.warning("checkpoint %s recovered from %s (a save was interrupted)", final, p.name)
@@ -150,7 +148,7 @@ class CheckpointManager:
                     done.append(f"removed {p.name}")
         for p in sorted(self.root.iterdir()):
             if p.is_dir() and self._step_of(p) is not None:
-                reason = self.problem(p, max_step)
+                reason = self.problem(p)
                 if reason is not None:
                     done.append(f"{p.name}: {reason} -> {self._set_aside(p, reason)}")
         fsync_dir(self.root)
@@ -215,8 +213,9 @@ class CheckpointManager:
 
         resume: :meth:`recover` first (nothing complete is deleted; damaged folders are moved aside with a
         warning), then restore the newest complete checkpoint; every config key outside ``resumable`` must
-        equal the saved one, and its step must be at most ``max_step`` (else ConfigError, nothing moved). When checkpoints existed but none is usable, ConfigError lists
-        them: starting over must be asked for (``--overwrite`` without ``--resume``). Without resume, existing
+        equal the saved one, and its step must be at most ``max_step`` (else ConfigError, nothing moved). When
+        checkpoints existed but none is usable, ConfigError lists them: starting over must be asked for
+        (``--overwrite`` without ``--resume``). Without resume, existing
         checkpoints are refused unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key ->
         default value) lets a run saved before a key existed resume while that key keeps its default.
         Returns (saved training state or {}, folder or None).
@@ -224,7 +223,7 @@ class CheckpointManager:
         defaults = defaults or {}
         if resume:
             if accelerator.is_main_process:
-                self.recover()  # damage only: a checkpoint past a changed schedule is a config question, below
+                self.recover()
             accelerator.wait_for_everyone()
             latest = self.latest()
             if latest is None:

@@ -29,7 +29,6 @@ from .vocabulary import METHOD_TITLES
 from .weights import (
     Weights,
     WeightsEnum,
-    bundled_files,
     load_weights,
     make_weights_enum,
     resolve_weights,
@@ -197,17 +196,19 @@ def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None
         repo_id_or_dir = f"hf-hub:{repo_id_or_dir}"  # a zoo repo id, even beside a folder named like its org
     src, rev, is_local = parse_source(repo_id_or_dir, revision)
     entry = None if is_local else zoo_entry(src, rev)
-    pinned = entry is not None and rev == entry.revision and not kwargs.get("force_download")
-    if not (pinned and bundled_files(entry, with_projector) is not None):  # a commit's bytes are its pinned hashes
+    # At the pinned commit the entry's own loader answers (its bundled snapshot, every sha256 checked, else the
+    # Hub at that commit); otherwise the Hub is asked first, and the entry answers only when it cannot be.
+    if entry is None or rev != entry.revision or kwargs.get("force_download"):
         try:
             return _load(repo_id_or_dir, revision, with_projector=with_projector, **kwargs)
         except HubUnreachableError:
-            if entry is None or bundled_files(entry, with_projector) is None:
+            if entry is None:
                 raise
-    expected = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}
-    model = load_weights(entry, with_projector=with_projector)
-    check_expected(model.mvssl_config, expected, f"{entry.repo_id}@{entry.revision} (bundled)")
-    logger.info("%s: using the bundled snapshot of zoo entry %s (every sha256 checked)", src, entry.builder)
+            logger.info("%s: the Hub cannot be asked; loading zoo entry %s instead", src, entry.builder)
+    hub = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS and k != "force_download"}
+    model = load_weights(entry, with_projector=with_projector, **hub)
+    check_expected(model.mvssl_config, {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS},
+                   f"{entry.repo_id}@{entry.revision}")
     return model
 
 

@@ -66,9 +66,14 @@ class CampaignConfig:
             raise ConfigError(f"config key 'milestone_seconds' = {self.milestone_seconds!r}: must be in (0, 1e8)")
 
 
+def long_runs_home() -> Path:
+    """Where long, resumable runs keep their state: ``$MVSSL_HUB_CACHE``, else ``~/.cache/mvssl-hub`` (outside the
+    work tree, so that the next session on this machine finds them). The network race lives there too."""
+    return Path(os.environ.get("MVSSL_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mvssl-hub"))
+
+
 def run_dir(cfg: CampaignConfig) -> Path:
-    base = cfg.root or os.environ.get("MVSSL_HUB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mvssl-hub")
-    return Path(base) / "campaign" / cfg.entry
+    return (Path(cfg.root) if cfg.root else long_runs_home()) / "campaign" / cfg.entry
 
 
 def trained_so_far(run: Path) -> tuple[int, float]:

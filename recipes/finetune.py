@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import CHECKPOINT_FILES, find_checkpoint, save_pretrained
+from mvssl_hub.checkpoint import find_checkpoint, save_pretrained, tidy_interrupted_save
 from mvssl_hub.config import (
     ConfigError,
     as_config_error,
@@ -41,7 +41,7 @@ from mvssl_hub.config import (
     run_cli,
 )
 from mvssl_hub.data import load_split
-from mvssl_hub.device import hardware_string, make_accelerator, use_channels_last
+from mvssl_hub.device import apply_memory_format, hardware_string, make_accelerator
 from mvssl_hub.device_settings import configure_backends
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.models import Classifier
@@ -49,7 +49,6 @@ from mvssl_hub.pinned import BatchGather, place_split
 from mvssl_hub.probes import extract_features, topk_accuracy
 from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
@@ -144,8 +143,7 @@ class Setup:
     test: Any
     num_classes: int
     steps_per_epoch: int
-    schedule_steps: int
-    total_steps: int
+    total_steps: int  # the run's length, which its learning-rate schedule spans
     model: Any = None
     optimizer: Any = None
     scheduler: Any = None
@@ -196,13 +194,14 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     steps_per_epoch = len(train) // cfg.batch_size
     # The schedule spans the run as planned: --max_steps shortens it (warm-up and decay scale with it), so a
     # short fine-tune ends at a low learning rate instead of stopping inside the warm-up of a long one.
-    schedule_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    planned = cfg.epochs * steps_per_epoch
+    total_steps = min(planned, cfg.max_steps or planned)
     s = Setup(accelerator, precision, get_logger("mvssl_hub.finetune", log_level=cfg.log_level.upper()),
               source=str(portable_value(cfg.model)),
               config={**config_to_dict(cfg), "precision_used": precision, "num_processes": world,
                       "checkpoint": str(ckpt_dir) if ckpt_dir else cfg.model, "view_preset_used": preset_name},
               train=train, test=test, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
-              schedule_steps=schedule_steps, total_steps=schedule_steps,
+              total_steps=total_steps,
               transforms=src_cfg.get("transforms"))
     s.say(f"# mvssl-hub finetune: resolved config\n{dump_yaml(cfg)}# backbone {src_cfg['backbone']} from "
           f"{ckpt_dir or cfg.model}; precision {precision}; processes {world}; device {device}\n# data {cfg.data}: "
@@ -219,15 +218,13 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     model = Classifier(backbone, num_classes, class_names=names)  # the export carries the names
     if world > 1:
         model = convert_batchnorm(model, device)
-    channels_last = use_channels_last(model, device, cfg.channels_last)  # off where a CPU kernel fault meets it
+    channels_last = apply_memory_format(model, device, cfg.channels_last)  # off where a CPU kernel fault meets it
     s.augment = MultiViewAugment(light, output_dtype=view_dtype, channels_last=channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": cfg.lr_backbone},
                                    {"params": model.head.parameters(), "lr": cfg.lr_head}],
                                   weight_decay=cfg.weight_decay)
-    warmup = round(cfg.warmup_epochs / cfg.epochs * schedule_steps)  # the same share of the schedule, however long
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, schedule_steps, warmup_steps=warmup))
+    warmup = round(cfg.warmup_epochs / cfg.epochs * total_steps)  # the same share of the schedule, however long
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, total_steps, warmup_steps=warmup))
     s.model, s.optimizer, s.scheduler = accelerator.prepare(model, optimizer, scheduler)
     return s
 
@@ -327,11 +324,11 @@ def main(argv: list[str] | None = None) -> dict:
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
     saved, latest = ckpts.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
                                           resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(FinetuneConfig), max_step=s.schedule_steps)
+                                          defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
     state.update(saved)
     if s.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
-        clean_leftovers(run_dir / "export", replace=(*CHECKPOINT_FILES, "training_curves.png"))
+        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
     s.accelerator.init_trackers("finetune", config=s.config)

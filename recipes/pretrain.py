@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.checkpoint import CHECKPOINT_FILES, save_pretrained
+from mvssl_hub.checkpoint import save_pretrained, tidy_interrupted_save
 from mvssl_hub.checkpoint_config import (
     MAX_IMAGE_SIZE,
     MAX_PROJECTOR_DIM,
@@ -47,11 +47,11 @@ from mvssl_hub.config import (
 )
 from mvssl_hub.data import load_split
 from mvssl_hub.device import (
+    apply_memory_format,
     available_memory_bytes,
     hardware_string,
     make_accelerator,
     peak_memory_mb,
-    use_channels_last,
 )
 from mvssl_hub.device_settings import configure_backends, make_adam
 from mvssl_hub.distributed import convert_batchnorm
@@ -70,7 +70,6 @@ from mvssl_hub.records import (
     transforms_record,
 )
 from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.safe_io import clean_leftovers
 from mvssl_hub.step_guard import StepGuard
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
@@ -378,9 +377,7 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
         model = convert_batchnorm(model, run.device)
     # channels_last is faster on every CPU kind measured, except where a oneDNN kernel fault meets the network
     # (narrow strided 1x1 convolutions: wrong gradients or a hang); there the run goes contiguous.
-    channels_last = use_channels_last(model, run.device, cfg.channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    channels_last = apply_memory_format(model, run.device, cfg.channels_last)
     optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, run.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
         s, data.schedule_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
@@ -436,7 +433,7 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Check
     if run.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
         # an export interrupted between its two renames
-        clean_leftovers(run_dir / "export", replace=(*CHECKPOINT_FILES, "training_curves.png"))
+        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")

@@ -90,8 +90,8 @@ def test_training_state_step_is_validated(run: Path, step) -> None:
     (newest / STATE_FILE).write_text(json.dumps({**state, "global_step": step}))
     rehash(newest, STATE_FILE)
     manager = CheckpointManager(run / "checkpoints")
-    assert "global_step" in manager.problem(newest, max_step=8)
-    assert manager.latest(max_step=8) == run / "checkpoints" / "step-00000002"
+    assert "global_step" in manager.problem(newest)
+    assert manager.latest() == run / "checkpoints" / "step-00000002"
 
 
 def test_a_complete_temporary_checkpoint_is_recovered(run: Path) -> None:
@@ -109,16 +109,16 @@ def test_resaving_a_step_always_leaves_a_complete_checkpoint(run: Path) -> None:
     shutil.copytree(ckpts / "step-00000003", ckpts / ".tmp-step-00000003")
     (ckpts / "step-00000003").rename(ckpts / ".old-step-00000003")
     manager = CheckpointManager(ckpts)
-    manager.recover(max_step=8)
+    manager.recover()
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000001", "step-00000002", "step-00000003"]
-    assert manager.latest(8) == ckpts / "step-00000003"
+    assert manager.latest() == ckpts / "step-00000003"
     # only the old copy survived: it comes back
     (ckpts / "step-00000003").rename(ckpts / ".old-step-00000003")
-    manager.recover(max_step=8)
-    assert manager.latest(8) == ckpts / "step-00000003"
+    manager.recover()
+    assert manager.latest() == ckpts / "step-00000003"
     # a finished run resumed re-saves its last step in place
     summary = recipe.main(tiny(run, "--max_steps", "3", "--save_every", "1", "--resume"))
-    assert summary["state"]["global_step"] == 3 and manager.latest(8) == ckpts / "step-00000003"
+    assert summary["state"]["global_step"] == 3 and manager.latest() == ckpts / "step-00000003"
 
 
 def test_a_kill_before_the_first_checkpoint_logs_no_step_twice(run: Path) -> None:
