@@ -50,7 +50,7 @@ from mvssl_hub.probes import extract_features, topk_accuracy
 from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.run_checkpoints import CheckpointManager
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
+from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -78,6 +78,8 @@ class FinetuneConfig:
     # optimisation (AdamW; warm-up then cosine)
     epochs: int = 10
     max_steps: int | None = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
+    time_budget: float | None = None  # seconds of training (wall clock, evaluation excluded): the schedule spans
+    #                                   them too, and the run ends with a test and an export when they run out
     batch_size: int = 256
     lr_backbone: float = 1e-4
     lr_head: float = 1e-3
@@ -113,6 +115,8 @@ class FinetuneConfig:
         need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
         need(self.epochs >= 1, "epochs", "must be >= 1")
         need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        need(self.time_budget is None or (self.time_budget > 0 and math.isfinite(self.time_budget)), "time_budget",
+             "must be a finite number of seconds > 0")
         need(self.batch_size >= 2, "batch_size", "BatchNorm needs at least 2 images")
         for key in ("lr_backbone", "lr_head"):
             need(getattr(self, key) >= 0 and math.isfinite(getattr(self, key)), key, "must be a number >= 0")
@@ -144,6 +148,7 @@ class Setup:
     num_classes: int
     steps_per_epoch: int
     total_steps: int  # the run's length, which its learning-rate schedule spans
+    clock: TrainingClock  # seconds of training so far; with a time budget, the schedule follows it too
     model: Any = None
     optimizer: Any = None
     scheduler: Any = None
@@ -201,7 +206,7 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
               config={**config_to_dict(cfg), "precision_used": precision, "num_processes": world,
                       "checkpoint": str(ckpt_dir) if ckpt_dir else cfg.model, "view_preset_used": preset_name},
               train=train, test=test, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
-              total_steps=total_steps,
+              total_steps=total_steps, clock=TrainingClock("wall"),
               transforms=src_cfg.get("transforms"))
     s.say(f"# mvssl-hub finetune: resolved config\n{dump_yaml(cfg)}# backbone {src_cfg['backbone']} from "
           f"{ckpt_dir or cfg.model}; precision {precision}; processes {world}; device {device}\n# data {cfg.data}: "
@@ -224,9 +229,19 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
                                    {"params": model.head.parameters(), "lr": cfg.lr_head}],
                                   weight_decay=cfg.weight_decay)
     warmup = round(cfg.warmup_epochs / cfg.epochs * total_steps)  # the same share of the schedule, however long
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, total_steps, warmup_steps=warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: lr_factor(schedule_position(k, total_steps, s.clock.elapsed(), cfg.time_budget),
+                                       total_steps, warmup_steps=warmup))
     s.model, s.optimizer, s.scheduler = accelerator.prepare(model, optimizer, scheduler)
     return s
+
+
+def schedule_position(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
+    """Where the schedule stands, in steps of ``total_steps``: the step, or further along when a time budget is
+    spent faster, so that warm-up and decay span whichever of the two ends the run first."""
+    if time_budget is None:
+        return step
+    return max(step, min(1.0, elapsed / time_budget) * total_steps)
 
 
 def test_accuracy(cfg: FinetuneConfig, s: Setup) -> dict[str, float]:
@@ -246,7 +261,8 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
     acc, device = s.accelerator, s.accelerator.device
     bar = tqdm(total=s.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
                disable=not (acc.is_main_process and cfg.progress))
-    clock = TrainingClock("wall", state["train_seconds"])
+    clock = s.clock = TrainingClock("wall", state["train_seconds"])  # the schedule reads it (time budget)
+    start_step, start_seconds = state["global_step"], state["train_seconds"]
     gather = BatchGather(place_split(s.train.images, device), device, cfg.batch_size // acc.num_processes)
     batches = StepBatches(len(s.train), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
     running = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen: read once per epoch
@@ -271,7 +287,13 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
                                 (logits.detach().argmax(1) == labels).sum().double(),
                                 torch.tensor(float(labels.numel()), dtype=torch.float64, device=device)])
         bar.update(1)
-        epoch_done = (step + 1) % s.steps_per_epoch == 0 or step + 1 == s.total_steps
+        if cfg.time_budget is not None:  # the bar ends where the budget will: its total and ETA follow the pace
+            bar.total = expected_total_steps(step + 1, s.total_steps, cfg.time_budget, clock.elapsed(),
+                                             start_step, start_seconds)
+        out_of_time = cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget
+        if acc.num_processes > 1:  # every process must stop at the same step
+            out_of_time = bool(acc.reduce(torch.tensor([float(out_of_time)], device=device), "sum") > 0)
+        epoch_done = (step + 1) % s.steps_per_epoch == 0 or step + 1 == s.total_steps or out_of_time
         if epoch_done:
             with clock.paused():
                 top = test_accuracy(cfg, s)
@@ -292,6 +314,9 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
                 ckpts.save(acc, state["global_step"], state, s.config)
+        if out_of_time:
+            s.say(f"# time budget of {cfg.time_budget:g}s spent at step {step + 1} of {s.total_steps}")
+            break
     bar.close()
     state["train_seconds"] = clock.elapsed()
 

@@ -109,6 +109,7 @@ class PretrainConfig:
     knn_every_seconds: float = 0.0  # or: seconds of training time between kNN evaluations (0: off)
     knn_random_init: bool = True  # also evaluate the untrained network (same seed) as the baseline
     monitors: bool = True  # with each kNN: RankMe, alpha-ReQ, LiDAR (no labels) on 1,000 held-out images
+    monitors_max_share: float = 0.05  # between the first and last kNN they skip points to cost at most this share
     # model
     arch: str = "resnet18"
     width: int = 64  # first-stage channels; 64 = torchvision's ResNet
@@ -186,6 +187,7 @@ class PretrainConfig:
         need(self.log_every >= 1, "log_every", "must be >= 1")
         need(self.knn_every >= 0, "knn_every", "must be >= 0")
         need(self.knn_every_seconds >= 0, "knn_every_seconds", "must be >= 0")
+        need(0 < self.monitors_max_share <= 1, "monitors_max_share", "must be in (0, 1]")
         need(self.knn_k >= 1, "knn_k", "must be >= 1")
         need(self.knn_temperature > 0, "knn_temperature", "must be > 0")
         need(self.threads >= 0, "threads", "must be >= 0")
@@ -215,6 +217,7 @@ RESUMABLE_CHANGES = {
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
     "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers", "monitors",
+    "monitors_max_share",
 }
 
 
@@ -399,21 +402,35 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     )
 
 
-def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> float | None:
+def monitors_affordable(spent: float, last_cost: float, train_seconds: float, max_share: float) -> bool:
+    """Whether the label-free monitors may run at this kNN point: yes while their total cost, this run
+    included (estimated by the last run's cost), stays within ``max_share`` of the training time so far."""
+    return spent + last_cost <= max_share * train_seconds
+
+
+def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, always_monitor: bool = True) -> float | None:
     """kNN top-1 (%) of the backbone's features on the held-out bank / queries (None without labels); with
-    ``monitors``, the label-free measures of the same moment go to the log and ``trainer.state``."""
+    ``monitors``, the label-free measures of the same moment go to the log and ``trainer.state``. Between the
+    first and the last point (``always_monitor=False``) the monitors run only while they stay affordable."""
     if data.bank is None:
         return None
     result = knn_evaluate(trainer.backbone(run.accelerator), data.bank, data.queries, trainer.eval_transform,
                           k=min(cfg.knn_k, len(data.bank)), temperature=cfg.knn_temperature,
                           channels_last=cfg.channels_last, progress=cfg.progress and run.accelerator.is_main_process)
-    if cfg.monitors and run.accelerator.is_main_process:  # a fixed sample (first queries, 4 views, the seed)
+    state = trainer.state
+    affordable = always_monitor or monitors_affordable(state.get("monitor_seconds", 0.0),
+                                                       state.get("monitor_last_seconds", 0.0),
+                                                       state["train_seconds"], cfg.monitors_max_share)
+    if cfg.monitors and not affordable:
+        state["monitors_skipped"] = state.get("monitors_skipped", 0) + 1
+    if cfg.monitors and affordable and run.accelerator.is_main_process:  # a fixed sample (first queries, 4 views)
         t0 = time.perf_counter()
         report = monitor_model(run.accelerator.unwrap_model(trainer.model), data.queries.images[:1000],
                                trainer.augment, num_views=4, seed=cfg.seed, channels_last=cfg.channels_last)
         seconds = time.perf_counter() - t0  # its cost against training time: the overhead a user pays
-        trainer.state["monitor_seconds"] = trainer.state.get("monitor_seconds", 0.0) + seconds
-        trainer.state["monitors"] = report.to_record()
+        state["monitor_seconds"] = state.get("monitor_seconds", 0.0) + seconds
+        state["monitor_last_seconds"] = seconds
+        state["monitors"] = report.to_record()
         run.accelerator.log({**report.values(), "monitor_seconds": seconds}, step=trainer.state["global_step"])
     trainer.train_model.train()
     return result
@@ -508,8 +525,9 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: Ch
         knn_due = (bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0) or clock.elapsed() >= next_knn
         if knn_due and step + 1 < data.total_steps and data.bank is not None:
             next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
+            state["train_seconds"] = clock.elapsed()
             with clock.paused():  # time budgets and time-to-accuracy count training only
-                top1 = knn(cfg, run, data, trainer)
+                top1 = knn(cfg, run, data, trainer, always_monitor=False)
             state["train_seconds"] = clock.elapsed()
             acc.log({"knn_top1": top1, "train_seconds": state["train_seconds"]}, step=step + 1)
             run.say(f"\n# step {step + 1}: kNN top-1 {top1:.2f}% after {state['train_seconds']:.0f}s of training")
@@ -605,8 +623,10 @@ def main(argv: list[str] | None = None) -> dict:
         run.say(line)
         run.accelerator.log({"knn_top1": state["knn"], "train_seconds": seconds}, step=state["global_step"])
     if state.get("monitor_seconds") and seconds > 0:
+        skipped = (f"; skipped at {state['monitors_skipped']} kNN point(s) to stay within "
+                   f"{100 * cfg.monitors_max_share:g}%") if state.get("monitors_skipped") else ""
         run.say(f"# label-free monitors took {state['monitor_seconds']:.1f}s in all: "
-                f"{100 * state['monitor_seconds'] / seconds:.1f}% of the training time")
+                f"{100 * state['monitor_seconds'] / seconds:.1f}% of the training time{skipped}")
     checkpoint = save(run, trainer, ckpts)
     export_dir = export(cfg, run, data, trainer) if cfg.export and run.accelerator.is_main_process else None
     if export_dir is not None:

@@ -151,3 +151,19 @@ def test_a_short_finetune_gets_a_whole_schedule(recipe, checkpoint: Path, tmp_pa
            .splitlines()]
     lrs = [x for x in lrs if x is not None]
     assert lrs and lrs[-1] < 1e-2 * 0.5  # past the peak and decaying at the end of a 3-step run
+
+
+def test_a_time_budget_ends_the_run_and_its_schedule_together(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    """--time_budget: the run stops when the budget is spent, with a test and an export, its learning rate decayed."""
+    assert recipe.schedule_position(5, 100, elapsed=1.0, time_budget=None) == 5
+    assert recipe.schedule_position(5, 100, elapsed=1.0, time_budget=4.0) == 25.0  # a quarter of the time
+    assert recipe.schedule_position(50, 100, elapsed=1.0, time_budget=4.0) == 50  # steps ahead of the clock
+    assert recipe.schedule_position(5, 100, elapsed=9.0, time_budget=4.0) == 100.0  # never past the end
+    run = recipe.main(_args(checkpoint.parent, tmp_path / "timed", "--epochs", "1000", "--time_budget", "1",
+                            "--warmup_epochs", "1"))
+    assert 1 <= run["steps"] < 2000 and run["train_seconds"] >= 1.0
+    assert Path(run["export"], "head.safetensors").is_file() and run["records"]
+    last = run["history"][-1]
+    assert last["step"] == run["steps"] and last["lr_head"] == 0.0  # the cosine reached its end with the budget
+    with pytest.raises(ConfigError, match="time_budget"):
+        recipe.main(_args(checkpoint.parent, tmp_path / "bad", "--time_budget", "0"))

@@ -98,6 +98,24 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
         recipe.main(tiny(out, "--max_steps", "1"))
 
 
+def test_monitors_adapt_their_cadence_to_stay_within_their_share(tmp_path: Path) -> None:
+    # the rule: run while (spent so far + the last run's cost) <= share x training time
+    assert recipe.monitors_affordable(spent=1.0, last_cost=0.5, train_seconds=30.0, max_share=0.05)
+    assert not recipe.monitors_affordable(spent=1.0, last_cost=0.6, train_seconds=30.0, max_share=0.05)
+    assert not recipe.monitors_affordable(spent=0.0, last_cost=0.1, train_seconds=0.0, max_share=1.0)
+    # kNN after every step of a run far too short to afford the monitors between its first and last point:
+    # the kNN curve keeps every point, the monitors run at random init and at the end only, and the run says so
+    out = tmp_path / "run"
+    summary = recipe.main(tiny(out, "--max_steps", "3", "--knn_every", "1"))
+    lines = [json.loads(x) for x in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "knn_top1" in r] == [1, 2, 3]
+    assert len([r for r in lines if "monitor_seconds" in r]) == 2
+    assert summary["state"]["monitors_skipped"] == 2
+    # a share outside (0, 1] is refused by name
+    with pytest.raises(recipe.ConfigError, match="monitors_max_share"):
+        recipe.main(tiny(tmp_path / "bad", "--monitors_max_share", "0"))
+
+
 def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    restore_backends) -> None:
     # --deterministic: on a GPU, cuDNN autotuning and non-deterministic kernels would break bitwise equality
