@@ -468,6 +468,7 @@ def linear_probe(
     seed: int = 0,
     cpu_threads: int | None = 1,
     progress: bool = False,
+    return_head: bool = False,
 ) -> dict[str, Any]:
     """Train one ``nn.Linear`` on cached features and report accuracies in percent.
 
@@ -491,7 +492,8 @@ def linear_probe(
     permutation are drawn, in that order, from one CPU ``torch.Generator(seed)``.
 
     Returns {"top1", "top5", "train_top1", "train_top5", "loss_per_epoch" (mean training loss of each
-    epoch), "final_loss", "epochs", "num_classes"}.
+    epoch), "final_loss", "epochs", "num_classes"}, and with ``return_head`` the trained "head" (on the CPU,
+    fp32), e.g. to start a fine-tune from it.
     """
     where = "linear_probe"
     train_f = _check_features(train_f, "train_f", where)
@@ -552,7 +554,9 @@ def linear_probe(
     with torch.no_grad():
         test_acc = topk_accuracy(head(x_test).float().cpu(), test_l)
         train_acc = topk_accuracy(head(x_train).float().cpu(), y_train.cpu())
+    out: dict[str, Any] = {"head": head.cpu()} if return_head else {}
     return {
+        **out,
         "top1": test_acc["top1"],
         "top5": test_acc["top5"],
         "train_top1": train_acc["top1"],

@@ -46,7 +46,7 @@ from mvssl_hub.device_settings import configure_backends
 from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.models import Classifier
 from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.probes import extract_features, topk_accuracy
+from mvssl_hub.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.run_checkpoints import CheckpointManager
 from mvssl_hub.trackers import JSONLTracker, drop_logged_after
@@ -86,6 +86,10 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    # probe: the head starts as a linear probe on the frozen features (LP-FT), so that even a short fine-tune
+    # starts from the probe's accuracy instead of a random head pulling the features apart; random: nn.Linear's
+    head_init: Literal["probe", "random"] = "probe"
+    head_probe_epochs: int = 100  # Adam, lr 1e-3, batch 512 on the cached features of the training split
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
@@ -125,6 +129,7 @@ class FinetuneConfig:
         need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        need(self.head_probe_epochs >= 1, "head_probe_epochs", "must be >= 1")
         need(self.save_every >= 0, "save_every", "must be >= 0")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
 
@@ -254,6 +259,27 @@ def test_accuracy(cfg: FinetuneConfig, s: Setup) -> dict[str, float]:
     return topk_accuracy(logits, s.test.labels)
 
 
+def probe_head(cfg: FinetuneConfig, s: Setup) -> float:
+    """Fit the classifier's head as a linear probe on the frozen backbone's features (evaluation transform,
+    eval-mode BatchNorm); returns the probe's test top-1 (%), the baseline the fine-tune should beat. Every
+    process fits the same head on the gathered features; the main process's is broadcast to be sure."""
+    from accelerate.utils import broadcast
+
+    model = s.accelerator.unwrap_model(s.model)
+    feats = [extract_features(model.backbone, split.images, s.eval_transform, batch_size=cfg.eval_batch_size,
+                              device=s.accelerator.device, bf16=s.precision == "bf16",
+                              channels_last=cfg.channels_last, progress=False) for split in (s.train, s.test)]
+    probe = linear_probe(feats[0], s.train.labels, feats[1], s.test.labels, epochs=cfg.head_probe_epochs,
+                         label_smoothing=cfg.label_smoothing, num_classes=s.num_classes, device="cpu",
+                         seed=cfg.seed, return_head=True)
+    with torch.no_grad():
+        for mine, fitted in ((model.head.weight, probe["head"].weight), (model.head.bias, probe["head"].bias)):
+            mine.copy_(broadcast(fitted.to(mine.device, mine.dtype).contiguous()) if s.accelerator.num_processes > 1
+                       else fitted)
+    model.train()
+    return probe["top1"]
+
+
 def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[str, Any]) -> None:
     """The loop: light views, cross-entropy, step; test accuracy and a checkpoint at the end of each epoch."""
     from tqdm.auto import tqdm
@@ -357,11 +383,17 @@ def main(argv: list[str] | None = None) -> dict:
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
     s.accelerator.init_trackers("finetune", config=s.config)
+    if cfg.head_init == "probe" and state["global_step"] == 0:  # on resume the head comes from the run state
+        state["probe_top1"] = probe_head(cfg, s)
+        s.say(f"# head: a {cfg.head_probe_epochs}-epoch linear probe on the frozen features, test top-1 "
+              f"{state['probe_top1']:.2f}%: the fine-tune starts there")
 
     train(cfg, s, ckpts, state)
 
     final = state["history"][-1] if state["history"] else {}
-    protocol = (f"full fine-tuning, new linear head: AdamW lr backbone {cfg.lr_backbone:g} / head {cfg.lr_head:g}, "
+    head = (f"linear head from a {cfg.head_probe_epochs}-epoch linear probe on the frozen features"
+            if cfg.head_init == "probe" else "new linear head")
+    protocol = (f"full fine-tuning, {head}: AdamW lr backbone {cfg.lr_backbone:g} / head {cfg.lr_head:g}, "
                 f"wd {cfg.weight_decay:g}, {cfg.warmup_epochs:g} warm-up epoch(s) then cosine, "
                 f"{state['global_step'] / s.steps_per_epoch:g} of {cfg.epochs} epochs, batch {cfg.batch_size}, "
                 f"label smoothing {cfg.label_smoothing:g}, augmentation {cfg.augment}; train: {cfg.train_split} "
@@ -370,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
                              split=cfg.test_split, protocol=protocol) for m in ("top1", "top5") if final]
     summary: dict[str, Any] = {
         "config": s.config, "history": state["history"], "records": records, "steps": state["global_step"],
-        "train_seconds": round(state["train_seconds"], 2),
+        "train_seconds": round(state["train_seconds"], 2), "probe_top1": state.get("probe_top1"),
         "hardware": hardware_string(s.accelerator.device, s.accelerator.num_processes)}
     if s.accelerator.is_main_process:
         if cfg.export:

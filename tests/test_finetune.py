@@ -167,3 +167,26 @@ def test_a_time_budget_ends_the_run_and_its_schedule_together(recipe, checkpoint
     assert last["step"] == run["steps"] and last["lr_head"] == 0.0  # the cosine reached its end with the budget
     with pytest.raises(ConfigError, match="time_budget"):
         recipe.main(_args(checkpoint.parent, tmp_path / "bad", "--time_budget", "0"))
+
+
+def test_the_head_starts_as_a_linear_probe_on_the_frozen_features(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    """LP-FT: with learning rates 0 the exported head is exactly the linear probe fitted on the same features."""
+    from mvssl_hub.data import load_split
+    from mvssl_hub.probes import extract_features, linear_probe
+
+    run = recipe.main(_args(checkpoint.parent, tmp_path / "lpft", "--max_steps", "1", "--lr_backbone", "0",
+                            "--lr_head", "0", "--head_probe_epochs", "5"))
+    classifier = mvssl_hub.from_pretrained(run["export"])
+    backbone = mvssl_hub.from_pretrained(checkpoint)
+    train, test = load_split(str(DATA), "train", limit=64), load_split(str(DATA), "test", limit=48)
+    feats = [extract_features(backbone, split.images, classifier.transforms, batch_size=512, device="cpu",
+                              bf16=False, channels_last=True) for split in (train, test)]
+    probe = linear_probe(feats[0], train.labels, feats[1], test.labels, epochs=5, num_classes=10, device="cpu",
+                         seed=0, return_head=True)
+    assert torch.allclose(classifier.head.weight, probe["head"].weight, atol=1e-5)
+    assert torch.allclose(classifier.head.bias, probe["head"].bias, atol=1e-5)
+    assert run["probe_top1"] == pytest.approx(probe["top1"])
+    assert "linear probe on the frozen features" in run["records"][0]["protocol"]
+    # --head_init random keeps nn.Linear's initialisation: no probe is fitted
+    plain = recipe.main(_args(checkpoint.parent, tmp_path / "plain", "--max_steps", "1", "--head_init", "random"))
+    assert plain["probe_top1"] is None and "new linear head" in plain["records"][0]["protocol"]

@@ -175,6 +175,11 @@ def test_linear_probe_matches_plain_nn_linear_adam_reference() -> None:
     assert out["loss_per_epoch"] == pytest.approx(ref_losses, rel=1e-5)
     assert out["top1"] == pytest.approx(ref_top1)
     assert out["loss_per_epoch"][-1] < out["loss_per_epoch"][0]
+    # return_head: the trained head itself, which scores exactly what the probe reported
+    head = linear_probe(train_f, train_l, test_f, test_l, epochs=6, batch_size=32, seed=7, return_head=True)["head"]
+    with torch.no_grad():
+        assert 100.0 * (head(test_f).argmax(1) == test_l).double().mean().item() == pytest.approx(out["top1"])
+    assert "head" not in out
     # same seed: same result; another seed: another trajectory
     again = linear_probe(train_f, train_l, test_f, test_l, epochs=6, batch_size=32, seed=7)
     other = linear_probe(train_f, train_l, test_f, test_l, epochs=6, batch_size=32, seed=8)
