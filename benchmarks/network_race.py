@@ -4,7 +4,9 @@ Every candidate trains with the recommended recipe (Barlow Twins, d = 256, beta 
 batch 128, Adam 2e-3; ``recipes/configs/zoo/cifar10_race.yaml``) on the full CIFAR-10 train split, for the same
 budget of CPU seconds of its 2-thread process (``--clock process``: the same work whatever else shares the
 machine; 3,600 CPU-s is 30 minutes of both cores on a quiet machine). kNN (k = 200, T = 0.1; bank = the first
-10,000 train images, queries = the 10,000 test images) runs every 600 CPU-s, its own time excluded.
+10,000 train images, queries = the 10,000 test images) runs every 600 CPU-s, its own time excluded. Each run is
+paused while other processes load the machine (``recipes/quiet_run.py``): beside a test suite, OpenMP's spinning
+made the first w32 run's steps cost 2-5x their quiet CPU time, so its clock alone did not keep the race fair.
 
 Candidates: ResNet-18 with the small-image stem at width 32 and 64, with torchvision's standard stem at width 64,
 and ResNet-10 (one basic block per stage, small-image stem, width 64), the compact kind of network the
@@ -36,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from time_to_accuracy import curve, plot_curves  # noqa: E402  (one reader and one figure of kNN curves)
 
 from recipes.campaign import long_runs_home  # noqa: E402
+from recipes.quiet_run import run_quietly  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PRESET = "recipes/configs/zoo/cifar10_race.yaml"
@@ -78,8 +81,12 @@ def run_one(name: str, args: list[str], budget: float, data: str, root: Path, sm
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = command(args, run_dir, budget, data, smoke)
     print(f"# {name}: {' '.join(cmd)}", flush=True)
-    with open(run_dir / "train.log", "a") as log:
-        subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(run_dir / "train.log", "a") as log:  # paused while other work loads the machine: quiet time only
+        code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   say=lambda m: print(m, file=log, flush=True))
+    print(f"# {name}: exit code {code}, paused {waited:.0f} s while the machine was busy", flush=True)
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
 
 
 def choose(curves: dict[str, list[tuple[float, float]]]) -> str | None:

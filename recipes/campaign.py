@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # `python recipes/campaign.py` from a checkout wi
 from mvssl_hub.config import ConfigError, parse_config, run_cli
 from mvssl_hub.device import cpu_isa, cpu_name
 from mvssl_hub.run_checkpoints import STATE_FILE, CheckpointManager
+from recipes.quiet_run import run_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,14 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
            "false", *cfg.extra.split(), *resume]
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     print(f"# chunk: steps {step0}, {seconds0:.0f} s trained -> budget {budget:.0f} s\n# {' '.join(cmd)}", flush=True)
-    with open(run / "train.log", "a") as log:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    with open(run / "train.log", "a") as log:  # paused while other work loads the machine (see quiet_run)
+        code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   say=lambda m: print(m, file=log, flush=True))
     step1, seconds1 = trained_so_far(run)
     record = {"chunk_started": started, "chunk_ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": done.returncode, "restarted": not resume,
+              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": code, "paused_seconds": round(waited), "restarted": not resume,
               "step_before": step0, "step_after": step1, "train_seconds_before": round(seconds0, 1),
               "train_seconds_after": round(seconds1, 1), "knn_top1": last_knn(run)}
-    if done.returncode == 0 and int(seconds1 // cfg.milestone_seconds) > int(seconds0 // cfg.milestone_seconds):
+    if code == 0 and int(seconds1 // cfg.milestone_seconds) > int(seconds0 // cfg.milestone_seconds):
         evaluation = subprocess.run([sys.executable, str(ROOT / "recipes" / "evaluate.py"), str(run), "--data",
                                      cfg.data, "--data_name", cfg.data_name, "--protocol", "both", "--record",
                                      "--output", str(run / "milestone.json"),
@@ -134,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         if src.is_file():
             shutil.copy2(src, out / src.name)
     print(json.dumps(record, indent=2))
-    if done.returncode != 0:
-        raise SystemExit(f"pretrain exited with {done.returncode}; see {run / 'train.log'}")
+    if code != 0:
+        raise SystemExit(f"pretrain exited with {code}; see {run / 'train.log'}")
     return record
 
 
