@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_sync_count import build_parts, new_step
 
-from mvssl_hub.data import load_split
+from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string, peak_memory_mb
-from mvssl_hub.probes import extract_features, knn_accuracy
+from mvssl_hub.eval.probes import extract_features, knn_accuracy
 from mvssl_hub.views import EvalTransform, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]

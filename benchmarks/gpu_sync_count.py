@@ -37,13 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.device import apply_memory_format, bf16_is_fast
-from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.step_guard import StepGuard
-from mvssl_hub.training import StepBatches, make_generator
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_adam
+from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import MultiViewAugment, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def syncs_per_step(p: Parts, step_fn: Callable[[Parts, int], Any], steps: int, f
 
 
 def load_images(data: str, limit: int | None) -> torch.Tensor:
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
 
     return load_split(data, "train", limit=limit).images
 

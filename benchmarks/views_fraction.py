@@ -61,7 +61,7 @@ def load_checkpoint_model(ckpt: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The SSL model of one training checkpoint (strict load), and its training state."""
     from safetensors.torch import load_file
 
-    from mvssl_hub.checkpoint import strip_prefixes
+    from mvssl_hub.hub.format import strip_prefixes
 
     model = build_from_config(json.loads((ckpt / "config.json").read_text()))
     model.load_state_dict(strip_prefixes(load_file(str(ckpt / "model.safetensors"))), strict=True)

@@ -6,9 +6,9 @@ downwards (safe I/O -> format -> Hub transport -> zoo; see ``[tool.importlinter]
 """
 
 from .backbones import BackboneConfig, build_backbone, torchvision_compatible
-from .checkpoint import save_pretrained, update_metrics
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError, UnknownModelError
-from .hub import push_to_hub
+from .hub.format import save_pretrained, update_metrics
+from .hub.transport import push_to_hub
 from .losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, recommended_beta, vicreg_loss
 from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec

@@ -62,7 +62,7 @@ class BackboneConfig:
 
 
 # The strict, sha256-verified loader and the Hub uploader live layers above this module
-# (mvssl_hub.loading registers them on import), so these methods reach them without an upward import.
+# (mvssl_hub.hub.loading registers them on import), so these methods reach them without an upward import.
 _HUB_HOOKS: dict[str, Callable[..., Any]] = {}
 
 

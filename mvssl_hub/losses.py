@@ -28,7 +28,7 @@ single-process gradients on the global batch.
 
 The loss functions never read a tensor's value on the host (no ``.item()``, ``bool()``, ``.tolist()``), so
 on CUDA the loss never blocks the CPU: non-finite inputs give a non-finite loss (checked once per
-step by the training loop, see :mod:`mvssl_hub.step_guard`), and the distributed batch-size check
+step by the training loop, see :mod:`mvssl_hub.train.step_guard`), and the distributed batch-size check
 (:func:`check_same_batch_size`) runs once per (world size, N), not per step.
 """
 
@@ -97,7 +97,7 @@ def _as_views(z: ViewsLike, name: str) -> Tensor:
         raise TypeError(f"{name}: z must be a floating-point tensor, got dtype {views.dtype}")
     # Values are not checked here: that would read the device (a host sync on CUDA) on every call.
     # Non-finite inputs give a non-finite loss; training loops test it once per step
-    # (mvssl_hub.step_guard.finite_flag) and mvssl_hub.step_guard.nonfinite_views names the views.
+    # (mvssl_hub.train.step_guard.finite_flag) and mvssl_hub.train.step_guard.nonfinite_views names the views.
     return views
 
 

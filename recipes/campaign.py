@@ -31,9 +31,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/campaign.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.config import ConfigError, parse_config, run_cli
 from mvssl_hub.device import cpu_isa, cpu_name
-from mvssl_hub.run_checkpoints import STATE_FILE, CheckpointManager
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.train.config import parse_config, run_cli
+from mvssl_hub.train.run_state import STATE_FILE, CheckpointManager
 
 ROOT = Path(__file__).resolve().parents[1]
 

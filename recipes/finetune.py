@@ -30,27 +30,21 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import find_checkpoint, save_pretrained, tidy_interrupted_save
-from mvssl_hub.config import (
-    ConfigError,
-    as_config_error,
-    config_defaults,
-    config_to_dict,
-    dump_yaml,
-    parse_config,
-    run_cli,
-)
-from mvssl_hub.data import load_split
-from mvssl_hub.device import apply_memory_format, hardware_string, make_accelerator
-from mvssl_hub.device_settings import configure_backends
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.device import hardware_string
 from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.eval.probes import extract_features, topk_accuracy
+from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
+from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.probes import extract_features, topk_accuracy
-from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
-from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, lr_factor, make_generator
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
+from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.run_state import CheckpointManager
+from mvssl_hub.train.schedule import TrainingClock, lr_factor
+from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded

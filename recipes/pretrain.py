@@ -29,38 +29,16 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.checkpoint import save_pretrained, tidy_interrupted_save
-from mvssl_hub.checkpoint_config import (
-    MAX_IMAGE_SIZE,
-    MAX_PROJECTOR_DIM,
-    MAX_PROJECTOR_LAYERS,
-    MAX_WIDTH,
-)
-from mvssl_hub.config import (
-    ConfigError,
-    as_config_error,
-    config_defaults,
-    config_to_dict,
-    dump_yaml,
-    parse_config,
-    run_cli,
-)
-from mvssl_hub.data import load_split
-from mvssl_hub.device import (
-    apply_memory_format,
-    available_memory_bytes,
-    hardware_string,
-    make_accelerator,
-    peak_memory_mb,
-)
-from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
 from mvssl_hub.distributed import convert_batchnorm
-from mvssl_hub.models import build_ssl_model
-from mvssl_hub.monitor import monitor_model
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.plots import plot_training_curves
-from mvssl_hub.probes import knn_evaluate
-from mvssl_hub.records import (
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.eval.monitor import monitor_model
+from mvssl_hub.eval.probes import knn_evaluate
+from mvssl_hub.hub.format import save_pretrained, tidy_interrupted_save
+from mvssl_hub.hub.records import (
     dataset_name,
     dataset_record,
     knn_protocol,
@@ -69,10 +47,15 @@ from mvssl_hub.records import (
     training_record,
     transforms_record,
 )
-from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.step_guard import StepGuard
-from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
+from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
+from mvssl_hub.models import build_ssl_model
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
+from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.plots import plot_training_curves
+from mvssl_hub.train.run_state import CheckpointManager
+from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.step_guard import StepGuard
+from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
 
@@ -330,7 +313,7 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
           "decode_workers": cfg.decode_workers, "progress": cfg.progress and run.accelerator.is_main_process}
     with run.accelerator.main_process_first(), as_config_error("data", cfg.data):  # one process downloads
         if cfg.streaming:
-            from mvssl_hub.data_stream import StreamingSplit  # parquet readers only when streaming
+            from mvssl_hub.data.stream import StreamingSplit  # parquet readers only when streaming
 
             train = StreamingSplit(cfg.data, cfg.split, size=cfg.image_size, fraction=cfg.fraction, seed=cfg.seed,
                                    limit=cfg.limit, revision=cfg.revision)

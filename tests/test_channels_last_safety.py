@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import mvssl_hub
-from mvssl_hub.device import CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS, channels_last_hazards, use_channels_last
+from mvssl_hub.train.backends import CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS, channels_last_hazards, use_channels_last
 
 # One forward + backward of ResNet-18 at the given width / stem / size in the format the library chooses,
 # against a float64 contiguous copy of the same network: the worst relative gradient error of any conv weight.
@@ -24,7 +24,7 @@ _CHILD = textwrap.dedent("""
     import copy, json, sys, warnings
     import torch
     import mvssl_hub
-    from mvssl_hub.device import use_channels_last
+    from mvssl_hub.train.backends import use_channels_last
 
     width, small, size = int(sys.argv[1]), sys.argv[2] == "small", int(sys.argv[3])
     torch.manual_seed(0)

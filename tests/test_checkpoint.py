@@ -16,9 +16,10 @@ from safetensors.torch import load_file, save_file
 import mvssl_hub
 from mvssl_hub import safe_io
 from mvssl_hub.backbones import ResNetBackbone, build_backbone, torchvision_compatible
-from mvssl_hub.checkpoint import load_config, save_pretrained, update_metrics
 from mvssl_hub.errors import CheckpointError, IntegrityError, UnknownModelError
-from mvssl_hub.loading import from_pretrained
+from mvssl_hub.hub.format import save_pretrained, update_metrics
+from mvssl_hub.hub.loading import from_pretrained
+from mvssl_hub.hub.schema import load_config
 from mvssl_hub.models import SSLModel
 
 from conftest import same_state

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mvssl_hub.config import ConfigError, config_to_dict, dump_yaml, parse_config, read_yaml
+from mvssl_hub.errors import ConfigError
 from mvssl_hub.losses import recommended_beta
+from mvssl_hub.train.config import config_to_dict, dump_yaml, parse_config, read_yaml
 
 from conftest import load_recipe
 
@@ -159,7 +160,7 @@ def test_presets_match_the_papers_settings(name: str) -> None:
 
 
 def test_run_cli_turns_config_errors_into_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    from mvssl_hub.config import run_cli
+    from mvssl_hub.train.config import run_cli
 
     def bad() -> None:
         raise ConfigError("config key 'lr' = -1: must be a positive number")

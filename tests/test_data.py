@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvssl_hub.data import load_split, resize_center_crop, subset_indices
+from mvssl_hub.data.decode import resize_center_crop
+from mvssl_hub.data.splits import load_split, subset_indices
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
 

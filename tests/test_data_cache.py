@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvssl_hub import data_decode
-from mvssl_hub.data import load_split
-from mvssl_hub.data_cache import HEADER_BYTES
+from mvssl_hub.data import decode as data_decode
+from mvssl_hub.data.cache import HEADER_BYTES
+from mvssl_hub.data.splits import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "data" / "cifar10-5k"
@@ -47,7 +47,7 @@ MEMORY_PROBE = textwrap.dedent("""
     import json, sys
     def hwm():
         return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
     load_split(sys.argv[1], "train", size=64, limit=2)  # warm-up: dataset resolved, decoders loaded
     base = hwm()
     split = load_split(sys.argv[1], "train", size=64)
@@ -99,14 +99,14 @@ def test_parallel_decode_matches_one_thread() -> None:
 CONCURRENT = textwrap.dedent("""
     import hashlib, json, sys, time
     from pathlib import Path
-    import mvssl_hub.data_decode as dd
+    import mvssl_hub.data.decode as dd
     real, calls = dd._decode, [0]
     def slow(item, index):
         calls[0] += 1
         time.sleep(0.004)
         return real(item, index)
     dd._decode = slow
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
     tmp, me = Path(sys.argv[1]), sys.argv[2]
     (tmp / f"ready-{me}").touch()
     while len(list(tmp.glob("ready-*"))) < 2:  # start together
@@ -132,7 +132,7 @@ def test_two_processes_build_the_cache_once_and_read_the_same_data(tmp_path: Pat
 
 def _rewrite_header(raw: bytearray, edit) -> bytearray:
     """The cache file with its JSON header edited (padding kept), so that only the header is at fault."""
-    from mvssl_hub.data_cache import MAGIC
+    from mvssl_hub.data.cache import MAGIC
 
     header = json.loads(bytes(raw[len(MAGIC):HEADER_BYTES]).rstrip(b" \x00"))
     blob = MAGIC + json.dumps(edit(header)).encode()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mvssl_hub.data import load_split
-from mvssl_hub.data_stream import StreamingSplit, parquet_files
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.data.stream import StreamingSplit, parquet_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-import mvssl_hub.pinned as pinned
-from mvssl_hub.device_settings import configure_backends, make_adam
-from mvssl_hub.pinned import BatchGather, device_keep_limit, place_split
+import mvssl_hub.data.pinned as pinned
+from mvssl_hub.data.pinned import BatchGather, device_keep_limit, place_split
+from mvssl_hub.train.backends import configure_backends, make_adam
 
 
 def test_cuda_speed_settings_applied_and_restored(restore_backends) -> None:

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from mvssl_hub.losses import build_loss
 from mvssl_hub.models import build_ssl_model
 from mvssl_hub.distributed import check_distributed_launch, convert_batchnorm
-from mvssl_hub.training import process_slice
+from mvssl_hub.data.sampling import process_slice
 
 out = Path(sys.argv[1])
 acc = Accelerator(cpu=True)
@@ -165,7 +165,7 @@ def test_collective_timeout_reaches_the_process_group_settings(tmp_path: Path, f
     # rank 0 may decode a large split under main_process_first for longer than NCCL's default 10 minutes
     from datetime import timedelta
 
-    from mvssl_hub.device import make_accelerator
+    from mvssl_hub.train.backends import make_accelerator
 
     accelerator, _ = make_accelerator(cpu=True, precision="fp32", run_dir=tmp_path, log_with=[],
                                       timeout_minutes=90)

@@ -18,9 +18,9 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import save_file
 
-from mvssl_hub.checkpoint import load_config
 from mvssl_hub.errors import CheckpointError, IntegrityError
-from mvssl_hub.loading import from_pretrained
+from mvssl_hub.hub.loading import from_pretrained
+from mvssl_hub.hub.schema import load_config
 from mvssl_hub.safe_io import sha256_file
 
 from conftest import same_state
@@ -198,7 +198,7 @@ def test_a_fifo_where_the_weights_file_should_be(tiny_ckpt):
 
 
 def test_meta_device_shapes_match_a_real_model():
-    from mvssl_hub.checkpoint import expected_state, expected_tensors
+    from mvssl_hub.hub.format import expected_state, expected_tensors
     from mvssl_hub.models import build_ssl_model
 
     model = build_ssl_model("resnet18", width=8, proj_dim=32)

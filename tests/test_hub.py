@@ -15,12 +15,13 @@ from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file
 
-import mvssl_hub.weights
+import mvssl_hub.hub.weights
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import load_config, save_pretrained
 from mvssl_hub.errors import CheckpointError, CheckpointNotFoundError, IntegrityError
-from mvssl_hub.hub import push_to_hub, resolve_hub_checkpoint
-from mvssl_hub.loading import from_pretrained
+from mvssl_hub.hub.format import save_pretrained
+from mvssl_hub.hub.loading import from_pretrained
+from mvssl_hub.hub.schema import load_config
+from mvssl_hub.hub.transport import push_to_hub, resolve_hub_checkpoint
 from mvssl_hub.models import SSLModel
 
 from conftest import TINY_SAVE_KWARGS, same_state
@@ -214,7 +215,7 @@ _CHILD = """
 import sys, time
 from pathlib import Path
 from safetensors.torch import save_file
-from mvssl_hub.loading import from_pretrained
+from mvssl_hub.hub.loading import from_pretrained
 repo, out, me, other = sys.argv[1:]
 Path(me).touch()
 deadline = time.time() + 60
@@ -248,7 +249,7 @@ def test_two_processes_loading_at_once(pushed, hf_home, tmp_path):
 
 
 def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp_path, hub, capsys):
-    from mvssl_hub.weights import make_weights_enum
+    from mvssl_hub.hub.weights import make_weights_enum
 
     from conftest import load_recipe
 
@@ -262,15 +263,15 @@ def test_publish_recipe_pushes_a_run_folder_and_prints_the_entry(tiny_model, tmp
     entry = json.loads(printed.split("\n", 1)[1])[out["member"]]
     assert out["member"] == "CIFAR10_V1" and entry["revision"] == out["commit"]
     enum = make_weights_enum("BarlowTwins_ResNet18_Weights", {out["member"]: entry})  # one data entry suffices
-    assert same_state(mvssl_hub.weights.load_weights(enum.DEFAULT.value),
+    assert same_state(mvssl_hub.hub.weights.load_weights(enum.DEFAULT.value),
                       tiny_model.backbone)
 
 
 def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_path):
     """A few real optimisation steps, push, then load by repo id and by torch.hub weights: identical outputs."""
+    from mvssl_hub.hub.weights import make_weights_enum, weights_entry_from_checkpoint
     from mvssl_hub.losses import build_loss
     from mvssl_hub.models import build_ssl_model
-    from mvssl_hub.weights import make_weights_enum, weights_entry_from_checkpoint
     from mvssl_hub.zoo import register_weights
 
     torch.manual_seed(0)
@@ -356,7 +357,7 @@ def test_push_uploads_only_the_checkpoints_own_files(tiny_ckpt, hub, tmp_path):
 
 
 def test_cache_eviction_never_deletes_outside_the_repos_blobs(tmp_path):
-    from mvssl_hub.hub import evict_cached_file
+    from mvssl_hub.hub.transport import evict_cached_file
 
     repo = tmp_path / "hub" / "models--org--x"
     (repo / "blobs").mkdir(parents=True)

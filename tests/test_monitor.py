@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mvssl_hub import build_ssl_model, get_view_preset
-from mvssl_hub.monitor import (
+from mvssl_hub.eval.monitor import (
     LIDAR_DELTA,
     LIDAR_EPS,
     RANKME_EPS,

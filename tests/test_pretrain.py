@@ -57,7 +57,7 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> None:
-    from mvssl_hub.loading import from_pretrained
+    from mvssl_hub.hub.loading import from_pretrained
 
     out = tmp_path / "run"
     summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
@@ -104,9 +104,9 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7", "--deterministic"))
 
     # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
-    import mvssl_hub.training as training
+    import mvssl_hub.data.sampling as sampling
 
-    real_slice = training.process_slice
+    real_slice = sampling.process_slice
     calls = {"n": 0}
 
     def crashing_slice(batch, rank, world):
@@ -115,10 +115,10 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt("simulated interruption")
         return real_slice(batch, rank, world)
 
-    monkeypatch.setattr(training, "process_slice", crashing_slice)
+    monkeypatch.setattr(sampling, "process_slice", crashing_slice)
     with pytest.raises(KeyboardInterrupt):
         recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--deterministic"))
-    monkeypatch.setattr(training, "process_slice", real_slice)
+    monkeypatch.setattr(sampling, "process_slice", real_slice)
     reset_accelerate_state()
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
     resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume",

@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mvssl_hub import build_backbone
-from mvssl_hub.probes import (
-    bf16_is_fast,
+from mvssl_hub.device import bf16_is_fast
+from mvssl_hub.eval.probes import (
     extract_features,
     extract_multiview_features,
     knn_accuracy,
@@ -225,7 +225,7 @@ def test_linear_probe_restores_threads_and_validates() -> None:
 
 
 def test_linear_probe_sets_threads_only_when_changed(monkeypatch) -> None:
-    from mvssl_hub import probes
+    from mvssl_hub.eval import probes
 
     calls: list[tuple[int, bool]] = []  # (value, lock held) of every set_num_threads call
     monkeypatch.setattr(torch, "set_num_threads", lambda k: calls.append((k, probes._THREADS_LOCK.locked())))
@@ -260,7 +260,7 @@ def test_extract_features_equals_direct_forward_and_restores_mode() -> None:
 
 
 def test_extraction_restores_device_and_memory_format() -> None:
-    from mvssl_hub.probes import _Runner
+    from mvssl_hub.eval.probes import _Runner
 
     bb = _tiny_backbone()
     images = _images(4)
@@ -373,7 +373,7 @@ def test_two_process_extraction_gathers_every_row_in_order(tmp_path: Path) -> No
 
 
 def test_knn_on_real_cifar10_random_tiny_backbone_beats_chance() -> None:
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
 
     source = str(SHARED) if (SHARED / "train.parquet").exists() else str(EMBEDDED)
     if not Path(source).exists():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mvssl_hub.plots import plot_training_curves
-from mvssl_hub.training import expected_total_steps
+from mvssl_hub.train.plots import plot_training_curves
+from mvssl_hub.train.schedule import expected_total_steps
 
 
 def test_expected_total_follows_the_time_budget() -> None:
@@ -48,7 +48,7 @@ def test_curves_are_drawn_against_training_time(tmp_path: Path) -> None:
 
 
 def test_the_demo_evaluates_often_enough_for_a_curve_of_five_points() -> None:
-    from mvssl_hub.config import read_yaml
+    from mvssl_hub.train.config import read_yaml
 
     demo = read_yaml(Path(__file__).resolve().parents[1] / "recipes" / "configs" / "demo.yaml")
     assert 0 < demo["knn_every_seconds"] <= demo["time_budget"] / 5

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mvssl_hub.config import ConfigError
-from mvssl_hub.run_checkpoints import MARKER_FILE, STATE_FILE, CheckpointManager
+from mvssl_hub.errors import ConfigError
 from mvssl_hub.safe_io import atomic_write_folder, clean_leftovers
+from mvssl_hub.train.run_state import MARKER_FILE, STATE_FILE, CheckpointManager
 
 from conftest import load_recipe, reset_accelerate_state
 

@@ -1,4 +1,4 @@
-"""Tests of mvssl_hub.step_guard: one finiteness flag per step, skipped steps leave no trace."""
+"""Tests of mvssl_hub.train.step_guard: one finiteness flag per step, skipped steps leave no trace."""
 
 from __future__ import annotations
 
@@ -6,15 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-import mvssl_hub.step_guard as sg
+import mvssl_hub.train.step_guard as sg
 from mvssl_hub.losses import barlow_twins_loss
-from mvssl_hub.step_guard import (
-    BufferSnapshot,
-    StepGuard,
-    finite_flag,
-    nonfinite_views,
-    supports_device_skip,
-)
+from mvssl_hub.train.step_guard import BufferSnapshot, StepGuard, finite_flag, nonfinite_views, supports_device_skip
 
 
 def test_finite_flag_combines_every_tensor(forbid_host_reads) -> None:

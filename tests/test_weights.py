@@ -13,14 +13,14 @@ from huggingface_hub import ModelCard, constants, hf_hub_download
 
 import mvssl_hub
 from mvssl_hub.errors import IntegrityError, UnknownModelError
-from mvssl_hub.registry import registered_weights
-from mvssl_hub.weights import (
+from mvssl_hub.hub.weights import (
     NoPublishedWeightsError,
     Weights,
     make_weights_enum,
     validate_entry,
     weights_entry_from_checkpoint,
 )
+from mvssl_hub.registry import registered_weights
 from mvssl_hub.zoo import BUILDER_SPECS, register_weights
 
 from conftest import same_state

@@ -10,17 +10,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
 
-from .vocabulary import NARROW_WIDTHS
+from ..vocabulary import NARROW_WIDTHS
 
 
 def _template_path(name: str = "template.md") -> Path:
-    """A card template: ``model_cards/`` of a source checkout, else the installed ``mvssl_hub/model_cards``."""
-    source = Path(__file__).resolve().parents[1] / "model_cards" / name
-    return source if source.is_file() else Path(__file__).resolve().parent / "model_cards" / name
+    """A card template: ``model_cards/`` beside the package in a source checkout, else the installed package data
+    ``mvssl_hub/model_cards`` (pyproject installs ``model_cards/`` there)."""
+    package = Path(str(resources.files("mvssl_hub")))
+    source = package.parent / "model_cards" / name
+    return source if source.is_file() else package / "model_cards" / name
 
 
 TEMPLATE_PATH = _template_path()

@@ -18,32 +18,25 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .backbones import BackboneConfig, ResNetBackbone
-from .checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    PROJECTOR_FILE,
-    check_expected,
-    model_from_state,
-    normalize_metric,
-    read_checkpoint,
-    read_config,
-)
-from .errors import CheckpointError
-from .hub import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub_checkpoint
-from .model_card import builder_name
-from .registry import unknown_name_error
-from .safe_io import sha256_file
-from .views import EvalTransform, eval_transform_from
+from ..backbones import BackboneConfig, ResNetBackbone
+from ..errors import CheckpointError
+from ..registry import unknown_name_error
+from ..safe_io import sha256_file
+from ..views import EvalTransform, eval_transform_from
+from .card import builder_name
+from .format import model_from_state, read_checkpoint
+from .schema import CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, check_expected, normalize_metric, read_config
+from .transport import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub_checkpoint
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_DIR = Path(str(resources.files("mvssl_hub") / "bundled"))  # package data (pyproject: package-data)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 META_KEYS = ("backbone", "feature_dim", "method", "beta", "num_views", "projector", "metrics", "transforms",
              "recipe", "dataset", "num_params", "library_version")

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .device import bf16_is_fast
-from .distributed import rank_and_world
+from ..device import bf16_is_fast
+from ..distributed import rank_and_world
 
 __all__ = [
     "bf16_is_fast",
@@ -568,7 +568,7 @@ def knn_evaluate(backbone: nn.Module, bank: Any, queries: Any, transform: Transf
                  temperature: float = 0.1, batch_size: int = 512, channels_last: bool = True,
                  progress: bool = False) -> float:
     """kNN top-1 (%) of ``backbone`` features: ``bank`` / ``queries`` hold ``images`` uint8 (N, 3, H, W),
-    ``labels`` (N,) and ``num_classes`` (an :class:`mvssl_hub.data.ImageSplit`). The training monitor's probe."""
+    ``labels`` (N,) and ``num_classes`` (an :class:`mvssl_hub.data.splits.ImageSplit`). The training monitor's probe."""
     kw: dict[str, Any] = dict(batch_size=batch_size, channels_last=channels_last, progress=progress)
     bank_f = extract_features(backbone, bank.images, transform, **kw)
     query_f = extract_features(backbone, queries.images, transform, **kw)

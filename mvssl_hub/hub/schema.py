@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .backbones import BackboneConfig
-from .errors import CheckpointError, UnknownModelError
-from .projector import parse_projector_spec
-from .safe_io import read_json_file
-from .vocabulary import METHODS
+from ..backbones import BackboneConfig
+from ..errors import CheckpointError, UnknownModelError
+from ..projector import parse_projector_spec
+from ..safe_io import read_json_file
+from ..vocabulary import METHODS
 
 FORMAT = "mvssl-hub"
 FORMAT_VERSION = 1
@@ -133,7 +133,7 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "num_classes": ((int,), True),  # a fine-tuned classifier: its head's classes (head.safetensors)
     "class_names": ((list,), True),  # and their names, in the head's order
     "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
-    "monitors": ((dict,), True),  # label-free measures (mvssl_hub.monitor report: definitions and sample)
+    "monitors": ((dict,), True),  # label-free measures (mvssl_hub.eval.monitor report: definitions and sample)
 }
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},

@@ -13,16 +13,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from .backbones import ResNetBackbone, register_hub_hooks
-from .checkpoint import (
-    CONFIG_FILE,
-    check_expected,
-    model_from_state,
-    read_checkpoint,
-    read_checkpoint_folder,
-    save_pretrained,
-)
-from .hub import parse_source, push_to_hub, resolve_hub_checkpoint
+from ..backbones import ResNetBackbone, register_hub_hooks
+from .format import model_from_state, read_checkpoint, read_checkpoint_folder, save_pretrained
+from .schema import CONFIG_FILE, check_expected
+from .transport import parse_source, push_to_hub, resolve_hub_checkpoint
 
 
 def from_pretrained(

@@ -1,7 +1,7 @@
 """Hub transport: download, upload, cache, revisions and sha256 verification. It only moves files.
 
 What comes back is paths (and the validated config that names them); models are built a layer up
-(:mod:`mvssl_hub.loading`, :mod:`mvssl_hub.weights`). huggingface_hub is imported inside each function
+(:mod:`mvssl_hub.hub.loading`, :mod:`mvssl_hub.hub.weights`). huggingface_hub is imported inside each function
 that makes a Hub call, so that importing mvssl_hub does not import it. The endpoint is read when a call
 is made (``endpoint=``, else ``huggingface_hub.constants.ENDPOINT``), never cached at import.
 
@@ -18,19 +18,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import (
-    CARD_FILE,
-    CONFIG_FILE,
-    MODEL_FILE,
-    WEIGHTS_FILES,
-    load_config,
-    read_config,
-    verify_sha256,
-    weights_to_read,
-)
-from .errors import CheckpointError, CheckpointNotFoundError, HubUnreachableError, IntegrityError
-from .model_card import render_card
-from .safe_io import looks_local, sha256_file
+from ..errors import CheckpointError, CheckpointNotFoundError, HubUnreachableError, IntegrityError
+from ..safe_io import looks_local, sha256_file
+from .card import render_card
+from .format import verify_sha256, weights_to_read
+from .schema import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, load_config, read_config
 
 logger = logging.getLogger(__name__)
 

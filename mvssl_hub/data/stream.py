@@ -3,7 +3,7 @@
 An epoch's order depends only on (seed, epoch): the row groups are permuted, their kept rows concatenated
 and cut into windows of ``batches_per_window`` global batches; the rows of each window are permuted (a
 shuffle buffer of ``window`` rows). Global batch ``k`` is ``window_rows[(k % bpw) * B : ... + B]`` of
-window ``k // bpw``; process ``rank`` takes its contiguous share, as :func:`mvssl_hub.training.process_slice`.
+window ``k // bpw``; process ``rank`` takes its contiguous share, as :func:`mvssl_hub.data.sampling.process_slice`.
 So the batches do not depend on the number of DataLoader workers, and a run resumed at step ``s`` reads
 only the windows from ``s`` on and sees the batches an uninterrupted run would have. Each DataLoader
 worker decodes whole windows (this process's rows only); memory is about (workers + 1) x window / world
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import IMAGE_KEYS, LABEL_KEYS, subset_indices
-from .data_decode import decode_into, first_image_shape
-from .training import make_generator
+from .decode import decode_into, first_image_shape
+from .sampling import make_generator
+from .splits import IMAGE_KEYS, LABEL_KEYS, subset_indices
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .device import bf16_is_fast
+from ..device import bf16_is_fast
+from ..views import EvalTransform, MultiViewAugment, ViewParams
 from .probes import _is_channels_last, _module_device
-from .views import EvalTransform, MultiViewAugment, ViewParams
 
 __all__ = [
     "LIDAR_DELTA",
@@ -448,7 +448,7 @@ def embed_sample(
     on the seed and N only, not on ``batch_size`` (which counts network inputs per step: each step takes
     ``max(1, batch_size // (num_views + 1))`` images). Runs in ``torch.inference_mode`` with the model in
     eval mode (BatchNorm running statistics; the training flag, device and memory format are restored),
-    bf16 autocast where :func:`~mvssl_hub.probes.bf16_is_fast` (or as ``bf16`` says) and channels_last inputs.
+    bf16 autocast where :func:`~mvssl_hub.device.bf16_is_fast` (or as ``bf16`` says) and channels_last inputs.
     """
     where = "embed_sample"
     for part in ("backbone", "projector"):

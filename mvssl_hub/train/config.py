@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "ConfigError", "HelpRequested", "as_config_error", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",

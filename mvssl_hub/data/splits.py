@@ -2,9 +2,9 @@
 
 Views are made later, batched on the training device (:mod:`mvssl_hub.views`), so a split is held as one
 ``(N, 3, H, W)`` uint8 tensor: CIFAR-10's 50,000 training images take 150 MB and decode in about a second.
-Each image is decoded and resized before the next (:mod:`mvssl_hub.data_decode`), into a preallocated
+Each image is decoded and resized before the next (:mod:`mvssl_hub.data.decode`), into a preallocated
 tensor or into a memory-mapped on-disk cache shared by later runs and every process
-(:mod:`mvssl_hub.data_cache`). Splits larger than RAM stream instead (:mod:`mvssl_hub.data_stream`).
+(:mod:`mvssl_hub.data.cache`). Splits larger than RAM stream instead (:mod:`mvssl_hub.data.stream`).
 ``datasets`` is imported only when a split is loaded.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from .data_cache import cache_file, cache_key, cached_images, default_cache_dir
-from .data_decode import _decode, decode_into, first_image_shape, resize_center_crop  # noqa: F401 (re-exported)
-from .errors import DatasetUnreachableError
-from .safe_io import looks_local
+from ..errors import DatasetUnreachableError
+from ..safe_io import looks_local
+from .cache import cache_file, cache_key, cached_images, default_cache_dir
+from .decode import decode_into, first_image_shape
 
 IMAGE_KEYS = ("img", "image", "images", "pixel_values")
 LABEL_KEYS = ("label", "labels", "fine_label", "coarse_label")

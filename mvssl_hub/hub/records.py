@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .views import ViewPreset
+from ..views import ViewPreset
 
 __all__ = ["dataset_name", "dataset_record", "knn_protocol", "linear_probe_protocol", "metric_record",
            "portable_command", "portable_config", "portable_value", "training_record", "transforms_record"]

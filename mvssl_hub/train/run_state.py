@@ -1,6 +1,6 @@
 """Training checkpoints of a run (``step-00000123/`` folders): atomic save, exact resume, the newest K kept.
 
-Not to be confused with the published checkpoint format (:mod:`mvssl_hub.checkpoint`): these hold optimizer,
+Not to be confused with the published checkpoint format (:mod:`mvssl_hub.hub.format`): these hold optimizer,
 scheduler and RNG state as ``accelerate`` writes them, and are only ever read back by the run that wrote them.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .safe_io import fsync_dir, sha256_file
+from ..errors import ConfigError
+from ..safe_io import fsync_dir, sha256_file
 
 __all__ = ["CheckpointManager", "MARKER_FILE", "STATE_FILE"]
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import distributed as distributed_mod
+from .. import distributed as distributed_mod
 
 __all__ = ["BufferSnapshot", "StepCounts", "StepGuard", "finite_flag", "nonfinite_views", "supports_device_skip"]
 

@@ -5,7 +5,7 @@ Folder <-> (validated config, state dicts). ``config.json`` rebuilds and documen
 the card is rendered from it. Reads check, in this order and before any tensor is allocated: the
 config (types *and* ranges), each file's sha256, the safetensors header against the shapes the config
 implies (computed on the meta device), and the header's metadata against the config. Only then are
-the tensors read, and NaN/Inf refused. Models are built a layer up (:mod:`mvssl_hub.loading`).
+the tensors read, and NaN/Inf refused. Models are built a layer up (:mod:`mvssl_hub.hub.loading`).
 """
 
 from __future__ import annotations
@@ -21,31 +21,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .backbones import BackboneConfig, ResNetBackbone
-from .checkpoint_config import (
-    CARD_FILE,
-    CHECKPOINT_FILES,
-    CONFIG_FILE,
-    FIGURE_NAME,
-    FORMAT,
-    FORMAT_VERSION,
-    HEAD_FILE,
-    MODEL_FILE,
-    PROJECTOR_FILE,
-    SAVE_DTYPES,
-    WEIGHTS_FILES,
-    check_expected,
-    load_config,
-    merge_metrics,
-    normalize_metric,
-    read_config,
-    validate_config,
-)
-from .errors import CheckpointError, IntegrityError
-from .model_card import render_card
-from .models import Classifier, SSLModel
-from .projector import Projector
-from .safe_io import (
+from ..backbones import BackboneConfig, ResNetBackbone
+from ..errors import CheckpointError, IntegrityError
+from ..models import Classifier, SSLModel
+from ..projector import Projector
+from ..safe_io import (
     SafetensorsHeader,
     atomic_write_folder,
     check_regular_file,
@@ -59,8 +39,24 @@ from .safe_io import (
     safetensors_bytes,
     sha256_file,
 )
-from .version import __version__
-from .views import eval_transform_from
+from ..version import __version__
+from ..views import eval_transform_from
+from .card import render_card
+from .schema import (
+    CARD_FILE,
+    CHECKPOINT_FILES,
+    CONFIG_FILE,
+    FIGURE_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    HEAD_FILE,
+    MODEL_FILE,
+    PROJECTOR_FILE,
+    SAVE_DTYPES,
+    load_config,
+    merge_metrics,
+    validate_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +370,7 @@ def with_metrics(cfg: dict[str, Any], metrics: list[dict]) -> dict[str, Any]:
 def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict, *,
                    monitors: dict | None = None) -> None:
     """Merge metric records into config.json (same (task, metric, dataset, split) replaces), set ``monitors``
-    when given (a :class:`mvssl_hub.monitor.MonitorReport` record), and regenerate README.md.
+    when given (a :class:`mvssl_hub.eval.monitor.MonitorReport` record), and regenerate README.md.
 
     The weights files are carried over unchanged (their sha256 is checked first); the swap is atomic.
     """
@@ -416,10 +412,8 @@ def model_from_state(state: CheckpointState) -> nn.Module:
 
 
 __all__ = [
-    "WEIGHTS_FILES", "merge_metrics", "normalize_metric", "read_config", "validate_config", "load_config",
-    "check_expected", "CARD_FILE", "CHECKPOINT_FILES", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "MODEL_FILE", "PROJECTOR_FILE",
-    "CheckpointState", "build_checkpoint_files", "check_expected", "check_header_against", "expected_state",
-    "expected_tensors", "find_checkpoint", "load_config", "merge_metrics", "model_from_state", "normalize_metric",
-    "read_checkpoint", "read_checkpoint_folder", "read_config", "save_pretrained", "strip_prefixes", "tidy_interrupted_save",
-    "unwrap_model", "update_metrics", "validate_config", "verify_sha256", "with_metrics",
+    "CheckpointState", "build_checkpoint_files", "check_header_against", "check_metadata_against", "expected_state",
+    "expected_tensors", "find_checkpoint", "is_checkpoint_folder", "local_weights_paths", "model_from_state",
+    "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained", "strip_prefix", "strip_prefixes",
+    "tidy_interrupted_save", "unwrap_model", "update_metrics", "verify_sha256", "weights_to_read", "with_metrics",
 ]
