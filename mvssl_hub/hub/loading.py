@@ -13,7 +13,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..backbones import ResNetBackbone, register_hub_hooks
+from ..backbones import ResNetBackbone
 from .format import model_from_state, read_checkpoint, read_checkpoint_folder, save_pretrained
 from .schema import CONFIG_FILE, check_expected
 from .transport import parse_source, push_to_hub, resolve_hub_checkpoint
@@ -57,7 +57,5 @@ def push_model_to_hub(model: nn.Module, repo_id: str, *, revision_tag: str | Non
         return push_to_hub(folder, repo_id, revision_tag=revision_tag, private=private,
                            commit_message=commit_message, token=token, endpoint=endpoint)
 
-
-register_hub_hooks(load=from_pretrained, save=save_pretrained, push=push_model_to_hub)
 
 __all__ = ["from_pretrained", "push_model_to_hub"]
