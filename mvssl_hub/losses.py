@@ -46,12 +46,7 @@ from torch.nn import functional as F
 from .distributed import CHECKED_BATCH_SIZES, check_same_batch_size, world_size
 from .vocabulary import BT_FORMS, METHODS, VICREG_FORMS
 
-__all__ = [
-    "BT_FORMS", "VICREG_FORMS", "LOSS_METHODS", "BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss",
-    "build_loss", "check_same_batch_size", "recommended_beta", "vicreg_loss",
-]
-
-LOSS_METHODS = METHODS
+__all__ = ["BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss", "build_loss", "recommended_beta", "vicreg_loss"]
 
 ViewsLike = Tensor | Sequence[Tensor]
 
@@ -427,8 +422,8 @@ class VICRegLoss(nn.Module):
 
 
 def _check_method(method: str, name: str) -> None:
-    if method not in LOSS_METHODS:
-        raise ValueError(f"{name}: unknown method {method!r}; known methods are {', '.join(LOSS_METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"{name}: unknown method {method!r}; known methods are {', '.join(METHODS)}")
 
 
 def build_loss(method: str, beta: float, form: str = "auto", distributed: bool = False) -> nn.Module:

@@ -42,7 +42,7 @@ from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, p
 from mvssl_hub.models import Classifier
 from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
 from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
-from mvssl_hub.train.run_state import CheckpointManager
+from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, lr_factor
 from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
@@ -233,8 +233,8 @@ def test_accuracy(cfg: FinetuneConfig, s: Setup) -> dict[str, float]:
     return topk_accuracy(logits, s.test.labels)
 
 
-def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[str, Any]) -> None:
-    """The loop: light views, cross-entropy, step; test accuracy and a checkpoint at the end of each epoch."""
+def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dict[str, Any]) -> None:
+    """The loop: light views, cross-entropy, step; test accuracy and a run state at the end of each epoch."""
     from tqdm.auto import tqdm
 
     acc, device = s.accelerator, s.accelerator.device
@@ -285,7 +285,7 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
         if epoch_done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
-                ckpts.save(acc, state["global_step"], state, s.config)
+                run_states.save(acc, state["global_step"], state, s.config)
     bar.close()
     state["train_seconds"] = clock.elapsed()
 
@@ -314,20 +314,20 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(FinetuneConfig, argv, prog="recipes/finetune.py", summary=__doc__.split("\n\n")[0])
     s = setup(cfg, argv)
     run_dir = Path(cfg.output_dir)
-    ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
-    saved, latest = ckpts.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
-                                          resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
+    saved, latest = run_states.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
+                                               resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
+                                               defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
     state.update(saved)
-    if s.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
+    if s.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
         tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
     s.accelerator.init_trackers("finetune", config=s.config)
 
-    train(cfg, s, ckpts, state)
+    train(cfg, s, run_states, state)
 
     final = state["history"][-1] if state["history"] else {}
     protocol = (f"full fine-tuning, new linear head: AdamW lr backbone {cfg.lr_backbone:g} / head {cfg.lr_head:g}, "

@@ -124,9 +124,9 @@ def test_recipe_runs_on_two_processes_and_resumes(tmp_path: Path) -> None:
     run = accelerate_launch(args + ["--max_steps", "2", "--export", "false"], 2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "global batch 16 = 2 x 8 per process" in run.stdout
-    ckpt = out / "checkpoints" / "step-00000002"
-    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
-    cfg = json.loads((ckpt / "config.json").read_text())
+    run_state = out / "checkpoints" / "step-00000002"
+    assert (run_state / "random_states_0.pkl").is_file() and (run_state / "random_states_1.pkl").is_file()
+    cfg = json.loads((run_state / "run_config.json").read_text())
     assert (cfg["num_processes"], cfg["per_process_batch"], cfg["global_batch"]) == (2, 8, 16)
     run = accelerate_launch(args + ["--max_steps", "3", "--resume"], 2)
     assert run.returncode == 0, run.stderr[-3000:]

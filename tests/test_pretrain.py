@@ -63,12 +63,12 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
     summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
     state = summary["state"]
     assert state["global_step"] == 3 and state["epoch"] == 0 and state["step_in_epoch"] == 3
-    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["step-00000002", "step-00000003"]
+    run_states = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert run_states == ["step-00000002", "step-00000003"]
     last = out / "checkpoints" / "step-00000003"
     marker = json.loads((last / "COMPLETE.json").read_text())
-    assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "config.json" in marker["files"]
-    saved_cfg = json.loads((last / "config.json").read_text())
+    assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "run_config.json" in marker["files"]
+    saved_cfg = json.loads((last / "run_config.json").read_text())
     assert saved_cfg["width"] == 8 and saved_cfg["resolved_beta"] > 0 and saved_cfg["per_process_batch"] == 16
     # the export is a hub checkpoint whose weights are the trained ones
     backbone = from_pretrained(str(out / "export"))
@@ -154,7 +154,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: p
     root = out / "checkpoints"
     names = sorted(p.name for p in root.iterdir())
     assert names == [".tmp-step-00000004", "step-00000002"]
-    manager = recipe.CheckpointManager(root)
+    manager = recipe.RunStateManager(root)
     assert manager.latest() == root / "step-00000002"
 
     reset_accelerate_state()
@@ -172,7 +172,7 @@ def test_corrupt_checkpoint_is_ignored_on_resume(tmp_path: Path) -> None:
     newest = root / "step-00000004"
     with open(newest / "optimizer.bin", "ab") as f:  # bit rot after completion: sha256 no longer matches
         f.write(b"x")
-    assert recipe.CheckpointManager(root).latest() == root / "step-00000002"
+    assert recipe.RunStateManager(root).latest() == root / "step-00000002"
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,6 @@ from ..device import bf16_is_fast
 from ..distributed import rank_and_world
 
 __all__ = [
-    "bf16_is_fast",
     "extract_features",
     "extract_multiview_features",
     "knn_accuracy",

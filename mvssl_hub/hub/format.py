@@ -80,7 +80,7 @@ def is_checkpoint_folder(path: Path) -> bool:
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The checkpoint folder at ``path``: itself, or the one checkpoint folder one or two levels below it.
 
-    A folder counts when its config.json declares this format (a run's training checkpoints do not).
+    A folder counts when its config.json declares this format (a run's ``step-*`` run states do not).
     FileNotFoundError if there is none, ValueError (listing them) if there are several.
     """
     path = Path(path)

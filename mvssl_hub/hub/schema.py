@@ -38,7 +38,7 @@ METRIC_TASKS = ("knn", "linear_probe", "finetune")
 METRIC_NAMES = ("top1", "top5")
 METRIC_KEYS = ("task", "metric", "value", "random_init", "dataset", "split", "protocol", "date")
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")  # a sha256 digest as config.json and weights entries record it
 # A figure beside the weights (training.curves): a plain *.png name inside the folder, never a path.
 FIGURE_NAME = re.compile(r"[A-Za-z0-9_][\w.-]*\.png")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -240,7 +240,7 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
     for name, info in cfg["files"].items():
         if name not in WEIGHTS_FILES:
             raise CheckpointError(f"{source}: files lists {name!r}; only {MODEL_FILE} and {PROJECTOR_FILE} are allowed")
-        if (not isinstance(info, dict) or not _HEX64.match(str(info.get("sha256", "")))
+        if (not isinstance(info, dict) or not SHA256_HEX.match(str(info.get("sha256", "")))
                 or not _is_int(info.get("size")) or not 0 <= info["size"] <= MAX_FILE_BYTES):
             raise CheckpointError(f"{source}: files[{name!r}] = {info!r:.200} needs a 64-hex 'sha256' and an int "
                                   "'size' >= 0")
@@ -290,3 +290,12 @@ def check_expected(cfg: Mapping[str, Any], expected: Mapping[str, Any], source: 
     for key, want in expected.items():
         if want is not None and want != found[key]:
             raise ValueError(f"{key}={want!r} was asked for, but the checkpoint {source} has {key}={found[key]!r}")
+
+
+__all__ = [
+    "CARD_FILE", "CHECKPOINT_FILES", "CONFIG_FILE", "FIGURE_NAME", "FORMAT", "FORMAT_VERSION", "HEAD_FILE", "MAX_BETA",
+    "MAX_CLASSES", "MAX_FILE_BYTES", "MAX_IMAGE_SIZE", "MAX_PROJECTOR_DIM", "MAX_PROJECTOR_LAYERS", "MAX_VIEWS",
+    "MAX_WIDTH", "METRIC_KEYS", "METRIC_NAMES", "METRIC_TASKS", "MODEL_FILE", "PROJECTOR_FILE", "SAVE_DTYPES",
+    "SHA256_HEX", "WEIGHTS_FILES", "check_expected", "load_config", "merge_metrics", "metric_key", "normalize_metric",
+    "read_config", "validate_config",
+]

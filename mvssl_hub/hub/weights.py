@@ -13,7 +13,6 @@ the entry before it is used.
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,13 +30,20 @@ from ..safe_io import sha256_file
 from ..views import EvalTransform, eval_transform_from
 from .card import builder_name
 from .format import model_from_state, read_checkpoint
-from .schema import CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE, check_expected, normalize_metric, read_config
+from .schema import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    PROJECTOR_FILE,
+    SHA256_HEX,
+    check_expected,
+    normalize_metric,
+    read_config,
+)
 from .transport import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub_checkpoint
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(str(resources.files("mvssl_hub") / "bundled"))  # package data (pyproject: package-data)
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 META_KEYS = ("backbone", "feature_dim", "method", "beta", "num_views", "projector", "metrics", "transforms",
              "recipe", "dataset", "num_params", "library_version")
 
@@ -105,7 +111,7 @@ def validate_entry(w: Weights, builder_config: Callable[[str], tuple[str, dict[s
         if name not in w.sha256:
             raise ValueError(f"{where}: sha256 has no entry for {name}")
     for name, digest in w.sha256.items():
-        if name not in (CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE) or not _HEX64.match(str(digest)):
+        if name not in (CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE) or not SHA256_HEX.match(str(digest)):
             raise ValueError(f"{where}: sha256[{name!r}] = {digest!r} must be a 64-hex digest of a checkpoint file")
     missing = [k for k in META_KEYS if k not in w.meta]
     unknown = sorted(set(w.meta) - set(META_KEYS))

@@ -35,8 +35,8 @@ from typing import Any, Literal, TypeVar, Union
 from ..errors import ConfigError
 
 __all__ = [
-    "ConfigError", "HelpRequested", "as_config_error", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
-    "parse_config", "read_yaml", "run_cli",
+    "HelpRequested", "as_config_error", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs",
+    "field_types", "parse_config", "read_yaml", "run_cli",
 ]
 
 

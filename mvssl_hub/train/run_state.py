@@ -1,7 +1,9 @@
-"""Training checkpoints of a run (``step-00000123/`` folders): atomic save, exact resume, the newest K kept.
+"""The run state of a training run (``step-00000123/`` folders): atomic save, exact resume, the newest K kept.
 
-Not to be confused with the published checkpoint format (:mod:`mvssl_hub.hub.format`): these hold optimizer,
-scheduler and RNG state as ``accelerate`` writes them, and are only ever read back by the run that wrote them.
+Not a checkpoint (the published folder, :mod:`mvssl_hub.hub.format`): a run state holds optimizer, scheduler
+and RNG state as ``accelerate`` writes them, with the run's config (``run_config.json``), and is only ever read
+back by the run that wrote it. (The recipes' flags and messages keep their words: ``--keep_checkpoints``,
+"no usable checkpoint", and the run folder's ``checkpoints/``.)
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 from ..errors import ConfigError
 from ..safe_io import fsync_dir, sha256_file
 
-__all__ = ["CheckpointManager", "MARKER_FILE", "STATE_FILE"]
+__all__ = ["MARKER_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "RunStateManager", "read_run_config"]
 
 MARKER_FILE = "COMPLETE.json"
 STATE_FILE = "training_state.json"
-CONFIG_FILE = "config.json"
+RUN_CONFIG_FILE = "run_config.json"  # the recipe's config the run was started with
+_OLD_RUN_CONFIG_FILE = "config.json"  # its name in run states written before it had one of its own (read only)
 _STEP_PREFIX = "step-"
 _TMP_PREFIX = ".tmp-step-"
 _OLD_PREFIX = ".old-step-"
@@ -38,16 +41,22 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+def read_run_config(folder: Path) -> dict[str, Any]:
+    """The config a run state was saved with: ``run_config.json``, or ``config.json`` in an older run state."""
+    path = folder / RUN_CONFIG_FILE
+    if not path.is_file() and (folder / _OLD_RUN_CONFIG_FILE).is_file():
+        path = folder / _OLD_RUN_CONFIG_FILE
+    return json.loads(path.read_text())
 
 
-class CheckpointManager:
-    """Training checkpoints under ``root``: ``step-00000123/`` folders, the newest ``keep`` of them kept.
+class RunStateManager:
+    """The run states under ``root``: ``step-00000123/`` folders, the newest ``keep`` of them kept.
 
-    A checkpoint is ``Accelerator.save_state`` output (model as safetensors; optimizer, scheduler and RNG
-    states as accelerate writes them) plus ``training_state.json`` and ``config.json`` of ours, and the
+    A run state is ``Accelerator.save_state`` output (model as safetensors; optimizer, scheduler and RNG
+    states as accelerate writes them) plus ``training_state.json`` and ``run_config.json`` of ours, and the
     marker ``COMPLETE.json`` = {step, files: {relative path: sha256}} written last. Everything is written
     into ``.tmp-step-*`` and renamed only when complete; re-saving a step moves the old folder to
-    ``.old-step-*`` first, so a complete checkpoint is on disk at every moment.
+    ``.old-step-*`` first, so a complete run state is on disk at every moment.
 
     Nothing complete is ever deleted on resume: :meth:`recover` promotes a complete temporary folder, moves a
     damaged one into ``damaged/`` with a warning naming the file and the reason, and removes only partial
@@ -56,7 +65,7 @@ class CheckpointManager:
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
         if keep < 1:
-            raise ValueError(f"CheckpointManager: keep must be >= 1, got {keep}")
+            raise ValueError(f"RunStateManager: keep must be >= 1, got {keep}")
         self.root = Path(root)
         self.keep = keep
 
@@ -68,7 +77,7 @@ class CheckpointManager:
         return int(name[len(prefix):])
 
     def problem(self, folder: Path) -> str | None:
-        """Why ``folder`` is not a usable checkpoint (naming the file at fault), or None when it is: the marker
+        """Why ``folder`` is not a usable run state (naming the file at fault), or None when it is: the marker
         lists every file with its sha256, and ``training_state.json`` holds a step that is a non-negative int,
         equal to the marker's. (Whether that step fits the run's schedule is :meth:`start_or_resume`'s question.)"""
         marker = folder / MARKER_FILE
@@ -100,16 +109,16 @@ class CheckpointManager:
         """True when :meth:`problem` finds nothing wrong."""
         return self.problem(folder) is None
 
-    def complete_checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders, oldest first."""
+    def complete_states(self) -> list[Path]:
+        """Complete run state folders, oldest first."""
         if not self.root.is_dir():
             return []
         found = [(self._step_of(p), p) for p in self.root.iterdir() if p.is_dir()]
         return [p for step, p in sorted((s, p) for s, p in found if s is not None) if self.is_complete(p)]
 
     def latest(self) -> Path | None:
-        """The newest complete checkpoint, or None."""
-        done = self.complete_checkpoints()
+        """The newest complete run state, or None."""
+        done = self.complete_states()
         return done[-1] if done else None
 
     def _set_aside(self, folder: Path, reason: str) -> Path:
@@ -121,7 +130,7 @@ class CheckpointManager:
         return aside
 
     def recover(self) -> list[str]:
-        """Put the checkpoint folders in order before a resume (main process only); returns what it did.
+        """Put the run state folders in order before a resume (main process only); returns what it did.
 
         - a complete ``.tmp-step-N`` (a crash after its marker) becomes ``step-N`` unless that is complete;
         - a complete ``.old-step-N`` (a crash while re-saving step N) goes back to ``step-N`` if that is gone;
@@ -173,7 +182,7 @@ class CheckpointManager:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _write_json(tmp / STATE_FILE, dict(state))
-            _write_json(tmp / CONFIG_FILE, dict(config))
+            _write_json(tmp / RUN_CONFIG_FILE, dict(config))
             files = {
                 str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
             }
@@ -187,7 +196,7 @@ class CheckpointManager:
             os.rename(tmp, final)
             fsync_dir(self.root)
             shutil.rmtree(old, ignore_errors=True)
-            # Prune by marker and step, without re-hashing every kept checkpoint on every save: the one just
+            # Prune by marker and step, without re-hashing every kept run state on every save: the one just
             # written was hashed above, and latest() verifies hashes when a run resumes.
             marked = sorted((s, p) for p in self.root.iterdir()
                             if (s := self._step_of(p)) is not None and (p / MARKER_FILE).is_file())
@@ -201,7 +210,7 @@ class CheckpointManager:
         """Restore model / optimizer / scheduler / RNG from ``folder``; return its training state dict.
 
         accelerate reads its pickled states through ``torch.load(weights_only=True)`` (its default since
-        torch 2.4); only load checkpoints this recipe wrote — never a training checkpoint from the Hub.
+        torch 2.4); only load run states this recipe wrote — never a run state from the Hub.
         """
         accelerator.load_state(str(folder))
         return json.loads((folder / STATE_FILE).read_text())
@@ -209,14 +218,14 @@ class CheckpointManager:
     def start_or_resume(self, accelerator: Any, config: Mapping[str, Any], *, resume: bool, overwrite: bool,
                         resumable: set[str], log_dir: Path, defaults: Mapping[str, Any] | None = None,
                         max_step: int | None = None) -> tuple[dict[str, Any], Path | None]:
-        """Begin a run: resume from the newest complete checkpoint, or start clean.
+        """Begin a run: resume from the newest complete run state, or start clean.
 
         resume: :meth:`recover` first (nothing complete is deleted; damaged folders are moved aside with a
-        warning), then restore the newest complete checkpoint; every config key outside ``resumable`` must
+        warning), then restore the newest complete run state; every config key outside ``resumable`` must
         equal the saved one, and its step must be at most ``max_step`` (else ConfigError, nothing moved). When
-        checkpoints existed but none is usable, ConfigError lists them: starting over must be asked for
+        run states existed but none is usable, ConfigError lists them: starting over must be asked for
         (``--overwrite`` without ``--resume``). Without resume, existing
-        checkpoints are refused unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key ->
+        run states are refused unless ``overwrite``, which deletes them and ``log_dir``. ``defaults`` (key ->
         default value) lets a run saved before a key existed resume while that key keeps its default.
         Returns (saved training state or {}, folder or None).
         """
@@ -233,8 +242,8 @@ class CheckpointManager:
                                       "--overwrite (without --resume)")
                 return {}, None
             logger.info("resuming from %s, the newest complete checkpoint", latest)
-            saved = json.loads((latest / "config.json").read_text())
-            # a key the checkpoint predates (a newer recipe) counts as unchanged when it keeps its default
+            saved = read_run_config(latest)
+            # a key the run state predates (a newer recipe) counts as unchanged when it keeps its default
             changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable
                        and (saved[k] != v if k in saved else k not in defaults or defaults[k] != v)}
             if changed:
