@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hub_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: hub_server, _standins, _dist_helpers (subfolders too)
 
 from hub_server import LoopbackHub
 

@@ -25,7 +25,7 @@ from mvssl_hub.safe_io import sha256_file
 
 from conftest import same_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 
 

@@ -11,7 +11,7 @@ import torch
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.data.stream import StreamingSplit, parquet_files
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared helpers
 
 from _standins import mixed_sizes, write_parquet
 

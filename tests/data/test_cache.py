@@ -18,9 +18,9 @@ from mvssl_hub.data import decode as data_decode
 from mvssl_hub.data.cache import HEADER_BYTES
 from mvssl_hub.data.splits import load_split
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "recipes" / "data" / "cifar10-5k"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared helpers
 
 from _standins import mixed_sizes, write_imagefolder  # noqa: E402
 

@@ -50,5 +50,5 @@ def test_curves_are_drawn_against_training_time(tmp_path: Path) -> None:
 def test_the_demo_evaluates_often_enough_for_a_curve_of_five_points() -> None:
     from mvssl_hub.train.config import read_yaml
 
-    demo = read_yaml(Path(__file__).resolve().parents[1] / "recipes" / "configs" / "demo.yaml")
+    demo = read_yaml(Path(__file__).resolve().parents[2] / "recipes" / "configs" / "demo.yaml")
     assert 0 < demo["knn_every_seconds"] <= demo["time_budget"] / 5

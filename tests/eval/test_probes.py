@@ -31,8 +31,8 @@ from mvssl_hub.eval.probes import (
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform, MultiViewAugment
 
 CIFAR = VIEW_PRESETS["cifar10"]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
-EMBEDDED = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
+EMBEDDED = Path(__file__).resolve().parents[2] / "recipes" / "data" / "cifar10-5k"
 
 
 def _clusters(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int
@@ -354,7 +354,7 @@ def test_two_process_extraction_gathers_every_row_in_order(tmp_path: Path) -> No
     from safetensors.torch import load_file
 
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [
         subprocess.Popen([sys.executable, __file__, "worker", str(r), "2", str(port), str(tmp_path)], env=env)
         for r in range(2)

@@ -13,7 +13,7 @@ from mvssl_hub.train.config import config_to_dict, dump_yaml, parse_config, read
 
 from conftest import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "configs"
 
 

@@ -19,7 +19,7 @@ from conftest import load_recipe, reset_accelerate_state
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 recipe = load_recipe("pretrain", "pretrain_recipe_run_state")
-DATA = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
+DATA = Path(__file__).resolve().parents[2] / "recipes" / "data" / "cifar10-5k"
 
 
 def tiny(out: Path, *extra: str) -> list[str]:

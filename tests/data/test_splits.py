@@ -10,7 +10,7 @@ import torch
 from mvssl_hub.data.decode import resize_center_crop
 from mvssl_hub.data.splits import load_split, subset_indices
 
-DEMO = Path(__file__).resolve().parents[1] / "recipes" / "data" / "cifar10-5k"
+DEMO = Path(__file__).resolve().parents[2] / "recipes" / "data" / "cifar10-5k"
 
 
 def test_embedded_demo_set_decodes_balanced() -> None:

@@ -297,7 +297,7 @@ def test_trained_checkpoint_round_trip_from_pretrained_and_torch_hub(hub, tmp_pa
                                                                                   builder="barlowtwins_resnet18")})
     previous = register_weights("barlowtwins_resnet18", enum)
     try:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]
         hub_model = torch.hub.load(str(root), "barlowtwins_resnet18", source="local",
                                    weights="BarlowTwins_ResNet18_Weights.CIFAR10_TRAINED")
         assert torch.equal(hub_model(x), ref)
