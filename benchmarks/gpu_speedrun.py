@@ -1,4 +1,4 @@
-"""Time-boxed speedrun: kNN top-1 vs seconds of training, with the issue-12 step (benchmarks/gpu_sync_count.py).
+"""Time-boxed speedrun: kNN top-1 vs seconds of training, with the device-side step (benchmarks/gpu_sync_count.py).
 
 Full-width ResNet-18 (small-image stem), full CIFAR-10, the recommended recipe (Barlow Twins, d = 256,
 M = 4 views, batch 128, Adam 1e-3 / wd 1e-6, recommended beta), bf16 where fast, channels_last. Every

@@ -1,4 +1,4 @@
-"""Host syncs per pretraining step: the step built from the issue-12 helpers vs today's loop logic.
+"""Host syncs per pretraining step: the step built from the device-side helpers vs today's loop logic.
 
 Both variants run the same model, augmentation and loss; they differ only in the loop around them:
 
@@ -104,7 +104,7 @@ def build_parts(device: torch.device, images: torch.Tensor, *, width: int = 64, 
 
 
 def new_step(p: Parts, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step with the issue-12 helpers; returns (loss, ok) as device tensors (nothing read back)."""
+    """One step with the device-side helpers; returns (loss, ok) as device tensors (nothing read back)."""
     epoch, in_epoch, idx = p.batches(step)
     images = p.gather(idx)
     views = p.augment(images, p.num_views, generator=make_generator(p.seed, epoch, in_epoch, 0))

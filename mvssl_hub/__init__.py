@@ -1,8 +1,9 @@
 """mvssl-hub: multi-view Barlow Twins / VICReg with small projectors, and a hub of their backbones.
 
 Importing this package never imports accelerate or datasets (only the recipes use them), and the
-Hugging Face Hub client only when a Hub call is made. The modules form layers that only import
-downwards (safe I/O -> format -> Hub transport -> zoo; see ``[tool.importlinter]`` in pyproject.toml).
+Hugging Face Hub client only when a Hub call is made. Four wings (``hub/``, ``data/``, ``train/``, ``eval/``)
+stand on a small flat core and never import each other; this face and ``zoo`` stand on the hub wing (see
+``[tool.importlinter]`` in pyproject.toml).
 """
 
 from .backbones import BackboneConfig, build_backbone, torchvision_compatible
