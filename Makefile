@@ -31,10 +31,13 @@ zoo: $(STAMP)
 	$(PY) recipes/release_zoo.py --data ../shared/data/cifar10 --data_name uoft-cs/cifar10 --loopback
 
 # One chunk of a zoo entry's long training (recipes/campaign.py): resumes where the last chunk stopped.
+# CAMPAIGN_DATA: this machine's local CIFAR-10 copy (the recipe itself defaults to the Hub id), as an absolute
+# path: a run resumes only with the data argument it started with.
 ENTRY ?= cifar10_bt_resnet18_w16
 CHUNK ?= 3600
+CAMPAIGN_DATA ?= $(abspath ../shared/data/cifar10)
 campaign: $(STAMP)
-	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK)
+	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK) --data $(CAMPAIGN_DATA)
 
 clean:
 	rm -rf $(VENV) runs

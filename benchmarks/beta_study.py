@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mvssl_hub.losses import recommended_beta  # noqa: E402
-from mvssl_hub.plots import read_metrics  # noqa: E402
+from mvssl_hub.train.plots import read_metrics  # noqa: E402
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
 DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"
@@ -258,7 +258,7 @@ def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> 
 
 def load_eval_data(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
     """kNN bank = the config's training split; queries and the monitor sample = ``--eval_data``'s test split."""
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
     from mvssl_hub.views import get_view_preset
 
     limit = 256 if args.dry_run else None
@@ -274,7 +274,7 @@ def load_eval_data(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, 
 
 
 def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from mvssl_hub.loading import from_pretrained
+    from mvssl_hub.hub.loading import from_pretrained
 
     cfg = json.loads((export / "config.json").read_text())
     return {**evaluate_model(from_pretrained(str(export), with_projector=True), data, args),
@@ -283,8 +283,8 @@ def evaluate_cell(export: Path, data: dict[str, Any], args: argparse.Namespace) 
 
 def evaluate_model(model: torch.nn.Module, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """kNN top-1 and the label-free monitors of an SSL model (backbone + projector), the study's protocol."""
-    from mvssl_hub.monitor import monitor_model
-    from mvssl_hub.probes import knn_evaluate
+    from mvssl_hub.eval.monitor import monitor_model
+    from mvssl_hub.eval.probes import knn_evaluate
     from mvssl_hub.views import EvalTransform, MultiViewAugment
 
     model.eval()

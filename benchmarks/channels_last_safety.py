@@ -3,7 +3,7 @@
 Each case is one fp32 ``conv2d`` (batch 8, square input) run forward and backward in channels_last, and compared
 with the same convolution in float64 contiguous: the relative max error of the output, the weight gradient
 and the input gradient. Every case runs in a child process under a timeout, so a hang or a crash is recorded
-as such and the sweep goes on. ``mvssl_hub.device.channels_last_hazards`` encodes the boundary found here.
+as such and the sweep goes on. ``mvssl_hub.train.backends.channels_last_hazards`` encodes the boundary found here.
 
     python benchmarks/channels_last_safety.py            # the grid below; JSON -> benchmarks/results/
     python benchmarks/channels_last_safety.py --smoke    # four cases (tests)

@@ -12,8 +12,8 @@ worker measures, all on random uint8 32 px images (cost does not depend on pixel
 - **levers**, each against the default in interleaved repeats (A, B, A, B ... so machine noise hits both):
   1 thread instead of 2, channels_last flipped, bf16 flipped, ``torch.compile`` (width 16 only; its
   compile time is reported separately);
-- **feature extraction** (``mvssl_hub.probes.extract_features``, batch 256, eval mode) at both widths;
-- **linear probe** (``mvssl_hub.probes.linear_probe``, 10,000 x D random features, 10 classes, batch 512);
+- **feature extraction** (``mvssl_hub.eval.probes.extract_features``, batch 256, eval mode) at both widths;
+- **linear probe** (``mvssl_hub.eval.probes.linear_probe``, 10,000 x D random features, 10 classes, batch 512);
 - **data path**: ``benchmarks/pipeline.py``'s full step against the same step on pre-made views.
 
 Results go to ``benchmarks/results/cpu_isa.json``; ``--markdown`` prints the README tables from it.
@@ -150,8 +150,8 @@ def train_variants(width: int, batch: int, views: list[int], bf16_default: bool,
 def extraction(width: int, bf16_default: bool, quick: bool) -> dict[str, Any]:
     import torch
 
+    from mvssl_hub.eval.probes import extract_features
     from mvssl_hub.models import build_ssl_model
-    from mvssl_hub.probes import extract_features
     from mvssl_hub.views import EvalTransform, get_view_preset
 
     n = 128 if quick else 1024
@@ -168,7 +168,7 @@ def extraction(width: int, bf16_default: bool, quick: bool) -> dict[str, Any]:
 def probe_speed(dim: int, quick: bool) -> dict[str, Any]:
     import torch
 
-    from mvssl_hub.probes import linear_probe
+    from mvssl_hub.eval.probes import linear_probe
 
     n, epochs = (1000, 1) if quick else (10000, 10)
     g = torch.Generator().manual_seed(0)

@@ -42,9 +42,9 @@ def probe(mode: str, data: str, size: int, cache_dir: str) -> dict:
     """One measurement in this (fresh) process; prints JSON."""
     import torch
 
-    from mvssl_hub.data import load_split
-    from mvssl_hub.data_decode import _decode, resize_center_crop
-    from mvssl_hub.data_stream import StreamingSplit
+    from mvssl_hub.data.decode import _decode, resize_center_crop
+    from mvssl_hub.data.splits import load_split
+    from mvssl_hub.data.stream import StreamingSplit
 
     load_split(data, "train", size=size, limit=2)  # warm-up: imports, dataset resolution, decoders
     base_hwm, base_anon = _status("VmHWM"), _status("RssAnon")
@@ -88,7 +88,7 @@ def run_probe(mode: str, data: Path, size: int, cache_dir: Path) -> dict:
 
 
 def throughput(data: Path, size: int, n: int, workers: int, repeats: int) -> float:
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
 
     best = 0.0
     for _ in range(repeats):
@@ -143,7 +143,7 @@ def main() -> None:
 
     import torch
 
-    from mvssl_hub.training import hardware_string
+    from mvssl_hub.device import hardware_string
 
     from _standins import mixed_sizes, write_parquet
 

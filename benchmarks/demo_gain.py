@@ -34,9 +34,11 @@ def record(path: str, run_dir: Path, log_text: str) -> dict[str, Any]:
     match = GAIN_LINE.search(log_text)
     if match is None:
         raise RuntimeError(f"{run_dir}: no final kNN line in the log")
-    ckpt = max((run_dir / "checkpoints").glob("step-*"))
-    state = json.loads((ckpt / "training_state.json").read_text())
-    cfg = json.loads((ckpt / "config.json").read_text())
+    from mvssl_hub.train.run_state import read_run_config
+
+    run_state = max((run_dir / "checkpoints").glob("step-*"))
+    state = json.loads((run_state / "training_state.json").read_text())
+    cfg = read_run_config(run_state)
     seconds = state["train_seconds"]
     return {"path": path, "env": PATHS[path], "knn_top1": float(match[1]), "knn_random_init": float(match[2]),
             "gain": float(match[3]), "steps": state["global_step"], "train_seconds": round(seconds, 1),

@@ -1,4 +1,4 @@
-"""Time-boxed speedrun: kNN top-1 vs seconds of training, with the issue-12 step (benchmarks/gpu_sync_count.py).
+"""Time-boxed speedrun: kNN top-1 vs seconds of training, with the device-side step (benchmarks/gpu_sync_count.py).
 
 Full-width ResNet-18 (small-image stem), full CIFAR-10, the recommended recipe (Barlow Twins, d = 256,
 M = 4 views, batch 128, Adam 1e-3 / wd 1e-6, recommended beta), bf16 where fast, channels_last. Every
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpu_sync_count import build_parts, new_step
 
-from mvssl_hub.data import load_split
+from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string, peak_memory_mb
-from mvssl_hub.probes import extract_features, knn_accuracy
+from mvssl_hub.eval.probes import extract_features, knn_accuracy
 from mvssl_hub.views import EvalTransform, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]

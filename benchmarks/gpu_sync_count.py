@@ -1,4 +1,4 @@
-"""Host syncs per pretraining step: the step built from the issue-12 helpers vs today's loop logic.
+"""Host syncs per pretraining step: the step built from the device-side helpers vs today's loop logic.
 
 Both variants run the same model, augmentation and loss; they differ only in the loop around them:
 
@@ -37,13 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.device import apply_memory_format, bf16_is_fast
-from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.step_guard import StepGuard
-from mvssl_hub.training import StepBatches, make_generator
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_adam
+from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import MultiViewAugment, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def build_parts(device: torch.device, images: torch.Tensor, *, width: int = 64, 
 
 
 def new_step(p: Parts, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step with the issue-12 helpers; returns (loss, ok) as device tensors (nothing read back)."""
+    """One step with the device-side helpers; returns (loss, ok) as device tensors (nothing read back)."""
     epoch, in_epoch, idx = p.batches(step)
     images = p.gather(idx)
     views = p.augment(images, p.num_views, generator=make_generator(p.seed, epoch, in_epoch, 0))
@@ -186,7 +186,7 @@ def syncs_per_step(p: Parts, step_fn: Callable[[Parts, int], Any], steps: int, f
 
 
 def load_images(data: str, limit: int | None) -> torch.Tensor:
-    from mvssl_hub.data import load_split
+    from mvssl_hub.data.splits import load_split
 
     return load_split(data, "train", limit=limit).images
 

@@ -36,8 +36,8 @@ import torch
 
 from mvssl_hub import build_loss, build_ssl_model, get_view_preset, recommended_beta
 from mvssl_hub.device import bf16_is_fast, cpu_name
-from mvssl_hub.monitor import embed_sample, monitor_embeddings
-from mvssl_hub.plots import read_metrics
+from mvssl_hub.eval.monitor import embed_sample, monitor_embeddings
+from mvssl_hub.train.plots import read_metrics
 from mvssl_hub.views import MultiViewAugment
 
 

@@ -33,13 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.data import load_split
-from mvssl_hub.device import apply_memory_format, bf16_is_fast, hardware_string
-from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import epoch_batches, make_generator
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.device import bf16_is_fast, hardware_string
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.training import epoch_batches, make_generator
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_adam
 from mvssl_hub.views import MultiViewAugment, get_view_preset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ import torch
 
 from mvssl_hub import build_backbone
 from mvssl_hub.device import bf16_is_fast, cpu_name
-from mvssl_hub.probes import extract_features, knn_accuracy, linear_probe
+from mvssl_hub.eval.probes import extract_features, knn_accuracy, linear_probe
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
 
 

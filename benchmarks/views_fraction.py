@@ -50,22 +50,23 @@ def run_key(m: int, fraction: float) -> str:
 
 
 def build_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The untrained SSL model a run's config.json describes (the recipe's ``new_model``)."""
+    """The untrained SSL model a run's config describes (the recipe's ``new_model``)."""
     from mvssl_hub.models import build_ssl_model
 
     return build_ssl_model(cfg["arch"], small_images=cfg["small_images"], width=cfg["width"],
                            proj_dim=cfg["proj_dim"], proj_hidden=cfg["proj_hidden"], proj_layers=cfg["proj_layers"])
 
 
-def load_checkpoint_model(ckpt: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The SSL model of one training checkpoint (strict load), and its training state."""
+def load_run_state_model(run_state: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The SSL model of one run state (``step-*/``, strict load), and its training state."""
     from safetensors.torch import load_file
 
-    from mvssl_hub.checkpoint import strip_prefixes
+    from mvssl_hub.hub.format import strip_prefixes
+    from mvssl_hub.train.run_state import read_run_config
 
-    model = build_from_config(json.loads((ckpt / "config.json").read_text()))
-    model.load_state_dict(strip_prefixes(load_file(str(ckpt / "model.safetensors"))), strict=True)
-    return model, json.loads((ckpt / "training_state.json").read_text())
+    model = build_from_config(read_run_config(run_state))
+    model.load_state_dict(strip_prefixes(load_file(str(run_state / "model.safetensors"))), strict=True)
+    return model, json.loads((run_state / "training_state.json").read_text())
 
 
 def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, fraction: float) -> dict[str, Any]:
@@ -89,12 +90,14 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
     torch.set_num_threads(1)
     data = beta_study.load_eval_data(args, base)
     points = []
-    for ckpt in sorted((run_dir / "checkpoints").glob("step-*")):
-        model, state = load_checkpoint_model(ckpt)
+    for run_state in sorted((run_dir / "checkpoints").glob("step-*")):
+        model, state = load_run_state_model(run_state)
         ev = beta_study.evaluate_model(model, data, args)
         points.append({"step": state["global_step"], "train_seconds": round(state["train_seconds"], 1),
                        "images_seen": state["images_seen"], "knn_top1": ev["knn_top1"], "monitors": ev["monitors"]})
-    train_cfg = json.loads((run_dir / "checkpoints" / f"step-{points[-1]['step']:08d}" / "config.json").read_text())
+    from mvssl_hub.train.run_state import read_run_config
+
+    train_cfg = read_run_config(run_dir / "checkpoints" / f"step-{points[-1]['step']:08d}")
     torch.manual_seed(args.seed)  # the recipe's seed before building its model: the same random init
     random_knn = beta_study.evaluate_model(build_from_config(train_cfg), data, args)["knn_top1"]
     return {"num_views": m, "fraction": fraction, "steps": args.steps, "points": points,

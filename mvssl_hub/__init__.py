@@ -1,14 +1,15 @@
 """mvssl-hub: multi-view Barlow Twins / VICReg with small projectors, and a hub of their backbones.
 
 Importing this package never imports accelerate or datasets (only the recipes use them), and the
-Hugging Face Hub client only when a Hub call is made. The modules form layers that only import
-downwards (safe I/O -> format -> Hub transport -> zoo; see ``[tool.importlinter]`` in pyproject.toml).
+Hugging Face Hub client only when a Hub call is made. Four wings (``hub/``, ``data/``, ``train/``, ``eval/``)
+stand on a small flat core and never import each other; this face and ``zoo`` stand on the hub wing (see
+``[tool.importlinter]`` in pyproject.toml).
 """
 
 from .backbones import BackboneConfig, build_backbone, torchvision_compatible
-from .checkpoint import save_pretrained, update_metrics
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError, UnknownModelError
-from .hub import push_to_hub
+from .hub.format import save_pretrained, update_metrics
+from .hub.transport import push_to_hub
 from .losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, recommended_beta, vicreg_loss
 from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec

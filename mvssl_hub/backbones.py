@@ -9,7 +9,6 @@ the same stem (see :func:`torchvision_compatible`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -61,22 +60,6 @@ class BackboneConfig:
         return 8 * self.width * block.expansion
 
 
-# The strict, sha256-verified loader and the Hub uploader live layers above this module
-# (mvssl_hub.loading registers them on import), so these methods reach them without an upward import.
-_HUB_HOOKS: dict[str, Callable[..., Any]] = {}
-
-
-def register_hub_hooks(*, load: Callable[..., Any], save: Callable[..., Any], push: Callable[..., Any]) -> None:
-    """Set what :meth:`ResNetBackbone.from_pretrained` / ``save_pretrained`` / ``push_to_hub`` delegate to."""
-    _HUB_HOOKS.update(load=load, save=save, push=push)
-
-
-def _hook(name: str) -> Callable[..., Any]:
-    if name not in _HUB_HOOKS:
-        raise RuntimeError("import mvssl_hub (it registers the checkpoint loader) before using the Hub methods")
-    return _HUB_HOOKS[name]
-
-
 class ResNetBackbone(ResNet):
     """A torchvision ResNet with stage widths (w, 2w, 4w, 8w) and no classifier.
 
@@ -84,24 +67,32 @@ class ResNetBackbone(ResNet):
 
     huggingface_hub's mixin convention works too: ``ResNetBackbone.from_pretrained(repo_or_dir)``,
     ``backbone.save_pretrained(folder)`` and ``backbone.push_to_hub("org/name")``, through mvssl-hub's
-    strict, sha256-verified checkpoint format (never a non-strict load).
+    strict, sha256-verified checkpoint format (never a non-strict load). The format builds this class, so
+    the Hub wing stands above this module: these three methods import it when they are called (imports
+    declared in ``[tool.importlinter]``), never at import time.
     """
 
     @classmethod
     def from_pretrained(cls, repo_id_or_dir: str | os.PathLike[str], **kwargs: Any) -> ResNetBackbone:
-        """:func:`mvssl_hub.from_pretrained` (same keyword arguments: revision, token, cache_dir, ...)."""
-        model = _hook("load")(repo_id_or_dir, **kwargs)
+        """:func:`mvssl_hub.hub.loading.from_pretrained` (same keyword arguments: revision, token, cache_dir, ...)."""
+        from .hub.loading import from_pretrained
+
+        model = from_pretrained(repo_id_or_dir, **kwargs)
         if not isinstance(model, cls):
             raise TypeError(f"{repo_id_or_dir}: holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Any:
         """:func:`mvssl_hub.save_pretrained` of this backbone (model.safetensors + config.json + card)."""
-        return _hook("save")(self, save_directory, **kwargs)
+        from .hub.format import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Save to a temporary folder and upload it as one commit (:func:`mvssl_hub.push_to_hub`); the sha."""
-        return _hook("push")(self, repo_id, **kwargs)
+        from .hub.loading import push_model_to_hub
+
+        return push_model_to_hub(self, repo_id, **kwargs)
 
     def __init__(self, config: BackboneConfig, init_weights: bool = True) -> None:
         block, layers = _RESNET_LAYOUTS[config.arch]

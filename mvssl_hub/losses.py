@@ -28,7 +28,7 @@ single-process gradients on the global batch.
 
 The loss functions never read a tensor's value on the host (no ``.item()``, ``bool()``, ``.tolist()``), so
 on CUDA the loss never blocks the CPU: non-finite inputs give a non-finite loss (checked once per
-step by the training loop, see :mod:`mvssl_hub.step_guard`), and the distributed batch-size check
+step by the training loop, see :mod:`mvssl_hub.train.step_guard`), and the distributed batch-size check
 (:func:`check_same_batch_size`) runs once per (world size, N), not per step.
 """
 
@@ -46,12 +46,7 @@ from torch.nn import functional as F
 from .distributed import CHECKED_BATCH_SIZES, check_same_batch_size, world_size
 from .vocabulary import BT_FORMS, METHODS, VICREG_FORMS
 
-__all__ = [
-    "BT_FORMS", "VICREG_FORMS", "LOSS_METHODS", "BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss",
-    "build_loss", "check_same_batch_size", "recommended_beta", "vicreg_loss",
-]
-
-LOSS_METHODS = METHODS
+__all__ = ["BarlowTwinsLoss", "VICRegLoss", "barlow_twins_loss", "build_loss", "recommended_beta", "vicreg_loss"]
 
 ViewsLike = Tensor | Sequence[Tensor]
 
@@ -97,7 +92,7 @@ def _as_views(z: ViewsLike, name: str) -> Tensor:
         raise TypeError(f"{name}: z must be a floating-point tensor, got dtype {views.dtype}")
     # Values are not checked here: that would read the device (a host sync on CUDA) on every call.
     # Non-finite inputs give a non-finite loss; training loops test it once per step
-    # (mvssl_hub.step_guard.finite_flag) and mvssl_hub.step_guard.nonfinite_views names the views.
+    # (mvssl_hub.train.step_guard.finite_flag) and mvssl_hub.train.step_guard.nonfinite_views names the views.
     return views
 
 
@@ -427,8 +422,8 @@ class VICRegLoss(nn.Module):
 
 
 def _check_method(method: str, name: str) -> None:
-    if method not in LOSS_METHODS:
-        raise ValueError(f"{name}: unknown method {method!r}; known methods are {', '.join(LOSS_METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"{name}: unknown method {method!r}; known methods are {', '.join(METHODS)}")
 
 
 def build_loss(method: str, beta: float, form: str = "auto", distributed: bool = False) -> nn.Module:

@@ -14,19 +14,18 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .backbones import ResNetBackbone, build_backbone
-from .checkpoint import check_expected
 from .errors import HubUnreachableError
-from .hub import parse_source
-from .loading import from_pretrained as _load
-from .registry import get_model_builder, get_model_weights, register_model, registered_weights, set_model_weights
-from .vocabulary import METHOD_TITLES
-from .weights import (
+from .hub.loading import from_pretrained as _load
+from .hub.schema import check_expected
+from .hub.transport import parse_source
+from .hub.weights import (
     Weights,
     WeightsEnum,
     load_weights,
@@ -34,9 +33,11 @@ from .weights import (
     resolve_weights,
     validate_entry,
 )
+from .registry import get_model_builder, get_model_weights, register_model, registered_weights, set_model_weights
+from .vocabulary import METHOD_TITLES
 
 logger = logging.getLogger(__name__)
-ENTRIES_FILE = Path(__file__).resolve().parent / "zoo_weights.json"
+ENTRIES_FILE = Path(str(resources.files("mvssl_hub") / "zoo_weights.json"))  # package data
 # builder -> (method, backbone kwargs the builder fixes)
 BUILDER_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "barlowtwins_resnet18": ("barlowtwins", {"arch": "resnet18"}),
@@ -188,7 +189,7 @@ def zoo_entry(repo_id: str, revision: str | None = None) -> Weights | None:
 
 def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None = None, *,
                     with_projector: bool = False, **kwargs: Any) -> torch.nn.Module:
-    """:func:`mvssl_hub.loading.from_pretrained` (same arguments); for a zoo entry's Hub id, its verified bundled
+    """:func:`mvssl_hub.hub.loading.from_pretrained` (same arguments); for a zoo entry's Hub id, its verified bundled
     snapshot answers when the Hub cannot be asked (offline mode, no connection) and the cache lacks the files,
     and always at the entry's pinned commit (whose bytes the pinned sha256 fix): the zoo loads offline by repo
     id as it does by name. Returns the backbone (N, 3, H, W) -> (N, D), or with ``with_projector`` the SSLModel."""

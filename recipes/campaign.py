@@ -1,7 +1,7 @@
 """Continue a zoo entry's training wherever it stopped: one chunk of a long, interrupted pretraining campaign.
 
     make campaign ENTRY=cifar10_bt_resnet18_w16                      # one chunk, then the records
-    python recipes/campaign.py cifar10_bt_resnet18_w16 --chunk_seconds 3600 --data ../shared/data/cifar10
+    python recipes/campaign.py cifar10_bt_resnet18_w16 --chunk_seconds 3600 --data /path/to/cifar10
 
 ENTRY names a preset in ``recipes/configs/zoo/``. Its ``epochs`` fix the whole campaign's length, so the
 learning-rate schedule spans the campaign, never one chunk. The run lives outside the work tree
@@ -31,9 +31,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/campaign.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.config import ConfigError, parse_config, run_cli
 from mvssl_hub.device import cpu_isa, cpu_name
-from mvssl_hub.run_checkpoints import STATE_FILE, CheckpointManager
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.train.config import parse_config, run_cli
+from mvssl_hub.train.run_state import STATE_FILE, RunStateManager
 from recipes.quiet_run import run_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ class CampaignConfig:
     POSITIONAL = ("entry",)
 
     entry: str = ""  # a preset in recipes/configs/zoo/ (without .yaml)
-    data: str = str(ROOT.parent / "shared" / "data" / "cifar10")  # a local copy of the preset's dataset
+    data: str = "uoft-cs/cifar10"  # the preset's dataset: its Hub id, or a local copy (`make campaign` passes one)
     data_name: str = "uoft-cs/cifar10"  # the dataset's Hub id, for the card and config.json
     chunk_seconds: float = 3600.0  # training seconds (the preset's clock) this chunk adds
     milestone_seconds: float = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
@@ -79,7 +80,7 @@ def run_dir(cfg: CampaignConfig) -> Path:
 
 def trained_so_far(run: Path) -> tuple[int, float]:
     """(step, training seconds) of the newest complete run state; (0, 0.0) before the first one."""
-    latest = CheckpointManager(run / "checkpoints").latest()
+    latest = RunStateManager(run / "checkpoints").latest()
     if latest is None:
         return 0, 0.0
     state = json.loads((latest / STATE_FILE).read_text())

@@ -30,14 +30,15 @@ if __package__ in (None, ""):  # `python recipes/evaluate.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import find_checkpoint, update_metrics
-from mvssl_hub.config import ConfigError, as_config_error, parse_config, run_cli
-from mvssl_hub.data import load_split
+from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.distributed import check_distributed_launch
-from mvssl_hub.monitor import monitor_model
-from mvssl_hub.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
-from mvssl_hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.eval.monitor import monitor_model
+from mvssl_hub.eval.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
+from mvssl_hub.hub.format import find_checkpoint, update_metrics
+from mvssl_hub.hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
+from mvssl_hub.train.config import as_config_error, parse_config, run_cli
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded

@@ -30,27 +30,21 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.checkpoint import find_checkpoint, save_pretrained, tidy_interrupted_save
-from mvssl_hub.config import (
-    ConfigError,
-    as_config_error,
-    config_defaults,
-    config_to_dict,
-    dump_yaml,
-    parse_config,
-    run_cli,
-)
-from mvssl_hub.data import load_split
-from mvssl_hub.device import apply_memory_format, hardware_string, make_accelerator
-from mvssl_hub.device_settings import configure_backends
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.device import hardware_string
 from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
+from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
+from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.probes import extract_features, linear_probe, topk_accuracy
-from mvssl_hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
-from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
+from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.run_state import RunStateManager
+from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -280,8 +274,8 @@ def probe_head(cfg: FinetuneConfig, s: Setup) -> float:
     return probe["top1"]
 
 
-def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[str, Any]) -> None:
-    """The loop: light views, cross-entropy, step; test accuracy and a checkpoint at the end of each epoch."""
+def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dict[str, Any]) -> None:
+    """The loop: light views, cross-entropy, step; test accuracy and a run state at the end of each epoch."""
     from tqdm.auto import tqdm
 
     acc, device = s.accelerator, s.accelerator.device
@@ -339,7 +333,7 @@ def train(cfg: FinetuneConfig, s: Setup, ckpts: CheckpointManager, state: dict[s
         if epoch_done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
-                ckpts.save(acc, state["global_step"], state, s.config)
+                run_states.save(acc, state["global_step"], state, s.config)
         if out_of_time:
             s.say(f"# time budget of {cfg.time_budget:g}s spent at step {step + 1} of {s.total_steps}")
             break
@@ -371,13 +365,13 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(FinetuneConfig, argv, prog="recipes/finetune.py", summary=__doc__.split("\n\n")[0])
     s = setup(cfg, argv)
     run_dir = Path(cfg.output_dir)
-    ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
-    saved, latest = ckpts.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
-                                          resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
+    saved, latest = run_states.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
+                                               resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
+                                               defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
     state.update(saved)
-    if s.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
+    if s.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
         tidy_interrupted_save(run_dir / "export")
     if latest is not None:
@@ -388,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
         s.say(f"# head: a {cfg.head_probe_epochs}-epoch linear probe on the frozen features, test top-1 "
               f"{state['probe_top1']:.2f}%: the fine-tune starts there")
 
-    train(cfg, s, ckpts, state)
+    train(cfg, s, run_states, state)
 
     final = state["history"][-1] if state["history"] else {}
     head = (f"linear head from a {cfg.head_probe_epochs}-epoch linear probe on the frozen features"

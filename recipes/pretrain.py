@@ -7,7 +7,7 @@
 
 Reads top to bottom: config -> accelerator -> data (decoded once, uint8 in memory, or streamed) -> model,
 loss, optimiser -> resume -> loop (index sampling, views made on the device, forward, loss, backward, one
-finiteness decision, step) -> checkpoints, kNN monitor -> export (safetensors + config.json + card + curves).
+finiteness decision, step) -> run states, kNN monitor -> export (safetensors + config.json + card + curves).
 """
 
 from __future__ import annotations
@@ -29,38 +29,16 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.checkpoint import save_pretrained, tidy_interrupted_save
-from mvssl_hub.checkpoint_config import (
-    MAX_IMAGE_SIZE,
-    MAX_PROJECTOR_DIM,
-    MAX_PROJECTOR_LAYERS,
-    MAX_WIDTH,
-)
-from mvssl_hub.config import (
-    ConfigError,
-    as_config_error,
-    config_defaults,
-    config_to_dict,
-    dump_yaml,
-    parse_config,
-    run_cli,
-)
-from mvssl_hub.data import load_split
-from mvssl_hub.device import (
-    apply_memory_format,
-    available_memory_bytes,
-    hardware_string,
-    make_accelerator,
-    peak_memory_mb,
-)
-from mvssl_hub.device_settings import configure_backends, make_adam
+from mvssl_hub.data.pinned import BatchGather, place_split
+from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
 from mvssl_hub.distributed import convert_batchnorm
-from mvssl_hub.models import build_ssl_model
-from mvssl_hub.monitor import monitor_model
-from mvssl_hub.pinned import BatchGather, place_split
-from mvssl_hub.plots import plot_training_curves
-from mvssl_hub.probes import knn_evaluate
-from mvssl_hub.records import (
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.eval.monitor import monitor_model
+from mvssl_hub.eval.probes import knn_evaluate
+from mvssl_hub.hub.format import save_pretrained, tidy_interrupted_save
+from mvssl_hub.hub.records import (
     dataset_name,
     dataset_record,
     knn_protocol,
@@ -69,10 +47,15 @@ from mvssl_hub.records import (
     training_record,
     transforms_record,
 )
-from mvssl_hub.run_checkpoints import CheckpointManager
-from mvssl_hub.step_guard import StepGuard
-from mvssl_hub.trackers import JSONLTracker, drop_logged_after
-from mvssl_hub.training import StepBatches, TrainingClock, expected_total_steps, lr_factor, make_generator
+from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
+from mvssl_hub.models import build_ssl_model
+from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
+from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.plots import plot_training_curves
+from mvssl_hub.train.run_state import RunStateManager
+from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.step_guard import StepGuard
+from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
 
@@ -213,7 +196,7 @@ class PretrainConfig:
 RESUMABLE_CHANGES = {
     "resume", "recipe_version", "max_steps", "time_budget", "save_every", "save_every_seconds", "keep_checkpoints",
     "log_every",
-    "output_dir",  # a run folder may move between its checkpoints
+    "output_dir",  # a run folder may move between its run states
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
     "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers", "monitors",
@@ -231,7 +214,7 @@ class Run:
 
     accelerator: Any
     precision: str
-    config: dict[str, Any]  # the resolved config, saved with every training checkpoint (local: paths as given)
+    config: dict[str, Any]  # the resolved config, saved with every run state (local: paths as given)
     log: logging.Logger | Any
 
     @property
@@ -295,7 +278,7 @@ def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
 
 
 def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
-    """The accelerator and the log; the resolved config printed and kept for every checkpoint."""
+    """The accelerator and the log; the resolved config printed and kept with every run state."""
     from accelerate.logging import get_logger
 
     logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
@@ -333,7 +316,7 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
           "decode_workers": cfg.decode_workers, "progress": cfg.progress and run.accelerator.is_main_process}
     with run.accelerator.main_process_first(), as_config_error("data", cfg.data):  # one process downloads
         if cfg.streaming:
-            from mvssl_hub.data_stream import StreamingSplit  # parquet readers only when streaming
+            from mvssl_hub.data.stream import StreamingSplit  # parquet readers only when streaming
 
             train = StreamingSplit(cfg.data, cfg.split, size=cfg.image_size, fraction=cfg.fraction, seed=cfg.seed,
                                    limit=cfg.limit, revision=cfg.revision)
@@ -436,18 +419,19 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, always_moni
     return result
 
 
-def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> CheckpointManager:
-    """Restore the newest complete checkpoint (--resume), or start clean; the log keeps no step twice."""
+def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunStateManager:
+    """Restore the newest complete run state (--resume), or start clean; the log keeps no step twice."""
     run_dir = Path(cfg.output_dir)
-    ckpts = CheckpointManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
                      "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
-    saved, latest = ckpts.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
-                                          overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                          defaults=config_defaults(PretrainConfig), max_step=data.schedule_steps)
+    saved, latest = run_states.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
+                                               overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+                                               log_dir=run_dir / "logs", defaults=config_defaults(PretrainConfig),
+                                               max_step=data.schedule_steps)
     trainer.state.update(saved)
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
-    if run.accelerator.is_main_process:  # a run killed before (or after) its checkpoint logged steps it redoes now
+    if run.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
         drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
         # an export interrupted between its two renames
         tidy_interrupted_save(run_dir / "export")
@@ -455,19 +439,19 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Check
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:
-        run.say(f"# --resume: no complete checkpoint in {ckpts.root}; starting from scratch")
+        run.say(f"# --resume: no complete checkpoint in {run_states.root}; starting from scratch")
     run.accelerator.init_trackers("pretrain", config=run.config)
-    return ckpts
+    return run_states
 
 
-def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: CheckpointManager) -> str:
+def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_states: RunStateManager) -> str:
     """The loop; returns why it stopped ("completed" or "time_budget"). State lives in ``trainer.state``."""
     from tqdm.auto import tqdm
 
     acc, state = run.accelerator, trainer.state
     bar = tqdm(total=data.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
                disable=not (acc.is_main_process and cfg.progress))
-    clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and checkpoint time are not training time
+    clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and save time are not training time
     start_step, start_seconds = state["global_step"], state["train_seconds"]
     every = cfg.knn_every_seconds
     next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
@@ -508,7 +492,7 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: Ch
                 bar.close()
                 raise NonFiniteLossError(
                     f"{counts.max_streak} consecutive non-finite losses (max_nan_steps={cfg.max_nan_steps}) at step "
-                    f"{step}: stopping. The last good checkpoint is {ckpts.latest()} (not overwritten); lower lr "
+                    f"{step}: stopping. The last good checkpoint is {run_states.latest()} (not overwritten); lower lr "
                     "or check the data.")
         if log_now:
             now = time.time()
@@ -544,15 +528,15 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, ckpts: Ch
         if save_due and state["global_step"] < data.total_steps:
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
-                save(run, trainer, ckpts)
+                save(run, trainer, run_states)
             next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
     bar.close()
     state["train_seconds"] = clock.elapsed()
     return "completed"
 
 
-def save(run: Run, trainer: Trainer, ckpts: CheckpointManager) -> Path:
-    path = ckpts.save(run.accelerator, trainer.state["global_step"], trainer.state, run.config)
+def save(run: Run, trainer: Trainer, run_states: RunStateManager) -> Path:
+    path = run_states.save(run.accelerator, trainer.state["global_step"], trainer.state, run.config)
     run.say(f"# checkpoint: {path}")
     return path
 
@@ -598,13 +582,13 @@ def main(argv: list[str] | None = None) -> dict:
     run = start(cfg, argv)
     data = load_data(cfg, run)
     trainer = build(cfg, run, data)
-    ckpts = resume(cfg, run, data, trainer)
+    run_states = resume(cfg, run, data, trainer)
     state = trainer.state
     if state["global_step"] == 0 and cfg.knn_random_init and data.bank is not None:
         state["knn_random_init"] = knn(cfg, run, data, trainer)  # the same network untrained: the baseline
         run.say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
 
-    stopped_by = train(cfg, run, data, trainer, ckpts)
+    stopped_by = train(cfg, run, data, trainer, run_states)
     if data.stream is not None:
         data.stream.close()
     seconds = state["train_seconds"]
@@ -627,13 +611,13 @@ def main(argv: list[str] | None = None) -> dict:
                    f"{100 * cfg.monitors_max_share:g}%") if state.get("monitors_skipped") else ""
         run.say(f"# label-free monitors took {state['monitor_seconds']:.1f}s in all: "
                 f"{100 * state['monitor_seconds'] / seconds:.1f}% of the training time{skipped}")
-    checkpoint = save(run, trainer, ckpts)
+    run_state = save(run, trainer, run_states)
     export_dir = export(cfg, run, data, trainer) if cfg.export and run.accelerator.is_main_process else None
     if export_dir is not None:
         run.say(f"# exported backbone + projector to {export_dir}")
     run.accelerator.wait_for_everyone()
     run.accelerator.end_training()
-    return {"state": state, "checkpoint": checkpoint, "export": export_dir, "stopped_by": stopped_by,
+    return {"state": state, "checkpoint": run_state, "export": export_dir, "stopped_by": stopped_by,
             "images_per_s": images_per_s, "config": run.config, "num_processes": run.world}
 
 

@@ -21,10 +21,12 @@ from typing import Any
 if __package__ in (None, ""):  # `python recipes/publish.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.checkpoint import find_checkpoint, load_config
-from mvssl_hub.config import ConfigError, parse_config, run_cli
-from mvssl_hub.hub import push_to_hub
-from mvssl_hub.weights import weights_entry_from_checkpoint
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.hub.format import find_checkpoint
+from mvssl_hub.hub.schema import load_config
+from mvssl_hub.hub.transport import push_to_hub
+from mvssl_hub.hub.weights import weights_entry_from_checkpoint
+from mvssl_hub.train.config import parse_config, run_cli
 
 
 @dataclass

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
-from mvssl_hub.config import ConfigError, parse_config, run_cli  # noqa: E402
+from mvssl_hub.errors import ConfigError  # noqa: E402
+from mvssl_hub.train.config import parse_config, run_cli  # noqa: E402
 
 ENTRIES = ROOT / "mvssl_hub" / "zoo_weights.json"
 BUNDLED = ROOT / "mvssl_hub" / "bundled"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hub_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: hub_server, _standins, _dist_helpers (subfolders too)
 
 from hub_server import LoopbackHub
 
@@ -138,7 +138,7 @@ def same_state(a, b) -> bool:
 @pytest.fixture
 def tiny_ckpt(tiny_model, tmp_path: Path) -> Path:
     """The tiny model saved (with projector) into tmp_path/ckpt."""
-    from mvssl_hub.checkpoint import save_pretrained
+    from mvssl_hub.hub.format import save_pretrained
 
     return save_pretrained(tiny_model, tmp_path / "ckpt", include_projector=True, **TINY_SAVE_KWARGS)
 
@@ -146,7 +146,7 @@ def tiny_ckpt(tiny_model, tmp_path: Path) -> Path:
 @pytest.fixture
 def pushed(hub, tiny_model, tiny_ckpt):
     """The tiny checkpoint pushed to the loopback Hub as org/bt-r18-tiny with tag v1: (model, folder, repo, commit)."""
-    from mvssl_hub.hub import push_to_hub
+    from mvssl_hub.hub.transport import push_to_hub
 
     repo = "org/bt-r18-tiny"
     commit = push_to_hub(tiny_ckpt, repo, revision_tag="v1")
@@ -159,7 +159,7 @@ def published(pushed):
 
     Yields (enum, model, repo, commit); the shipped (empty) enum is restored afterwards.
     """
-    from mvssl_hub.weights import make_weights_enum, weights_entry_from_checkpoint
+    from mvssl_hub.hub.weights import make_weights_enum, weights_entry_from_checkpoint
     from mvssl_hub.zoo import register_weights
 
     model, _, repo, commit = pushed
@@ -213,7 +213,7 @@ def fresh_accelerate_state():
 @pytest.fixture
 def restore_backends():
     """Put back the global backend flags (deterministic algorithms, cuDNN, TF32) a test changed."""
-    from mvssl_hub.device_settings import current_backends
+    from mvssl_hub.train.backends import current_backends
 
     before = current_backends()
     env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")

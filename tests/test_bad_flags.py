@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mvssl_hub.config import ConfigError
+from mvssl_hub.errors import ConfigError
 
 from conftest import load_recipe
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mvssl_hub.config import ConfigError
+from mvssl_hub.errors import ConfigError
 
 from conftest import load_recipe, reset_accelerate_state
 
@@ -37,7 +37,7 @@ def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> N
     steps = [r["step"] for r in map(json.loads, (run / "logs" / "metrics.jsonl").read_text().splitlines())
              if "loss" in r]
     assert steps == list(range(1, second["step_after"] + 1))  # one log across chunks, no step twice
-    saved = json.loads(next((run / "checkpoints").glob("step-*/config.json")).read_text())
+    saved = json.loads(next((run / "checkpoints").glob("step-*/run_config.json")).read_text())
     assert saved["epochs"] == 100 and saved["schedule"] == "constant"  # the preset's schedule, whatever the chunk
     records = (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "campaign.jsonl").read_text().splitlines()
     assert len(records) == 2 and (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "metrics.jsonl").is_file()

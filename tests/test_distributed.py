@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from mvssl_hub.losses import build_loss
 from mvssl_hub.models import build_ssl_model
 from mvssl_hub.distributed import check_distributed_launch, convert_batchnorm
-from mvssl_hub.training import process_slice
+from mvssl_hub.data.sampling import process_slice
 
 out = Path(sys.argv[1])
 acc = Accelerator(cpu=True)
@@ -124,9 +124,9 @@ def test_recipe_runs_on_two_processes_and_resumes(tmp_path: Path) -> None:
     run = accelerate_launch(args + ["--max_steps", "2", "--export", "false"], 2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "global batch 16 = 2 x 8 per process" in run.stdout
-    ckpt = out / "checkpoints" / "step-00000002"
-    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
-    cfg = json.loads((ckpt / "config.json").read_text())
+    run_state = out / "checkpoints" / "step-00000002"
+    assert (run_state / "random_states_0.pkl").is_file() and (run_state / "random_states_1.pkl").is_file()
+    cfg = json.loads((run_state / "run_config.json").read_text())
     assert (cfg["num_processes"], cfg["per_process_batch"], cfg["global_batch"]) == (2, 8, 16)
     run = accelerate_launch(args + ["--max_steps", "3", "--resume"], 2)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -165,7 +165,7 @@ def test_collective_timeout_reaches_the_process_group_settings(tmp_path: Path, f
     # rank 0 may decode a large split under main_process_first for longer than NCCL's default 10 minutes
     from datetime import timedelta
 
-    from mvssl_hub.device import make_accelerator
+    from mvssl_hub.train.backends import make_accelerator
 
     accelerator, _ = make_accelerator(cpu=True, precision="fp32", run_dir=tmp_path, log_with=[],
                                       timeout_minutes=90)

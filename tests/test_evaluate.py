@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mvssl_hub import build_backbone
-from mvssl_hub.checkpoint import save_pretrained
-from mvssl_hub.data import load_split
-from mvssl_hub.probes import extract_features, knn_accuracy
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.eval.probes import extract_features, knn_accuracy
+from mvssl_hub.hub.format import save_pretrained
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
 
 from conftest import load_recipe
@@ -89,7 +89,7 @@ def test_evaluate_random_init_uses_the_same_seed(recipe, tmp_path: Path) -> None
 
 
 def test_find_checkpoint_resolution(tmp_path: Path) -> None:
-    from mvssl_hub.checkpoint import find_checkpoint
+    from mvssl_hub.hub.format import find_checkpoint
 
     ckpt = save_pretrained(_backbone(0), tmp_path / "a" / "export", transforms=TRANSFORMS)
     assert find_checkpoint(tmp_path / "a") == ckpt
@@ -105,7 +105,7 @@ def test_find_checkpoint_resolution(tmp_path: Path) -> None:
 
 
 def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path, hub) -> None:
-    from mvssl_hub.hub import push_to_hub
+    from mvssl_hub.hub.transport import push_to_hub
 
     local = save_pretrained(_backbone(seed=2), tmp_path / "local", transforms=TRANSFORMS)
     push_to_hub(local, "org/tiny-eval")

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 import mvssl_hub
 from mvssl_hub import build_backbone
-from mvssl_hub.checkpoint import save_pretrained
-from mvssl_hub.config import ConfigError
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.hub.format import save_pretrained
 
 from conftest import load_recipe
 
@@ -85,8 +85,8 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
     batch = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     expected = [names[i] for i in classifier(classifier.transforms(batch)).argmax(1).tolist()]
     assert classifier.predict(batch) == expected
-    from mvssl_hub.checkpoint import validate_config
     from mvssl_hub.errors import CheckpointError
+    from mvssl_hub.hub.schema import validate_config
 
     with pytest.raises(CheckpointError, match="class_names"):
         validate_config({**export_cfg, "class_names": names[:9]})  # 9 names for 10 classes
@@ -133,7 +133,7 @@ def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, ch
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
-    from mvssl_hub.training import lr_factor
+    from mvssl_hub.train.schedule import lr_factor
 
     f = [lr_factor(s, 20, warmup_steps=4) for s in range(20)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0]
@@ -171,8 +171,8 @@ def test_a_time_budget_ends_the_run_and_its_schedule_together(recipe, checkpoint
 
 def test_the_head_starts_as_a_linear_probe_on_the_frozen_features(recipe, checkpoint: Path, tmp_path: Path) -> None:
     """LP-FT: with learning rates 0 the exported head is exactly the linear probe fitted on the same features."""
-    from mvssl_hub.data import load_split
-    from mvssl_hub.probes import extract_features, linear_probe
+    from mvssl_hub.data.splits import load_split
+    from mvssl_hub.eval.probes import extract_features, linear_probe
 
     run = recipe.main(_args(checkpoint.parent, tmp_path / "lpft", "--max_steps", "1", "--lr_backbone", "0",
                             "--lr_head", "0", "--head_probe_epochs", "5"))

@@ -16,8 +16,10 @@ import torch
 
 import mvssl_hub
 from mvssl_hub.backbones import ResNetBackbone
-from mvssl_hub.config import ConfigError, parse_config
-from mvssl_hub.device import choose_precision, isa_capped_below_bf16
+from mvssl_hub.device import isa_capped_below_bf16
+from mvssl_hub.errors import ConfigError
+from mvssl_hub.train.backends import choose_precision
+from mvssl_hub.train.config import parse_config
 
 from conftest import load_recipe, reset_accelerate_state
 
@@ -176,7 +178,7 @@ def test_backbone_in_the_huggingface_mixin_convention(hub, tmp_path):
 
 
 def test_publish_token_reaches_every_request(hub, tiny_model, tmp_path):
-    from mvssl_hub.checkpoint import save_pretrained
+    from mvssl_hub.hub.format import save_pretrained
 
     from conftest import TINY_SAVE_KWARGS
 

@@ -15,14 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mvssl_hub.losses import (
-    BarlowTwinsLoss,
-    VICRegLoss,
-    barlow_twins_loss,
-    build_loss,
-    recommended_beta,
-    vicreg_loss,
-)
+from mvssl_hub.losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, recommended_beta, vicreg_loss
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -429,7 +422,7 @@ def test_loss_reads_no_tensor_value_on_the_host(fn, form, kw, as_list, forbid_ho
 @pytest.mark.parametrize("fn", [barlow_twins_loss, vicreg_loss])
 def test_non_finite_inputs_give_a_non_finite_loss(fn) -> None:
     """No check inside the loss: nan/inf propagate, so one finiteness test of the loss per step sees them."""
-    from mvssl_hub.step_guard import nonfinite_views
+    from mvssl_hub.train.step_guard import nonfinite_views
 
     for value in (float("nan"), float("inf"), float("-inf")):
         bad = torch.randn(3, 8, 4)

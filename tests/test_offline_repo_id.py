@@ -56,7 +56,7 @@ def test_evaluate_falls_back_to_the_embedded_cut_offline_and_says_so(offline, tm
     said = capsys.readouterr().out
     assert "the Hub cannot be reached for uoft-cs/cifar10: using the embedded cut" in said
     assert {r["dataset"] for r in out["records"]} == {"cifar10-5k"}  # recorded under the cut's name
-    from mvssl_hub.config import ConfigError
+    from mvssl_hub.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"'data' = 'uoft-cs/cifar10'.*Hub did not answer"):
         evaluate.main([ENTRY.repo_id, "--data", "uoft-cs/cifar10", "--protocol", "knn", "--progress", "false"])
@@ -66,7 +66,7 @@ def test_a_zoo_repo_id_beside_a_folder_named_like_its_org(offline, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     (tmp_path / ENTRY.repo_id.split("/")[0]).mkdir()  # e.g. a checkout called mvssl-hub
     assert mvssl_hub.from_pretrained(ENTRY.repo_id).mvssl_config["backbone"]["width"] == 16
-    from mvssl_hub.loading import from_pretrained as load_any
+    from mvssl_hub.hub.loading import from_pretrained as load_any
 
     with pytest.raises(FileNotFoundError, match=r"no such folder \(for the Hub repo, write 'hf-hub:"):
         load_any(f"{ENTRY.repo_id.split('/')[0]}/not-a-zoo-entry")

@@ -57,18 +57,18 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> None:
-    from mvssl_hub.loading import from_pretrained
+    from mvssl_hub.hub.loading import from_pretrained
 
     out = tmp_path / "run"
     summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
     state = summary["state"]
     assert state["global_step"] == 3 and state["epoch"] == 0 and state["step_in_epoch"] == 3
-    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["step-00000002", "step-00000003"]
+    run_states = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert run_states == ["step-00000002", "step-00000003"]
     last = out / "checkpoints" / "step-00000003"
     marker = json.loads((last / "COMPLETE.json").read_text())
-    assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "config.json" in marker["files"]
-    saved_cfg = json.loads((last / "config.json").read_text())
+    assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "run_config.json" in marker["files"]
+    saved_cfg = json.loads((last / "run_config.json").read_text())
     assert saved_cfg["width"] == 8 and saved_cfg["resolved_beta"] > 0 and saved_cfg["per_process_batch"] == 16
     # the export is a hub checkpoint whose weights are the trained ones
     backbone = from_pretrained(str(out / "export"))
@@ -122,9 +122,9 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7", "--deterministic"))
 
     # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
-    import mvssl_hub.training as training
+    import mvssl_hub.data.sampling as sampling
 
-    real_slice = training.process_slice
+    real_slice = sampling.process_slice
     calls = {"n": 0}
 
     def crashing_slice(batch, rank, world):
@@ -133,10 +133,10 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt("simulated interruption")
         return real_slice(batch, rank, world)
 
-    monkeypatch.setattr(training, "process_slice", crashing_slice)
+    monkeypatch.setattr(sampling, "process_slice", crashing_slice)
     with pytest.raises(KeyboardInterrupt):
         recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--deterministic"))
-    monkeypatch.setattr(training, "process_slice", real_slice)
+    monkeypatch.setattr(sampling, "process_slice", real_slice)
     reset_accelerate_state()
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
     resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume",
@@ -172,7 +172,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: p
     root = out / "checkpoints"
     names = sorted(p.name for p in root.iterdir())
     assert names == [".tmp-step-00000004", "step-00000002"]
-    manager = recipe.CheckpointManager(root)
+    manager = recipe.RunStateManager(root)
     assert manager.latest() == root / "step-00000002"
 
     reset_accelerate_state()
@@ -190,7 +190,7 @@ def test_corrupt_checkpoint_is_ignored_on_resume(tmp_path: Path) -> None:
     newest = root / "step-00000004"
     with open(newest / "optimizer.bin", "ab") as f:  # bit rot after completion: sha256 no longer matches
         f.write(b"x")
-    assert recipe.CheckpointManager(root).latest() == root / "step-00000002"
+    assert recipe.RunStateManager(root).latest() == root / "step-00000002"
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

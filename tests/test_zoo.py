@@ -12,10 +12,10 @@ import torch
 import torchvision
 
 import mvssl_hub
-from mvssl_hub.checkpoint import read_config
-from mvssl_hub.data import load_split
-from mvssl_hub.model_card import render_card
-from mvssl_hub.probes import extract_features, knn_accuracy
+from mvssl_hub.data.splits import load_split
+from mvssl_hub.eval.probes import extract_features, knn_accuracy
+from mvssl_hub.hub.card import render_card
+from mvssl_hub.hub.schema import read_config
 from mvssl_hub.registry import registered_weights
 from mvssl_hub.safe_io import sha256_file
 from mvssl_hub.zoo import ENTRIES_FILE

@@ -1,0 +1,10 @@
+"""The Hub wing: a published checkpoint, from the folder on disk to the zoo's pinned entries.
+
+The load path is a staircase; each step imports only the steps below it (``[tool.importlinter]``):
+
+- :mod:`.weights` (published entries, pinned and verified) and :mod:`.loading` (``from_pretrained``)
+- :mod:`.transport`: download, upload, cache, sha256; it only moves files
+- :mod:`.format`: folder <-> validated config and state dicts
+- :mod:`.schema` (``config.json``), :mod:`.card` (the generated README), :mod:`.records` (what config.json records)
+- then the core: :mod:`mvssl_hub.safe_io`, the model classes.
+"""

@@ -1,0 +1,218 @@
+"""Model cards generated from a checkpoint's config.json and the template in ``model_cards/``.
+
+The YAML front matter (license, library_name, tags, datasets, pipeline_tag, model-index) is written
+by huggingface_hub's ``ModelCardData`` so that ``ModelCard`` parses it back; each metric record of the
+config becomes one ``EvalResult`` whose ``metric_config`` is ``"<task>/<metric>"`` (e.g. ``"knn/top1"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from ..vocabulary import NARROW_WIDTHS
+
+
+def _template_path(name: str = "template.md") -> Path:
+    """A card template: ``model_cards/`` beside the package in a source checkout, else the installed package data
+    ``mvssl_hub/model_cards`` (pyproject installs ``model_cards/`` there)."""
+    package = Path(str(resources.files("mvssl_hub")))
+    source = package.parent / "model_cards" / name
+    return source if source.is_file() else package / "model_cards" / name
+
+
+TEMPLATE_PATH = _template_path()
+CLASSIFIER_TEMPLATE_PATH = _template_path("classifier_template.md")  # a checkpoint with num_classes
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TASK_NAMES = {"knn": "kNN", "linear_probe": "Linear probe", "finetune": "Fine-tuning"}
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
+METHOD_NAMES = {"barlowtwins": "multi-view Barlow Twins", "vicreg": "multi-view VICReg"}
+
+
+def eval_results(cfg: Mapping[str, Any]) -> list[Any]:
+    """The config's metric records as ``huggingface_hub.EvalResult`` objects (same order)."""
+    from huggingface_hub import EvalResult
+
+    out = []
+    for rec in cfg.get("metrics", []):
+        ds = cfg.get("dataset") or {}
+        out.append(EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=rec["dataset"],
+            dataset_name=rec["dataset"],
+            dataset_split=rec["split"],
+            dataset_revision=ds.get("revision") if ds.get("id") == rec["dataset"] else None,
+            metric_type="accuracy",
+            metric_value=rec["value"],
+            metric_name=f"{TASK_NAMES[rec['task']]} {METRIC_LABELS[rec['metric']]} accuracy",
+            metric_config=f"{rec['task']}/{rec['metric']}",
+            metric_args={"protocol": rec["protocol"], "random_init": rec["random_init"], "date": rec["date"]},
+        ))
+    return out
+
+
+def builder_name(cfg: Mapping[str, Any]) -> str:
+    """The zoo builder a checkpoint belongs to: ``barlowtwins_resnet18``, or ``vicreg_resnet18_w16`` for a width
+    with a builder of its own (``ssl_<arch>`` if no method)."""
+    bb = cfg["backbone"]
+    narrow = bb["width"] in NARROW_WIDTHS and bb["arch"] == "resnet18"
+    return f"{cfg.get('method') or 'ssl'}_{bb['arch']}" + (f"_w{bb['width']}" if narrow else "")
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "—" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def _front_matter(cfg: Mapping[str, Any], model_name: str) -> str:
+    from huggingface_hub import ModelCardData
+
+    ds = (cfg.get("dataset") or {}).get("id")
+    if ds and not _HUB_ID.match(ds):
+        ds = None  # a local path is not a Hub dataset id; the body still names it
+    task = "image-classification" if cfg.get("num_classes") else "image-feature-extraction"
+    tags = ["self-supervised-learning", task, "mvssl-hub", cfg["backbone"]["arch"]]
+    if cfg.get("method"):
+        tags.append(cfg["method"])
+    data = ModelCardData(
+        license="apache-2.0",
+        library_name="mvssl-hub",
+        tags=tags,
+        datasets=[ds] if ds else None,
+        pipeline_tag=task,
+        model_name=model_name,
+        base_model=cfg.get("base_model") or None,
+        eval_results=eval_results(cfg) or None,
+    )
+    return data.to_yaml()
+
+
+def _results_table(cfg: Mapping[str, Any]) -> str:
+    rows = ["| task | metric | dataset (split) | accuracy % | random init % | gain (points) | protocol | date |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in cfg.get("metrics", []):
+        gain = None if r["random_init"] is None else r["value"] - r["random_init"]
+        rows.append(
+            f"| {TASK_NAMES[r['task']]} | {METRIC_LABELS[r['metric']]} | {r['dataset']} ({r['split']}) | "
+            f"{r['value']:.2f} | {_fmt(r['random_init'])} | {'—' if gain is None else f'{gain:+.2f}'} | "
+            f"{r['protocol'] or '—'} | {r['date']} |"
+        )
+    if len(rows) == 2:
+        return "No evaluation has been recorded yet (`mvssl_hub.update_metrics` adds results)."
+    return "\n".join(rows)
+
+
+def _monitors_table(cfg: Mapping[str, Any]) -> str:
+    """The label-free measures (RankMe, alpha-ReQ with its fit's R^2, LiDAR) on backbone and projector outputs."""
+    mon = cfg.get("monitors")
+    if not mon:
+        return ""
+    rows = ["| space | RankMe | alpha-ReQ (R²) | LiDAR |", "|---|---|---|---|"]
+    for space in ("backbone", "projector"):
+        res = mon.get(space) or {}
+        if not res:
+            continue
+        alpha = res.get("alpha_req") or {}
+        cells = [_fmt((res.get("rankme") or {}).get("value")),
+                 f"{_fmt(alpha.get('value'))} ({_fmt(alpha.get('r2'), 3)})" if alpha else "—",
+                 _fmt((res.get("lidar") or {}).get("value"))]
+        rows.append(f"| {space} | " + " | ".join(cells) + " |")
+    p = mon.get("protocol") or {}
+    return ("\n\nLabel-free measures (no labels used; `mvssl_hub.monitor`), on "
+            f"{p.get('num_images', '?')} held-out images, {p.get('num_views', '?')} views, seed {p.get('seed', '?')}:\n\n"
+            + "\n".join(rows))
+
+
+def _recipe_command(cfg: Mapping[str, Any]) -> str:
+    tc = cfg.get("train_config") or {}
+    if isinstance(tc.get("command"), str):
+        return tc["command"]
+    if isinstance(tc.get("config"), str):
+        return f"accelerate launch recipes/pretrain.py --config {tc['config']}"
+    if tc:
+        # train_config is the fully resolved recipe config; pretrain.py reads it back with --config
+        return ("python -c \"import json, yaml; yaml.safe_dump(json.load(open('config.json'))['train_config'], "
+                "open('train_config.yaml', 'w'), sort_keys=False)\"\n"
+                "accelerate launch recipes/pretrain.py --config train_config.yaml")
+    return "# not recorded: this checkpoint was saved without a train_config"
+
+
+def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
+                template: str | os.PathLike[str] | None = None) -> str:
+    """README.md text for a validated config; ``repo_id`` fills the load snippets."""
+    classifier = cfg.get("num_classes") is not None
+    path = Path(template) if template is not None else (CLASSIFIER_TEMPLATE_PATH if classifier else TEMPLATE_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"model card template {path} not found (it ships in model_cards/ of mvssl-hub)")
+    bb = cfg["backbone"]
+    ds = cfg.get("dataset") or {}
+    tf = cfg.get("transforms") or {}
+    tr = cfg.get("training") or {}
+    builder = builder_name(cfg)
+    name = repo_id.split("/")[-1] if repo_id else f"{builder}-w{bb['width']}"
+    stem = "small-image stem (3×3 stride-1 conv, no max-pool)" if bb["small_images"] else "ImageNet stem"
+    width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
+    kwargs = "" if bb["width"] == 64 and bb["small_images"] else f", small_images={bb['small_images']}, width={bb['width']}"
+    if bb["width"] == 64:
+        tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
+                   ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
+                   "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
+                   ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
+                   "with `strict=True`.")
+    else:
+        tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
+    transform_desc = "not recorded"
+    if tf:
+        size = (f"resize to {tf['eval_resize']} px, centre crop {tf.get('eval_size', '?')} px" if tf.get("eval_resize")
+                else f"images at {tf.get('eval_size', '?')} px (no resize)")
+        transform_desc = (f"preset `{tf.get('preset', '?')}`, {size}, normalise with mean {tf.get('mean', '?')} "
+                          f"and std {tf.get('std', '?')}")
+    frac = ds.get("fraction")
+    dataset_desc = (f"on `{ds['id']}` (split `{ds.get('split', 'train')}`"
+                    + (f", revision `{ds['revision']}`" if ds.get("revision") else "")
+                    + (f", {100 * frac:g}% of the images" if isinstance(frac, (int, float)) and frac != 1 else "") + ")"
+                    if ds.get("id") else "(pretraining data not recorded)")
+    training_rows = [
+        ("hardware", tr.get("hardware")), ("wall-clock", None if tr.get("wall_clock_s") is None else f"{tr['wall_clock_s']:.0f} s"),
+        ("throughput", None if tr.get("images_per_s") is None else f"{tr['images_per_s']:.1f} images/s"),
+        ("steps", tr.get("steps")), ("epochs", tr.get("epochs")),
+        ("weights dtype", cfg["dtype"]),
+    ]
+    files_table = "\n".join(f"| `{n}` | `{i['sha256']}` | {i['size']} |" for n, i in cfg["files"].items())
+    values = {
+        "front_matter": _front_matter(cfg, name).strip(),
+        "title": name,
+        "arch_desc": f"{bb['arch']} ({stem}{width})",
+        "method_name": METHOD_NAMES.get(cfg.get("method") or "", "self-supervised learning"),
+        "views_desc": f"{cfg['num_views']} views per image" if cfg.get("num_views") else "views not recorded",
+        "projector": cfg.get("projector") or "not recorded",
+        "beta": "not recorded" if cfg.get("beta") is None else f"{cfg['beta']:g}",
+        "dataset_desc": dataset_desc,
+        "feature_dim": cfg["feature_dim"],
+        "library_version": cfg["library_version"],
+        "repo_id": repo_id or "path/to/this/checkpoint_folder",
+        "revision_arg": f', revision="{revision}"' if revision else "",
+        "builder": builder,
+        "builder_kwargs": kwargs,
+        "tv_note": tv_note,
+        "transform_desc": transform_desc,
+        "results_table": _results_table(cfg) + _monitors_table(cfg),
+        "recipe_command": _recipe_command(cfg),
+        "training_table": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in training_rows) + (
+            f"\n\n![Loss, kNN top-1 and throughput against training time]({tr['curves']})" if tr.get("curves") else ""),
+        "files_table": files_table,
+        "limitations_data": (f"Pretrained and evaluated on `{ds['id']}` only; transfer to other image domains was not measured."
+                             if ds.get("id") else "The pretraining data is not recorded in config.json."),
+        "projector_note": "included (`projector.safetensors`)" if "projector.safetensors" in cfg["files"] else "not included",
+        "num_classes": cfg.get("num_classes"),
+        "class_names": ", ".join(cfg.get("class_names") or [])[:200] or "class indices (no names recorded)",
+        "finetune_data_desc": next((f"on `{m['dataset']}`, evaluated on its `{m['split']}` split"
+                                    for m in cfg.get("metrics", []) if m["task"] == "finetune"), "(data not recorded)"),
+        "base_model": cfg.get("base_model") or "a pretrained mvssl-hub checkpoint (not recorded)",
+    }
+    return Template(path.read_text(encoding="utf-8")).substitute(values)

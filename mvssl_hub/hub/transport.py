@@ -1,0 +1,280 @@
+"""Hub transport: download, upload, cache, revisions and sha256 verification. It only moves files.
+
+What comes back is paths (and the validated config that names them); models are built a layer up
+(:mod:`mvssl_hub.hub.loading`, :mod:`mvssl_hub.hub.weights`). huggingface_hub is imported inside each function
+that makes a Hub call, so that importing mvssl_hub does not import it. The endpoint is read when a call
+is made (``endpoint=``, else ``huggingface_hub.constants.ENDPOINT``), never cached at import.
+
+A downloaded file whose sha256 does not match is removed from the cache (the snapshot link and the
+blob it points to), so a later load fetches it again instead of failing on the bad copy forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, CheckpointNotFoundError, HubUnreachableError, IntegrityError
+from ..safe_io import looks_local, sha256_file
+from .card import render_card
+from .format import verify_sha256, weights_to_read
+from .schema import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, load_config, read_config
+
+logger = logging.getLogger(__name__)
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -> tuple[str, str | None, bool]:
+    """(location, revision, is_local). Accepts a folder, ``org/name``, ``hf-hub:org/name[@rev]``."""
+    src = os.fspath(repo_id_or_dir)
+    if src.startswith("hf-hub:"):
+        src = src[len("hf-hub:"):]
+        if "@" in src:
+            src, rev = src.split("@", 1)
+            if revision is not None and revision != rev:
+                raise ValueError(f"revision {revision!r} contradicts the one in the name ({rev!r})")
+            revision = rev
+        return src, revision, False
+    if Path(src).exists():
+        return src, revision, True
+    if looks_local(src):  # a mistyped folder fails at once, without a Hub request
+        hint = f" (for the Hub repo, write 'hf-hub:{src}')" if REPO_ID.match(src) else ""
+        raise CheckpointNotFoundError(f"{src!r}: no such folder{hint}")
+    if REPO_ID.match(src):
+        return src, revision, False
+    raise CheckpointNotFoundError(f"{src!r} is neither an existing folder nor a Hub repo id 'org/name'")
+
+
+def is_offline(local_files_only: bool) -> bool:
+    """True when no request may be made: ``local_files_only`` or ``HF_HUB_OFFLINE``."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    return local_files_only or env or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_download(
+    repo_id: str, filename: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, force_download: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """hf_hub_download with errors translated: nothing cached offline / no such repo -> CheckpointNotFoundError."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}@{revision or 'main'}"
+    try:
+        return Path(hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
+            local_files_only=local_files_only, force_download=force_download, token=token,
+        ))
+    except LocalEntryNotFoundError:
+        raise HubUnreachableError(
+            f"{filename} of {where} is not in the local cache{f' {cache_dir}' if cache_dir else ''} and the Hub "
+            "cannot be reached (offline mode or no connection). Fetch it once with network access, e.g. "
+            f"mvssl_hub.from_pretrained({repo_id!r}{f', revision={revision!r}' if revision else ''}) or "
+            f"`hf download {repo_id}{f' --revision {revision}' if revision else ''}`, with HF_HUB_OFFLINE unset."
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"Hub repo {repo_id!r} not found (or private without a token), and there is no local folder {repo_id!r}"
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
+    except EntryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{where} has no {filename}: not an mvssl-hub checkpoint (expected {MODEL_FILE} and {CONFIG_FILE})"
+        ) from None
+
+
+def evict_cached_file(path: Path) -> None:
+    """Remove a cached file: the snapshot link and, when it links into its own repo's ``blobs/`` folder, the
+    blob itself. A link that leads anywhere else (a poisoned cache) loses only the link: nothing outside the
+    cache's repo folder is ever deleted."""
+    path = Path(path)
+    blob = path.resolve() if path.is_symlink() else None
+    snapshots = next((p for p in path.parents if p.name == "snapshots"), None)
+    path.unlink(missing_ok=True)
+    if blob is not None and snapshots is not None and blob.parent == (snapshots.parent / "blobs").resolve():
+        blob.unlink(missing_ok=True)
+
+
+def fetch_verified(
+    repo_id: str, filename: str, commit: str | None, sha256: str, *, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, token: str | bool | None = None,
+    force_download: bool = False,
+) -> Path:
+    """Download (or take from the cache) one file and check its sha256 before it is used.
+
+    A cached file that fails the check is evicted and re-downloaded once, with a warning that says so;
+    a fresh download that fails it is evicted too (the next call fetches again) and raises
+    IntegrityError naming the file and both hashes. Offline, a bad cached copy is an IntegrityError.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
+    was_cached = (not force_download
+                  and isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit), str))
+    path = hub_download(repo_id, filename, commit, local_files_only=local_files_only, force_download=force_download,
+                        **kw)
+    found = sha256_file(path)
+    if found == sha256:
+        return path
+    where = f"{repo_id}@{commit}"
+    served = (f"{filename} downloaded from {where} has sha256 {{found}}, expected {sha256}: the served file is not "
+              "the one the checkpoint was published with (removed from the cache; a later load fetches it again)")
+    logger.warning("%s of %s: sha256 %s, expected %s; evicting it from the cache", filename, where, found, sha256)
+    if not was_cached:
+        evict_cached_file(path)
+        raise IntegrityError(served.format(found=found))
+    if local_files_only:
+        raise IntegrityError(
+            f"cached {filename} of {where} at {path} is corrupted: sha256 {found}, expected {sha256}. Offline, so it "
+            f"was not re-downloaded: delete {path.resolve()} and load again with network access."
+        )
+    warnings.warn(
+        f"cached {filename} of {where} at {path} is corrupted (sha256 {found}, expected {sha256}); re-downloading it",
+        RuntimeWarning, stacklevel=3,
+    )
+    evict_cached_file(path)
+    path = hub_download(repo_id, filename, commit, local_files_only=False, force_download=True, **kw)
+    found = sha256_file(path)
+    if found != sha256:
+        evict_cached_file(path)
+        raise IntegrityError(served.format(found=found))
+    return path
+
+
+def snapshot_commit(path: Path) -> str:
+    """The commit sha a cached file belongs to (``.../snapshots/<sha>/<file>``)."""
+    name = path.parent.name
+    if not COMMIT_SHA.match(name):
+        raise CheckpointError(f"cannot tell the commit of cached file {path}")
+    return name
+
+
+def resolve_hub_checkpoint(
+    repo_id: str, revision: str | None, *, with_projector: bool, cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None, local_files_only: bool = False, config_sha256: str | None = None,
+    files_sha256: dict[str, str] | None = None, token: str | bool | None = None, force_download: bool = False,
+) -> tuple[dict[str, Any], dict[str, Path], str]:
+    """(validated config, verified local paths of the weights files, commit sha) of a Hub checkpoint.
+
+    All files come from the same commit: config.json is fetched at ``revision``, the weights at the commit
+    it resolved to. ``config_sha256`` / ``files_sha256`` (from a published-weights entry) pin the hashes;
+    otherwise the weights are checked against the sha256 recorded in config.json.
+    """
+    offline = is_offline(local_files_only)
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, local_files_only=offline, token=token,
+                              force_download=force_download)
+    if config_sha256 is not None:  # pinned whenever given, whatever the revision
+        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, **kw)
+    else:
+        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
+    commit = snapshot_commit(cfg_path)
+    cfg = read_config(cfg_path)
+    paths = {}
+    for name in weights_to_read(cfg, with_projector):
+        if name not in cfg["files"]:
+            raise CheckpointError(f"{repo_id}@{commit} has no {name} (config.json lists {sorted(cfg['files'])})")
+        want = cfg["files"][name]["sha256"]
+        if files_sha256 is not None and files_sha256.get(name, want) != want:
+            raise IntegrityError(
+                f"{repo_id}@{commit}: config.json records sha256 {want} for {name} but the published entry pins "
+                f"{files_sha256[name]}"
+            )
+        paths[name] = fetch_verified(repo_id, name, commit, want, **kw)
+    return cfg, paths, commit
+
+
+def hub_file_hashes(repo_id: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
+                    endpoint: str | None = None, token: str | bool | None = None,
+                    ) -> tuple[dict[str, Any], dict[str, str], str]:
+    """(config, sha256 of config.json and of every weights file as the Hub serves them, commit sha)."""
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
+    cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
+    commit = snapshot_commit(cfg_path)
+    cfg = read_config(cfg_path)
+    sha = {CONFIG_FILE: sha256_file(cfg_path)}
+    for name, info in cfg["files"].items():
+        sha[name] = sha256_file(fetch_verified(repo_id, name, commit, info["sha256"], **kw))
+    return cfg, sha, commit
+
+
+def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
+    """The checkpoint's own files to upload, besides config.json and the card: the weights files the validated
+    config lists, and its figure (``training.curves``, a plain name by then) when that is a regular file of
+    the folder itself. A symlink is refused (it could point anywhere on disk); nothing else is ever sent."""
+    names = [name for name in WEIGHTS_FILES if name in cfg["files"]]
+    curves = (cfg.get("training") or {}).get("curves")
+    if curves:
+        path = folder / curves  # a plain name (validate_config): only a symlink can lead out of the folder
+        if path.is_symlink():
+            raise CheckpointError(f"{folder / CONFIG_FILE}: training.curves = {curves!r} is a link out of the "
+                                  "checkpoint folder; refusing to upload it")
+        if path.is_file():
+            names.append(curves)
+    return names
+
+
+def push_to_hub(
+    save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
+    commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+) -> str:
+    """Upload a checkpoint folder as one commit (repo created if needed), tag it, return the commit sha.
+
+    The folder is verified first (config valid, sha256 of every weights file); README.md is re-rendered
+    with the repo id in its load snippets. An existing ``revision_tag`` is never moved: ValueError.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if not REPO_ID.match(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    folder = Path(save_dir)
+    cfg = load_config(folder)
+    for name, info in cfg["files"].items():
+        verify_sha256(folder / name, info["sha256"], str(folder / CONFIG_FILE))
+    api = HfApi(endpoint=endpoint, token=token)
+    if revision_tag is not None:
+        try:
+            existing = {t.name for t in api.list_repo_refs(repo_id).tags}
+        except GatedRepoError:
+            raise  # exists, but this token may not read it: not "missing"
+        except RepositoryNotFoundError:
+            existing = set()  # the repo does not exist yet; 401/403/5xx and other errors propagate
+        if revision_tag in existing:
+            raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    card = render_card(cfg, repo_id=repo_id, revision=revision_tag).encode("utf-8")
+    uploads = upload_list(folder, cfg)
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in uploads]
+    ops += [CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=str(folder / CONFIG_FILE)),
+            CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card)]
+    bb = cfg["backbone"]
+    message = commit_message or (
+        f"Upload {cfg.get('method') or 'ssl'} {bb['arch']} (width {bb['width']}) checkpoint, mvssl-hub "
+        f"{cfg['library_version']}"
+    )
+    info = api.create_commit(repo_id, operations=ops, commit_message=message)
+    logger.info("pushed %s to %s@%s%s", folder, repo_id, info.oid, f" (tag {revision_tag})" if revision_tag else "")
+    if revision_tag is not None:
+        api.create_tag(repo_id, tag=revision_tag, revision=info.oid)
+    return info.oid
+
+
+__all__ = [
+    "COMMIT_SHA", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_file_hashes", "is_offline",
+    "parse_source", "push_to_hub", "resolve_hub_checkpoint", "snapshot_commit", "upload_list",
+]

@@ -1,0 +1,217 @@
+"""How a training run sets up its device: precision, memory format, backend flags, the optimizer kernel and
+the accelerator.
+
+- :func:`choose_precision`: bf16 / fp16 / fp32, following ``accelerate launch`` and what the device runs fast.
+- :func:`apply_memory_format`: channels_last, unless the network meets a known CPU kernel fault in it
+  (:func:`channels_last_hazards`).
+- :func:`configure_backends`: cuDNN autotuning (``benchmark``) on unless ``deterministic``; TF32 for
+  fp32 matmuls and convolutions on CUDA through torch's ``fp32_precision`` API (torch >= 2.9; the
+  legacy ``allow_tf32`` / ``set_float32_matmul_precision`` must not be mixed with it, torch then
+  refuses to report the precision); deterministic algorithms for bitwise-resume runs. Returns the
+  previous settings, whose :meth:`BackendSettings.restore` puts them back.
+- :func:`make_adam`: ``torch.optim.Adam`` with the fused kernel on CUDA (one launch per step, and
+  :class:`mvssl_hub.train.step_guard.StepGuard` can skip a non-finite step on the device), foreach elsewhere.
+- :func:`make_accelerator`: the ``accelerate.Accelerator`` of a recipe; ``accelerate`` is imported only inside
+  it (importing mvssl_hub must not import it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..device import bf16_is_fast
+from ..distributed import check_distributed_launch
+from ..errors import ConfigError
+
+__all__ = ["CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS", "PRECISIONS", "BackendSettings", "apply_memory_format",
+           "channels_last_hazards", "choose_precision", "configure_backends", "current_backends", "make_accelerator",
+           "make_adam", "use_channels_last"]
+
+# cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2); read when cuBLAS starts.
+_CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """The global flags :func:`configure_backends` changes."""
+
+    cudnn_benchmark: bool
+    cudnn_deterministic: bool
+    deterministic_algorithms: bool
+    deterministic_warn_only: bool
+    matmul_fp32_precision: str
+    conv_fp32_precision: str
+    cublas_workspace_config: str | None
+
+    def restore(self) -> None:
+        """Set every flag back to these values."""
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        torch.backends.cudnn.deterministic = self.cudnn_deterministic
+        torch.use_deterministic_algorithms(self.deterministic_algorithms, warn_only=self.deterministic_warn_only)
+        torch.backends.cuda.matmul.fp32_precision = self.matmul_fp32_precision
+        torch.backends.cudnn.conv.fp32_precision = self.conv_fp32_precision
+        if self.cublas_workspace_config is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = self.cublas_workspace_config
+
+
+def current_backends() -> BackendSettings:
+    """A snapshot of the flags :func:`configure_backends` sets."""
+    return BackendSettings(
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+        cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
+        deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+        deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        matmul_fp32_precision=str(torch.backends.cuda.matmul.fp32_precision),
+        conv_fp32_precision=str(torch.backends.cudnn.conv.fp32_precision),
+        cublas_workspace_config=os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+
+
+def configure_backends(device: torch.device | str, deterministic: bool, *, tf32: bool = True,
+                       strict: bool = False) -> BackendSettings:
+    """Set the global backend flags for training on ``device``; returns the previous settings.
+
+    deterministic=False: cudnn.benchmark on (autotuned convolutions; input shapes are fixed per run),
+    deterministic algorithms off. deterministic=True: benchmark off, cudnn.deterministic on,
+    ``torch.use_deterministic_algorithms(True, warn_only=not strict)`` and CUBLAS_WORKSPACE_CONFIG set
+    (if unset) for bitwise-reproducible resumes; ``strict`` raises on ops without a deterministic kernel.
+    On CUDA, fp32 matmuls and convolutions use TF32 when ``tf32`` (bf16 autocast is unaffected), IEEE
+    fp32 otherwise. On other devices the CUDA flags are left as they are.
+    """
+    device = torch.device(device)
+    previous = current_backends()
+    torch.use_deterministic_algorithms(deterministic, warn_only=not strict)
+    if deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = _CUBLAS_DETERMINISTIC
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        precision = "tf32" if tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    return previous
+
+
+def make_adam(params: Iterable[torch.nn.Parameter] | Iterable[dict], lr: float, weight_decay: float,
+              device: torch.device | str) -> torch.optim.Adam:
+    """Adam (L2 weight decay, as the recipes use) with ``fused=True`` on CUDA, ``foreach=True`` elsewhere.
+
+    The update is the same algorithm either way; fused does it in one kernel per step and honours a
+    device-side ``found_inf`` flag (used by :class:`mvssl_hub.train.step_guard.StepGuard`).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def choose_precision(requested: str, device: torch.device | str, env: Mapping[str, str] | None = None) -> str:
+    """The precision a run trains in: "bf16", "fp16" or "fp32".
+
+    ``auto``: what ``accelerate launch --mixed_precision`` asked for (ACCELERATE_MIXED_PRECISION bf16/fp16),
+    else bf16 where the device runs it natively, else fp16 on a GPU without bf16, else fp32. An explicit
+    ``requested`` that contradicts the launcher's bf16/fp16 is a ConfigError naming both.
+    """
+    if requested not in PRECISIONS:
+        raise ConfigError(f"config key 'precision' = {requested!r}: expected one of {PRECISIONS}")
+    env = os.environ if env is None else env
+    device = torch.device(device)
+    launcher = env.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if requested == "auto":
+        if launcher in ("bf16", "fp16"):
+            return launcher
+        if bf16_is_fast(device, env):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if launcher in ("bf16", "fp16") and launcher != requested:
+        raise ConfigError(f"config key 'precision' = {requested!r} contradicts `accelerate launch --mixed_precision "
+                          f"{launcher}`: drop one of them")
+    if requested == "bf16" and device.type == "cuda" and not bf16_is_fast(device, env):
+        raise ConfigError("config key 'precision' = 'bf16': this GPU has no bf16; use 'fp16' or 'auto'")
+    return requested
+
+
+# oneDNN's fp32 channels_last backward of a strided 1x1 convolution with fewer than 8 input channels per group
+# returns wrong weight gradients (relative error 0.05-1.0) or never returns: measured on an AVX2-only AMD EPYC
+# with torch 2.14.1 over in_channels 1..24, strides 1..4, 1x1 and 3x3 kernels, 8-32 px
+# (benchmarks/channels_last_safety.py); oneDNN issue #6035 reports wrong weight gradients of the same kind on
+# other CPUs. 3x3 kernels, stride 1 and >= 8 channels were exact. A ResNet narrower than 8 meets it in
+# its downsample convolutions, so on a CPU such a model runs contiguous (the speed difference is small there).
+CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS = 8
+
+
+def channels_last_hazards(model: torch.nn.Module, device: torch.device | str) -> list[str]:
+    """Names of ``model``'s convolutions whose channels_last backward is unsafe on ``device`` (empty if none).
+
+    On a CPU: every ``Conv2d`` with a 1x1 kernel, a stride above 1 and fewer than
+    ``CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS`` input channels per group. On CUDA: none known.
+    """
+    if torch.device(device).type != "cpu":
+        return []
+    return [name for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and max(m.stride) > 1
+            and m.in_channels // m.groups < CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS]
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device | str, requested: bool = True) -> bool:
+    """Whether ``model`` should run channels_last on ``device``: ``requested``, unless one of its convolutions
+    meets a known channels_last kernel fault there (:func:`channels_last_hazards`), which wins, with a warning
+    that names the first such layer."""
+    if not requested:
+        return False
+    hazards = channels_last_hazards(model, device)
+    if hazards:
+        import warnings
+
+        warnings.warn(f"channels_last off: layer {hazards[0]!r} (1x1, strided, < "
+                      f"{CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS} input channels) meets a oneDNN CPU kernel fault "
+                      f"(wrong weight gradients or a hang) in channels_last; running contiguous", stacklevel=2)
+    return not hazards
+
+
+def apply_memory_format(model: torch.nn.Module, device: torch.device | str, requested: bool = True) -> bool:
+    """Convert ``model`` in place to channels_last when :func:`use_channels_last` allows it on ``device``;
+    returns whether it did (the views must then be channels_last too)."""
+    channels_last = use_channels_last(model, device, requested)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any],
+                     timeout_minutes: float = 60.0) -> tuple[Any, str]:
+    """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in (:func:`choose_precision`).
+
+    cpu=None picks the CPU when no GPU is visible (``accelerate launch --cpu`` is honoured on a GPU
+    machine). Fails loudly on a launch that started unrelated single processes (:func:`check_distributed_launch`).
+    ``timeout_minutes`` bounds every collective and barrier: NCCL's default (10 minutes) is shorter than
+    rank 0 decoding ImageNet-100 under ``main_process_first`` while the other ranks wait at the barrier.
+    """
+    from accelerate import Accelerator  # lazy: importing mvssl_hub must not import accelerate
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, parse_flag_from_env
+
+    use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    use_cpu = use_cpu or parse_flag_from_env("ACCELERATE_USE_CPU")  # `accelerate launch --cpu` on a GPU machine
+    precision = choose_precision(precision, "cpu" if use_cpu else "cuda")
+    accelerator = Accelerator(
+        cpu=use_cpu,
+        mixed_precision={"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision],
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_minutes))],
+    )
+    check_distributed_launch(accelerator.num_processes)
+    return accelerator, precision
