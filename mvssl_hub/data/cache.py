@@ -3,8 +3,8 @@
 File layout: a 4096-byte header (magic line + JSON: format, key, fields, shape, dtype, crc32 of the data),
 then the images as raw uint8 (N, 3, H, W). Processes map the file copy-on-write, so every rank of a run
 shares the page cache instead of holding its own copy. The build writes a temporary file in the same
-folder and renames it into place under an exclusive ``fcntl.flock``: one process builds, the others wait
-and then map the finished file. A truncated file, a bad header or a checksum mismatch is rebuilt.
+folder and renames it into place under an exclusive file lock (``filelock``, which huggingface_hub uses for its
+own cache): one process builds, the others wait and then map the finished file. A truncated file, a bad header or a checksum mismatch is rebuilt.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import json
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 MAGIC = b"MVSSL-RESIZED-U8\n"
 HEADER_BYTES = 4096
@@ -107,22 +108,6 @@ def open_cache(path: Path, key: str, *, verify: bool = True, rows: int | None = 
     return torch.from_numpy(data)
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``lock_path`` (blocks until free); a no-op where fcntl is missing."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(lock_path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _write_atomically(path: Path, key: str, fields: dict[str, Any], build: Builder) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     holder: dict[str, np.memmap] = {}
@@ -166,7 +151,7 @@ def cached_images(path: Path, key: str, fields: dict[str, Any], build: Builder, 
     if path.exists():  # fast path without the lock: a finished file is only ever replaced atomically
         with contextlib.suppress(CacheError, OSError):
             return open_cache(path, key, verify=verify, rows=rows)
-    with _exclusive(path.with_name(path.name + ".lock")):
+    with FileLock(path.with_name(path.name + ".lock")):
         for stale in path.parent.glob(f".{path.name}.tmp-*"):
             stale.unlink(missing_ok=True)
         if path.exists():

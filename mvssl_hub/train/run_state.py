@@ -61,6 +61,11 @@ class RunStateManager:
     Nothing complete is ever deleted on resume: :meth:`recover` promotes a complete temporary folder, moves a
     damaged one into ``damaged/`` with a warning naming the file and the reason, and removes only partial
     temporaries.
+
+    Why not accelerate's own rotation (``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``):
+    ``Accelerator.save_state`` deletes the oldest folders *before* it writes the new one, and writes in place, so
+    a kill during the save can leave no complete state at all (``tests/test_pretrain.py::
+    test_crash_mid_save_keeps_previous_checkpoint`` kills a save midway and resumes from the previous state).
     """
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:

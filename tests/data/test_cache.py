@@ -197,3 +197,30 @@ def test_a_killed_builders_temporary_file_is_removed(tmp_path: Path) -> None:
     stale.write_bytes(b"partial")
     load_split(str(DEMO), "test", limit=20, size=16, cache_dir=tmp_path)
     assert path.is_file() and not stale.exists()
+
+
+def test_concurrent_builders_serialise_on_the_lock_and_build_once(tmp_path: Path) -> None:
+    """Two processes ask for the same missing cache at once: one builds (slowly), the other waits for the lock
+    and maps the finished file; the builder ran once and both read the same images."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import torch
+        from mvssl_hub.data.cache import cached_images
+
+        def build(alloc):
+            with open({str(tmp_path / "builds.txt")!r}, "a") as f:
+                f.write("built\\n")
+            out = alloc((4, 3, 2, 2))
+            time.sleep(1.5)  # long enough for the other process to arrive while the lock is held
+            out.copy_(torch.arange(48, dtype=torch.uint8).reshape(4, 3, 2, 2))
+            return out
+
+        images = cached_images(Path({str(tmp_path / "c.u8")!r}), "k", {{}}, build)
+        print(int(images.sum()))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs == [str(sum(range(48)))] * 2
+    assert (tmp_path / "builds.txt").read_text() == "built\n"
