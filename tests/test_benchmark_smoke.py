@@ -24,7 +24,7 @@ def test_channels_last_safety_finds_the_narrow_strided_1x1_fault_or_none(tmp_pat
 
 
 def test_network_race_smoke_runs_candidates_then_the_winner_at_4_views(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "benchmarks/network_race.py", "run", "--smoke", "--root",
+    done = subprocess.run([sys.executable, "benchmarks/studies/network_race.py", "run", "--smoke", "--root",
                            str(tmp_path / "runs"), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                           text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-2000:]

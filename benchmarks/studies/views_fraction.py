@@ -16,9 +16,9 @@ wall-clock (CPU seconds at one thread), with the random-init kNN of the same net
 Resumable: runs are keyed by (M, fraction) in ``benchmarks/results/views_fraction.json``, rewritten after
 every run; a finished run is not rerun. ``--markdown`` prints the README table from the JSON.
 
-    python benchmarks/views_fraction.py                     # 3 runs, ~15 CPU-minutes (2 side by side)
-    python benchmarks/views_fraction.py --analyze_only      # re-plot the stored runs
-    python benchmarks/views_fraction.py --dry_run           # pipeline check (numbers mean nothing)
+    python benchmarks/studies/views_fraction.py                     # 3 runs, ~15 CPU-minutes (2 side by side)
+    python benchmarks/studies/views_fraction.py --analyze_only      # re-plot the stored runs
+    python benchmarks/studies/views_fraction.py --dry_run           # pipeline check (numbers mean nothing)
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 
 import beta_study  # noqa: E402  (the shared evaluation protocol and JSON writer)
 import torch  # noqa: E402

@@ -7,7 +7,7 @@ and the same clock (each run's CPU seconds at one thread), so their points share
 frontier when no other point is both as fast and at least as accurate. Writes ``pareto.json`` and
 ``pareto.png`` beside the inputs; ``--markdown`` prints the frontier as a README table.
 
-    python benchmarks/pareto.py
+    python benchmarks/studies/pareto.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 

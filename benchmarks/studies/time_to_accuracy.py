@@ -14,8 +14,8 @@ runs share two cores, and CPU seconds measure the work each did rather than its 
 kNN runs every 300 s of training time, its own time excluded. The headline is the training time the
 recommended recipe needs to reach each other recipe's final kNN, as a ratio of that recipe's time.
 
-    python benchmarks/time_to_accuracy.py run        # starts the missing runs (resumes unfinished ones)
-    python benchmarks/time_to_accuracy.py analyze    # JSON + PNG from the runs' metrics.jsonl
+    python benchmarks/studies/time_to_accuracy.py run        # starts the missing runs (resumes unfinished ones)
+    python benchmarks/studies/time_to_accuracy.py analyze    # JSON + PNG from the runs' metrics.jsonl
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 PRESET = "recipes/configs/zoo/cifar10_bt_resnet18_w16.yaml"
 # The preset sets the clock (CPU seconds, 1 thread), kNN every 300 s on the fixed held-out set, batch and width.

@@ -16,9 +16,9 @@ points: the steeper slope over its last two evaluations); it then runs again at 
 Runs live under the user's cache folder (``$MVSSL_HUB_CACHE`` or ``~/.cache/mvssl-hub/race``) and resume
 where they stopped, so a killed race loses at most one ``--save_every_seconds`` interval.
 
-    python benchmarks/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
-    python benchmarks/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
-    python benchmarks/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut,
+    python benchmarks/studies/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
+    python benchmarks/studies/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
+    python benchmarks/studies/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut,
                                                             # in a temporary folder
 """
 
@@ -31,8 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
 sys.path.insert(0, str(ROOT))
 
 from time_to_accuracy import curve, plot_curves  # noqa: E402  (one reader and one figure of kNN curves)
@@ -127,7 +127,7 @@ def analyze(root: Path, out: Path = RESULTS, candidates: dict[str, list[str]] = 
         steps[name] = max((json.loads(x).get("step", 0) for x in lines), default=0)
     result = {
         "benchmark": "network_race",
-        "command": "python benchmarks/network_race.py run && python benchmarks/network_race.py analyze",
+        "command": "python benchmarks/studies/network_race.py run && python benchmarks/studies/network_race.py analyze",
         "what": "Barlow Twins d=256, recommended beta, 8 views (winner also at 4), batch 128, Adam 2e-3, full "
                 "CIFAR-10 train; kNN k=200 T=0.1, bank = first 10k train, queries = 10k test; clock = CPU seconds "
                 "of a 2-thread process, kNN time excluded",
