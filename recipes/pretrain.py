@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -353,6 +353,13 @@ def new_model(cfg: PretrainConfig) -> torch.nn.Module:
     """The untrained SSL model (backbone + projector) the config describes."""
     return build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
                            proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+
+
+def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
+    """The untrained model of a saved run config (a run state's ``run_config.json``): for
+    ``mvssl_hub.train.run_state.load_run_state_model`` and the studies that evaluate run states."""
+    names = {f.name for f in fields(PretrainConfig)}
+    return new_model(PretrainConfig(**{k: v for k, v in config.items() if k in names}))
 
 
 def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
