@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RESULTS, ROOT, setup_paths  # noqa: E402
+from harness import RESULTS, ROOT, setup_paths
 
 # table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON)
 TABLES = {

@@ -53,12 +53,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import ROOT, default_out, write_result  # noqa: E402  (puts the checkout on sys.path)
+import torch
 
-import torch  # noqa: E402
+from mvssl_hub.losses import recommended_beta
+from mvssl_hub.train.plots import read_metrics
 
-from mvssl_hub.losses import recommended_beta  # noqa: E402
-from mvssl_hub.train.plots import read_metrics  # noqa: E402
+from harness import ROOT, default_out, write_result
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
 DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import RESULTS, ROOT, default_out, write_result  # noqa: E402
+from harness import RESULTS, ROOT, default_out, write_result
 
 
 def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, write_result  # noqa: E402
+from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, write_result
 
 PRESET = "recipes/configs/zoo/cifar10_bt_resnet18_w16.yaml"
 # The preset sets the clock (CPU seconds, 1 thread), kNN every 300 s on the fixed held-out set, batch and width.

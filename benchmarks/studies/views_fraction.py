@@ -36,14 +36,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import ROOT, default_out, write_result  # noqa: E402  (puts the checkout and the studies on sys.path)
+import beta_study
+import torch
 
-import beta_study  # noqa: E402  (the shared evaluation protocol and JSON writer)
-import torch  # noqa: E402
+from mvssl_hub.train.run_state import load_run_state_model as load_run_state_model_with
+from mvssl_hub.train.run_state import read_run_config
+from recipes import load_recipe
 
-from mvssl_hub.train.run_state import load_run_state_model as load_run_state_model_with  # noqa: E402
-from mvssl_hub.train.run_state import read_run_config  # noqa: E402
-from recipes import load_recipe  # noqa: E402
+from harness import ROOT, default_out, write_result
 
 pretrain = load_recipe("pretrain")  # the recipe's own model: a run state loads into what the run trained
 
