@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,19 @@ from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrup
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
 from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
-from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.config import (
+    FRACTION,
+    Check,
+    as_config_error,
+    at_least,
+    check_ranges,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    finite,
+    parse_config,
+    run_cli,
+)
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
@@ -56,46 +67,46 @@ class FinetuneConfig:
 
     POSITIONAL = ("model",)
 
-    model: str = ""  # run folder of pretrain.py, checkpoint folder, or Hub repo id
+    model: Annotated[str, Check(bool, "give the run folder, checkpoint folder or Hub repo id to fine-tune")] = ""  # run folder of pretrain.py, checkpoint folder, or Hub repo id
     # data
     data: str = "uoft-cs/cifar10"
     data_name: str | None = None  # the dataset's name in the metrics and card (default: `data` if a Hub id)
     train_split: str = "train"
     test_split: str = "test"
     revision: str | None = None
-    fraction: float = 1.0
-    limit: int | None = None  # first training images only (tests, smoke runs)
-    eval_limit: int | None = None  # first test images only
+    fraction: Annotated[float, FRACTION] = 1.0
+    limit: Annotated[int | None, at_least(1)] = None  # first training images only (tests, smoke runs)
+    eval_limit: Annotated[int | None, at_least(1)] = None  # first test images only
     image_size: int | None = None
     view_preset: str | None = None  # default: the checkpoint's preset, else cifar10
     augment: Literal["light", "none"] = "light"  # light: random resized crop (scale 0.35-1) + flip, no colour
     # optimisation (AdamW; warm-up then cosine)
-    epochs: int = 10
-    max_steps: int | None = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
-    time_budget: float | None = None  # seconds of training (wall clock, evaluation excluded): the schedule spans
+    epochs: Annotated[int, at_least(1)] = 10
+    max_steps: Annotated[int | None, at_least(1)] = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
+    time_budget: Annotated[float | None, finite(lambda v: v > 0, "must be a finite number of seconds > 0")] = None  # seconds of training (wall clock, evaluation excluded): the schedule spans
     #                                   them too, and the run ends with a test and an export when they run out
-    batch_size: int = 256
-    lr_backbone: float = 1e-4
-    lr_head: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
+    batch_size: Annotated[int, at_least(2, "BatchNorm needs at least 2 images")] = 256
+    lr_backbone: Annotated[float, finite(lambda v: v >= 0, "must be a number >= 0")] = 1e-4
+    lr_head: Annotated[float, finite(lambda v: v >= 0, "must be a number >= 0")] = 1e-3
+    weight_decay: Annotated[float, at_least(0)] = 1e-4
+    warmup_epochs: Annotated[float, at_least(0)] = 1.0
+    label_smoothing: Annotated[float, Check(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.1
     # probe: the head starts as a linear probe on the frozen features (LP-FT), so that even a short fine-tune
     # starts from the probe's accuracy instead of a random head pulling the features apart; random: nn.Linear's
     head_init: Literal["probe", "random"] = "probe"
-    head_probe_epochs: int = 100  # Adam, lr 1e-3, batch 512 on the cached features of the training split
+    head_probe_epochs: Annotated[int, at_least(1)] = 100  # Adam, lr 1e-3, batch 512 on the cached features of the training split
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
     channels_last: bool = True
     cpu: bool | None = None
-    threads: int = 0
+    threads: Annotated[int, at_least(0)] = 0
     dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
-    eval_batch_size: int = 512
+    eval_batch_size: Annotated[int, at_least(1)] = 512
     # run, checkpoints, logging
     output_dir: str = "runs/finetune"
-    save_every: int = 0  # steps between extra checkpoints (one is always written at the end of each epoch)
-    keep_checkpoints: int = 2
+    save_every: Annotated[int, at_least(0)] = 0  # steps between extra checkpoints (one is always written at the end of each epoch)
+    keep_checkpoints: Annotated[int, at_least(1)] = 2
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -103,29 +114,7 @@ class FinetuneConfig:
     export: bool = True  # the classifier (backbone + head) as a checkpoint folder, also after --max_steps
 
     def __post_init__(self) -> None:
-        def need(cond: bool, key: str, what: str) -> None:
-            if not cond:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
-
-        need(bool(self.model), "model", "give the run folder, checkpoint folder or Hub repo id to fine-tune")
-        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
-        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.time_budget is None or (self.time_budget > 0 and math.isfinite(self.time_budget)), "time_budget",
-             "must be a finite number of seconds > 0")
-        need(self.batch_size >= 2, "batch_size", "BatchNorm needs at least 2 images")
-        for key in ("lr_backbone", "lr_head"):
-            need(getattr(self, key) >= 0 and math.isfinite(getattr(self, key)), key, "must be a number >= 0")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        need(self.threads >= 0, "threads", "must be >= 0")
-        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
-        need(self.head_probe_epochs >= 1, "head_probe_epochs", "must be >= 1")
-        need(self.save_every >= 0, "save_every", "must be >= 0")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        check_ranges(self)  # every range declared beside its field
 
 
 # Keys that may differ between a run and its resumption without changing the trajectory.

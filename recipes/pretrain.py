@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -50,7 +50,21 @@ from mvssl_hub.hub.records import (
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
 from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
-from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.config import (
+    FRACTION,
+    above,
+    as_config_error,
+    at_least,
+    at_most,
+    between,
+    check_ranges,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    finite,
+    parse_config,
+    run_cli,
+)
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
@@ -71,68 +85,68 @@ class PretrainConfig:
     data_name: str | None = None  # the dataset's name in the card and config.json (default: `data`, a Hub id)
     split: str = "train"
     revision: str | None = None
-    fraction: float = 1.0  # share of the training images (class-balanced when there are labels)
-    limit: int | None = None  # keep only the first `limit` training images (tests, smoke runs)
-    image_size: int | None = None  # resize + centre-crop at decode time (needed when sizes differ)
+    fraction: Annotated[float, FRACTION] = 1.0  # share of the training images (class-balanced when there are labels)
+    limit: Annotated[int | None, at_least(1)] = None  # keep only the first `limit` training images (tests, smoke runs)
+    image_size: Annotated[int | None, at_least(8), at_most(MAX_IMAGE_SIZE)] = None  # resize + centre-crop at decode time (needed when sizes differ)
     view_preset: Literal["cifar10", "stl10", "imagenet100"] = "cifar10"
     data_cache: bool = False  # keep resized splits in a memory-mapped file (HF datasets cache or cache_dir)
     cache_dir: str | None = None  # folder of the resized-image cache; setting it turns the cache on
-    decode_workers: int = 1  # threads decoding + resizing images while a split is loaded
+    decode_workers: Annotated[int, at_least(1)] = 1  # threads decoding + resizing images while a split is loaded
     streaming: bool = False  # read the training split's parquet lazily (larger than RAM); kNN splits stay in memory
-    stream_window: int = 2048  # rows shuffled together when streaming (rounded down to whole global batches)
-    stream_workers: int = 2  # DataLoader worker processes decoding the stream
+    stream_window: Annotated[int, at_least(1)] = 2048  # rows shuffled together when streaming (rounded down to whole global batches)
+    stream_workers: Annotated[int, at_least(0)] = 2  # DataLoader worker processes decoding the stream
     # kNN monitor: bank = eval_train_split, queries = eval_split (of eval_data, default `data`)
     eval_data: str | None = None
     eval_train_split: str = "train"
     eval_split: str = "test"
-    eval_limit: int | None = None  # first images of each kNN split
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    knn_every: int = 0  # steps between kNN evaluations during training (0: only before and after)
-    knn_every_seconds: float = 0.0  # or: seconds of training time between kNN evaluations (0: off)
+    eval_limit: Annotated[int | None, at_least(1)] = None  # first images of each kNN split
+    knn_k: Annotated[int, at_least(1)] = 200
+    knn_temperature: Annotated[float, above(0)] = 0.1
+    knn_every: Annotated[int, at_least(0)] = 0  # steps between kNN evaluations during training (0: only before and after)
+    knn_every_seconds: Annotated[float, at_least(0)] = 0.0  # or: seconds of training time between kNN evaluations (0: off)
     knn_random_init: bool = True  # also evaluate the untrained network (same seed) as the baseline
     monitors: bool = True  # with each kNN: RankMe, alpha-ReQ, LiDAR (no labels) on 1,000 held-out images
-    monitors_max_share: float = 0.05  # between the first and last kNN they skip points to cost at most this share
+    monitors_max_share: Annotated[float, FRACTION] = 0.05  # between the first and last kNN they skip points to cost at most this share
     # model
     arch: str = "resnet18"
-    width: int = 64  # first-stage channels; 64 = torchvision's ResNet
+    width: Annotated[int, between(1, MAX_WIDTH, "(64 is torchvision's network)")] = 64  # first-stage channels; 64 = torchvision's ResNet
     small_images: bool = True  # 3x3 stride-1 stem, no max-pool
-    proj_dim: int = 256
-    proj_hidden: int | None = None  # default: proj_dim (the paper's projector)
-    proj_layers: int = 2
+    proj_dim: Annotated[int, between(1, MAX_PROJECTOR_DIM)] = 256
+    proj_hidden: Annotated[int | None, between(1, MAX_PROJECTOR_DIM)] = None  # default: proj_dim (the paper's projector)
+    proj_layers: Annotated[int, between(1, MAX_PROJECTOR_LAYERS)] = 2
     # method
     method: Literal["barlowtwins", "vicreg"] = "barlowtwins"
     beta: float | str = "auto"  # a number, or "auto" = recommended_beta(method, proj_dim, num_views)
     loss_form: str = "auto"  # barlowtwins: auto, classic, mean, all_pairs; vicreg: auto, classic, leave_one_out, all_pairs
-    num_views: int = 4
+    num_views: Annotated[int, at_least(2, "multi-view pretraining needs at least 2 views"), at_most(MAX_TRAIN_VIEWS)] = 4
     # optimisation (Agrawal et al. 2024: Adam 1e-3, wd 1e-6, constant)
-    epochs: int = 100
-    max_steps: int | None = None  # stop early after this many steps (the schedule still spans `epochs`)
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
+    epochs: Annotated[int, at_least(1)] = 100
+    max_steps: Annotated[int | None, at_least(1)] = None  # stop early after this many steps (the schedule still spans `epochs`)
+    batch_size: Annotated[int, at_least(2, "batch statistics need at least 2 images")] = 256
+    lr: Annotated[float, finite(lambda v: v > 0, "must be a positive number")] = 1e-3
+    weight_decay: Annotated[float, at_least(0)] = 1e-6
     schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
+    warmup_steps: Annotated[int, at_least(0)] = 0
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
     channels_last: bool = True
     compile: bool = False
     cpu: bool | None = None  # None: CPU when no GPU is available
-    threads: int = 0  # torch.set_num_threads when > 0
+    threads: Annotated[int, at_least(0)] = 0  # torch.set_num_threads when > 0
     deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels (bitwise resume on a GPU), no autotuning
     dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
     # run, checkpoints, logging
     output_dir: str = "runs/pretrain"
-    save_every: int = 500  # steps between checkpoints (0: only at the end)
-    save_every_seconds: float = 0.0  # or: seconds of training time between checkpoints (0: off); bounds a kill's loss
-    keep_checkpoints: int = 2
+    save_every: Annotated[int, at_least(0)] = 500  # steps between checkpoints (0: only at the end)
+    save_every_seconds: Annotated[float, finite(lambda v: v >= 0, "must be a finite number >= 0")] = 0.0  # or: seconds of training time between checkpoints (0: off); bounds a kill's loss
+    keep_checkpoints: Annotated[int, at_least(1)] = 2
     resume: bool = False
     overwrite: bool = False  # without --resume: delete this run's old checkpoints instead of refusing
-    max_nan_steps: int = 10  # consecutive non-finite losses before the run stops
-    time_budget: float | None = None  # seconds of training before stopping (then save + export)
+    max_nan_steps: Annotated[int, at_least(1)] = 10  # consecutive non-finite losses before the run stops
+    time_budget: Annotated[float | None, above(0, "must be > 0 seconds")] = None  # seconds of training before stopping (then save + export)
     clock: Literal["wall", "process"] = "wall"  # process: this process's CPU seconds (fair on a shared machine)
-    log_every: int = 10
+    log_every: Annotated[int, at_least(1)] = 10
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
@@ -144,40 +158,7 @@ class PretrainConfig:
             if not cond:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
 
-        need(self.num_views >= 2, "num_views", "multi-view pretraining needs at least 2 views")
-        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
-        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
-        need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
-        need(self.image_size is None or self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be <= {MAX_IMAGE_SIZE}")
-        need(1 <= self.width <= MAX_WIDTH, "width", f"must be in 1..{MAX_WIDTH} (64 is torchvision's network)")
-        need(1 <= self.proj_dim <= MAX_PROJECTOR_DIM, "proj_dim", f"must be in 1..{MAX_PROJECTOR_DIM}")
-        need(self.proj_hidden is None or 1 <= self.proj_hidden <= MAX_PROJECTOR_DIM, "proj_hidden",
-             f"must be in 1..{MAX_PROJECTOR_DIM}")
-        need(1 <= self.proj_layers <= MAX_PROJECTOR_LAYERS, "proj_layers", f"must be in 1..{MAX_PROJECTOR_LAYERS}")
-        need(self.num_views <= MAX_TRAIN_VIEWS, "num_views", f"must be <= {MAX_TRAIN_VIEWS}")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.batch_size >= 2, "batch_size", "batch statistics need at least 2 images")
-        need(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        need(self.save_every >= 0, "save_every", "must be >= 0")
-        need(self.save_every_seconds >= 0 and math.isfinite(self.save_every_seconds), "save_every_seconds",
-             "must be a finite number >= 0")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        need(self.max_nan_steps >= 1, "max_nan_steps", "must be >= 1")
-        need(self.log_every >= 1, "log_every", "must be >= 1")
-        need(self.knn_every >= 0, "knn_every", "must be >= 0")
-        need(self.knn_every_seconds >= 0, "knn_every_seconds", "must be >= 0")
-        need(0 < self.monitors_max_share <= 1, "monitors_max_share", "must be in (0, 1]")
-        need(self.knn_k >= 1, "knn_k", "must be >= 1")
-        need(self.knn_temperature > 0, "knn_temperature", "must be > 0")
-        need(self.threads >= 0, "threads", "must be >= 0")
-        need(self.decode_workers >= 1, "decode_workers", "must be >= 1")
-        need(self.stream_window >= 1, "stream_window", "must be >= 1")
-        need(self.stream_workers >= 0, "stream_workers", "must be >= 0")
-        need(self.time_budget is None or self.time_budget > 0, "time_budget", "must be > 0 seconds")
+        check_ranges(self)  # every range declared beside its field; below, the checks that span several keys
         if isinstance(self.beta, str):
             need(self.beta == "auto", "beta", "must be a number >= 0 or 'auto'")
         else:
