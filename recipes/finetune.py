@@ -39,7 +39,7 @@ from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
-from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
+from mvssl_hub.train.backends import apply_memory_format
 from mvssl_hub.train.config import (
     FRACTION,
     Check,
@@ -53,9 +53,9 @@ from mvssl_hub.train.config import (
     parse_config,
     run_cli,
 )
+from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
-from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -150,20 +150,11 @@ class Setup:
 
 def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     """Accelerator, the pretrained backbone, the labelled splits, the classifier and its optimiser."""
-    from accelerate.logging import get_logger
-
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.output_dir)
-    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=[JSONLTracker("finetune", run_dir / "logs")],
-                                              timeout_minutes=cfg.dist_timeout_minutes)
-    configure_backends(accelerator.device, deterministic=False)  # cuDNN autotuning, TF32 on CUDA
+    accelerator, precision, log = start_run(  # not deterministic: cuDNN autotuning, TF32 on CUDA
+        name="finetune", output_dir=cfg.output_dir, log_file="finetune", log_level=cfg.log_level, threads=cfg.threads,
+        cpu=cfg.cpu, precision=cfg.precision, dist_timeout_minutes=cfg.dist_timeout_minutes,
+        batch_size=cfg.batch_size)
     world, device = accelerator.num_processes, accelerator.device
-    if cfg.batch_size % world:
-        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
     local = Path(cfg.model).expanduser()
     with as_config_error("model", cfg.model):  # a mistyped folder, or a repo the offline cache lacks: one line
         ckpt_dir = find_checkpoint(local) if local.exists() else None
@@ -189,7 +180,7 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     # short fine-tune ends at a low learning rate instead of stopping inside the warm-up of a long one.
     planned = cfg.epochs * steps_per_epoch
     total_steps = min(planned, cfg.max_steps or planned)
-    s = Setup(accelerator, precision, get_logger("mvssl_hub.finetune", log_level=cfg.log_level.upper()),
+    s = Setup(accelerator, precision, log,
               source=str(portable_value(cfg.model)),
               config={**config_to_dict(cfg), "precision_used": precision, "num_processes": world,
                       "checkpoint": str(ckpt_dir) if ckpt_dir else cfg.model, "view_preset_used": preset_name},
@@ -354,18 +345,14 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(FinetuneConfig, argv, prog="recipes/finetune.py", summary=__doc__.split("\n\n")[0])
     s = setup(cfg, argv)
     run_dir = Path(cfg.output_dir)
-    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
-    saved, latest = run_states.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
-                                               resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                               defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
+    run_states, saved, latest = open_run_state(
+        s.accelerator, name="finetune", output_dir=run_dir, log_file="finetune", config=s.config,
+        keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+        defaults=config_defaults(FinetuneConfig), max_step=s.total_steps, tidy=tidy_interrupted_save)
     state.update(saved)
-    if s.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
-        drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
-        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
-    s.accelerator.init_trackers("finetune", config=s.config)
     if cfg.head_init == "probe" and state["global_step"] == 0:  # on resume the head comes from the run state
         state["probe_top1"] = probe_head(cfg, s)
         s.say(f"# head: a {cfg.head_probe_epochs}-epoch linear probe on the frozen features, test top-1 "

@@ -49,7 +49,7 @@ from mvssl_hub.hub.records import (
 )
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
+from mvssl_hub.train.backends import apply_memory_format, make_adam
 from mvssl_hub.train.config import (
     FRACTION,
     above,
@@ -65,11 +65,11 @@ from mvssl_hub.train.config import (
     parse_config,
     run_cli,
 )
+from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.train.step_guard import StepGuard
-from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
 
@@ -260,27 +260,17 @@ def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
 
 def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
     """The accelerator and the log; the resolved config printed and kept with every run state."""
-    from accelerate.logging import get_logger
-
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.output_dir)
-    trackers: list[Any] = [JSONLTracker("metrics", run_dir / "logs")]
-    if cfg.tracker == "tensorboard":
-        trackers.append("tensorboard")
-    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=trackers, timeout_minutes=cfg.dist_timeout_minutes)
-    configure_backends(accelerator.device, deterministic=cfg.deterministic)
+    accelerator, precision, log = start_run(
+        name="pretrain", output_dir=cfg.output_dir, log_file="metrics", log_level=cfg.log_level, threads=cfg.threads,
+        cpu=cfg.cpu, precision=cfg.precision, dist_timeout_minutes=cfg.dist_timeout_minutes,
+        batch_size=cfg.batch_size, deterministic=cfg.deterministic,
+        extra_trackers=("tensorboard",) if cfg.tracker == "tensorboard" else ())
     world = accelerator.num_processes
-    if cfg.batch_size % world:
-        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
     typed = sys.argv[1:] if argv is None else argv
     config = {**config_to_dict(cfg), "resolved_beta": cfg.resolved_beta(), "precision_used": precision,
               "num_processes": world, "per_process_batch": cfg.batch_size // world, "global_batch": cfg.batch_size,
               "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py", *typed])}  # as typed
-    run = Run(accelerator, precision, config, get_logger("mvssl_hub.pretrain", log_level=cfg.log_level.upper()))
+    run = Run(accelerator, precision, config, log)
     run.say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
             f"# beta used: {cfg.resolved_beta():g}; precision: {precision}; processes: {world}; device: "
             f"{run.device}; global batch {cfg.batch_size} = {world} x {cfg.batch_size // world} per process; "
@@ -409,26 +399,20 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, always_moni
 
 def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunStateManager:
     """Restore the newest complete run state (--resume), or start clean; the log keeps no step twice."""
-    run_dir = Path(cfg.output_dir)
-    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
                      "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
-    saved, latest = run_states.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
-                                               overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
-                                               log_dir=run_dir / "logs", defaults=config_defaults(PretrainConfig),
-                                               max_step=data.schedule_steps)
+    run_states, saved, latest = open_run_state(
+        run.accelerator, name="pretrain", output_dir=cfg.output_dir, log_file="metrics", config=config_to_dict(cfg),
+        keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+        defaults=config_defaults(PretrainConfig), max_step=data.schedule_steps, tidy=tidy_interrupted_save,
+        tracker_config=run.config)
     trainer.state.update(saved)
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
-    if run.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
-        drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
-        # an export interrupted between its two renames
-        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:
         run.say(f"# --resume: no complete checkpoint in {run_states.root}; starting from scratch")
-    run.accelerator.init_trackers("pretrain", config=run.config)
     return run_states
 
 
