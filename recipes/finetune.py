@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.batches import MemoryBatches
+from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string
 from mvssl_hub.distributed import convert_batchnorm
@@ -55,7 +55,7 @@ from mvssl_hub.train.config import (
 )
 from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -263,14 +263,14 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
                disable=not (acc.is_main_process and cfg.progress))
     clock = s.clock = TrainingClock("wall", state["train_seconds"])  # the schedule reads it (time budget)
     start_step, start_seconds = state["global_step"], state["train_seconds"]
-    gather = BatchGather(place_split(s.train.images, device), device, cfg.batch_size // acc.num_processes)
-    batches = StepBatches(len(s.train), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
+    batches = MemoryBatches(s.train.images, s.train.labels, cfg.batch_size, cfg.seed, device, acc.process_index,
+                            acc.num_processes, with_labels=True)
+    save_cadence = Cadence(steps=cfg.save_every)  # and at the end of each epoch
     running = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen: read once per epoch
     s.model.train()
     while state["global_step"] < s.total_steps:
         step = state["global_step"]
-        epoch, in_epoch, idx = batches(step)
-        images, labels = gather(idx), s.train.labels[idx].to(device, non_blocking=True)
+        epoch, in_epoch, images, labels = batches(step)
         if cfg.augment == "light":  # per-sample random crops/flips, seeded by (seed, epoch, step, process)
             x = s.augment(images, 1, generator=make_generator(cfg.seed, epoch, in_epoch, acc.process_index))[0]
         else:
@@ -310,7 +310,7 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
             s.say(f"# epoch {record['epoch']:g}: loss {record['train_loss']:.4f}, train top-1 "
                   f"{record['train_top1']:.2f}%, test top-1 {top['top1']:.2f}%, top-5 {top['top5']:.2f}%")
             running.zero_()
-        if epoch_done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+        if epoch_done or save_cadence.due(step + 1):
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
                 run_states.save(acc, state["global_step"], state, s.config)

@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.batches import MemoryBatches, StreamedBatches
+from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
 from mvssl_hub.distributed import convert_batchnorm
@@ -68,7 +68,7 @@ from mvssl_hub.train.config import (
 from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
@@ -235,7 +235,7 @@ class Trainer:
     augment: MultiViewAugment
     eval_transform: EvalTransform
     guard: StepGuard
-    gather: Any = None
+    batches: Any = None  # step -> StepBatch (mvssl_hub.data.batches): in memory or streamed, one interface
     state: dict[str, Any] = field(default_factory=dict)
 
     def backbone(self, accelerator: Any) -> torch.nn.Module:
@@ -350,16 +350,18 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
                   if "running" in name or "num_batches" in name]
     preset = get_view_preset(cfg.view_preset)
     view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision, torch.float32)
-    gather = None
     if data.stream is None:  # rows on the device when they fit, else gathered into pinned buffers
-        gather = BatchGather(place_split(data.train.images, run.device), run.device, cfg.batch_size // run.world)
+        batches = MemoryBatches(data.train.images, None, cfg.batch_size, cfg.seed, run.device,
+                                run.accelerator.process_index, run.world)
+    else:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
+        batches = StreamedBatches(data.stream, run.device)
     return Trainer(
         model=model, train_model=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
         scheduler=scheduler, loss_fn=losses.build_loss(cfg.method, cfg.resolved_beta(), cfg.loss_form,
                                                        distributed=run.world > 1),
         augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=channels_last),
         eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
-        gather=gather,
+        batches=batches,
     )
 
 
@@ -425,20 +427,14 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
                disable=not (acc.is_main_process and cfg.progress))
     clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and save time are not training time
     start_step, start_seconds = state["global_step"], state["train_seconds"]
-    every = cfg.knn_every_seconds
-    next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
-    next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
+    log_cadence = Cadence(steps=cfg.log_every)
+    knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=clock, aligned=True)
+    save_cadence = Cadence(steps=cfg.save_every, seconds=cfg.save_every_seconds, clock=clock)
     window_t, window_images = time.time(), 0
-    batches = StepBatches(len(data.train), cfg.batch_size, cfg.seed, acc.process_index, run.world)
     trainer.train_model.train()
     while state["global_step"] < data.total_steps:
         step = state["global_step"]
-        if data.stream is not None:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
-            epoch, in_epoch, images, _ = data.stream(step)
-            images = images.to(run.device, non_blocking=True)
-        else:
-            epoch, in_epoch, idx = batches(step)
-            images = trainer.gather(idx)
+        epoch, in_epoch, images, _ = trainer.batches(step)
         # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
         # so a resumed run draws exactly the views the uninterrupted one would have.
         views = trainer.augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch,
@@ -454,7 +450,7 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
         state["images_seen"] += cfg.batch_size
         window_images += cfg.batch_size
         bar.update(1)
-        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == data.total_steps
+        log_now = log_cadence.due(step + 1) or step + 1 == data.total_steps
         if log_now or not trainer.guard.device_skip:  # free on the host path; one read on the device path
             counts = trainer.guard.poll()
             if counts.skipped > state["nan_skipped"]:
@@ -478,9 +474,8 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
             # with a time budget the bar ends where the budget will: its total and ETA follow the pace
             bar.total = expected_total_steps(step + 1, data.total_steps, cfg.time_budget, values["train_seconds"],
                                              start_step, start_seconds)
-        knn_due = (bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0) or clock.elapsed() >= next_knn
-        if knn_due and step + 1 < data.total_steps and data.bank is not None:
-            next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
+        if knn_cadence.due(step + 1) and step + 1 < data.total_steps and data.bank is not None:
+            knn_cadence.done()
             state["train_seconds"] = clock.elapsed()
             with clock.paused():  # time budgets and time-to-accuracy count training only
                 top1 = knn(cfg, run, data, trainer, always_monitor=False)
@@ -494,14 +489,14 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
             bar.close()
             state["train_seconds"] = clock.elapsed()
             return "time_budget"
-        save_due = (bool(cfg.save_every) and state["global_step"] % cfg.save_every == 0) or clock.elapsed() >= next_save
+        save_due = save_cadence.due(state["global_step"])
         if run.world > 1 and cfg.save_every_seconds:  # clocks differ between processes: save at the same step
             save_due = bool(acc.reduce(torch.tensor([float(save_due)], device=run.device), "sum") > 0)
         if save_due and state["global_step"] < data.total_steps:
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
                 save(run, trainer, run_states)
-            next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
+            save_cadence.done()
     bar.close()
     state["train_seconds"] = clock.elapsed()
     return "completed"
@@ -561,8 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
         run.say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
 
     stopped_by = train(cfg, run, data, trainer, run_states)
-    if data.stream is not None:
-        data.stream.close()
+    trainer.batches.close()
     seconds = state["train_seconds"]
     images_per_s = state["images_seen"] / seconds if seconds > 0 else 0.0
     run.say(f"# stopped: {stopped_by} after {state['global_step']} steps "
