@@ -11,7 +11,6 @@ repeats. Prints a table and writes benchmarks/results/augment_speed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,6 +21,8 @@ import torch
 import torchvision.transforms.v2 as T
 
 from mvssl_hub.views import VIEW_PRESETS, MultiViewAugment, ViewPreset
+
+from harness import default_out, write_result
 
 
 def per_image_pipeline(p: ViewPreset) -> T.Compose:
@@ -41,8 +42,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "augment_speed.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/augment_speed.json")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 16 images, 1 repeat, temporary folder")
     args = ap.parse_args()
+    args.out = default_out("augment_speed", args.smoke, args.out)
+    if args.smoke:
+        args.images, args.repeats = 16, 1
     torch.set_num_threads(args.threads)
 
     preset = VIEW_PRESETS["cifar10"]
@@ -100,9 +105,7 @@ def main() -> None:
     for key, r in results.items():
         print(f"{key:28s} median {r['median_s'] * 1e3:8.1f} ms  {r['views_per_s']:10.0f} views/s")
     print(f"batched / per-image speed-up at M=2: {ratio:.1f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, "augment_speed", report)
 
 
 if __name__ == "__main__":

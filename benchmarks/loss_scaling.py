@@ -14,7 +14,6 @@ elementwise work (which dominates the O(M) forms at large M) slows down most und
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 
 from mvssl_hub.losses import barlow_twins_loss, vicreg_loss
+
+from harness import default_out, write_result
 
 VIEWS = (2, 4, 8, 16)
 FORMS = {  # label -> (loss function, form, beta, expected scaling)
@@ -53,8 +54,12 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=5, help="max calls per timed measurement")
     parser.add_argument("--target-ms", type=float, default=30.0, help="aim per measurement (sets calls)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loss_scaling.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/loss_scaling.json")
+    parser.add_argument("--smoke", action="store_true", help="seconds: N = d = 16, 1 repeat, temporary folder")
     args = parser.parse_args()
+    args.out = default_out("loss_scaling", args.smoke, args.out)
+    if args.smoke:
+        args.n, args.d, args.repeats, args.inner = 16, 16, 1, 1
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -109,14 +114,12 @@ def main() -> None:
         speedups = ", ".join(f"M={m}: {median[(quad, m)] / median[(lin, m)]:.1f}x" for m in VIEWS)
         print(f"speed-up {lin} over {quad}: {speedups}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"n": args.n, "d": args.d, "threads": args.threads, "repeats": args.repeats,
                "inner": {f"{k[0]}@M={k[1]}": v for k, v in inner.items()}, "load_average_1min": load,
                "views": list(VIEWS), "linear_bound": bound, "pass": all(verdicts.values()),
                "verdicts": verdicts, "torch": torch.__version__, "machine": platform.machine(),
                "processor": platform.processor(), "results": results}
-    args.out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, "loss_scaling", payload)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ processes slow every number here. Prints a summary and writes benchmarks/results
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -30,6 +29,8 @@ from mvssl_hub.device import bf16_is_fast, cpu_name
 from mvssl_hub.eval.probes import extract_features, knn_accuracy, linear_probe
 from mvssl_hub.views import VIEW_PRESETS, EvalTransform
 
+from harness import default_out, timed, write_result
+
 
 def synthetic_features(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Overlapping Gaussian classes (non-trivial accuracy), non-negative like post-ReLU pooled features."""
@@ -40,19 +41,19 @@ def synthetic_features(n: int, dim: int, classes: int, seed: int) -> tuple[torch
     return feats, labels
 
 
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--images", type=int, default=1024, help="images per extraction repeat")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "probes.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/probes.json")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 32 images, 1 repeat, temporary folder")
     args = ap.parse_args()
+    args.out = default_out("probes", args.smoke, args.out)
+    width, n_train, n_test, full_epochs = 64, 50_000, 10_000, 200
+    if args.smoke:
+        args.images, args.repeats = 32, 1
+        width, n_train, n_test, full_epochs = 8, 1024, 256, 2
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     result: dict = {
@@ -63,7 +64,7 @@ def main() -> None:
 
     # ---- 1. extraction: bf16 + channels_last vs fp32, interleaved
     torch.manual_seed(0)
-    backbone = build_backbone("resnet18", small_images=True, width=64)
+    backbone = build_backbone("resnet18", small_images=True, width=width)
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     transform = EvalTransform(VIEW_PRESETS["cifar10"])
@@ -88,8 +89,8 @@ def main() -> None:
           f"(x{result['extraction']['bf16_speedup']:.2f})", flush=True)
 
     # ---- 2. linear probe on 50,000 x 512 cached features
-    train_f, train_l = synthetic_features(50_000, 512, 10, seed=1)
-    test_f, test_l = synthetic_features(10_000, 512, 10, seed=2)
+    train_f, train_l = synthetic_features(n_train, 512, 10, seed=1)
+    test_f, test_l = synthetic_features(n_test, 512, 10, seed=2)
     epoch_times: dict[str, list[float]] = {"1_thread": [], "2_threads": []}
     probe_epochs = 3
     for _ in range(args.repeats):
@@ -98,7 +99,7 @@ def main() -> None:
                                                        cpu_threads=t))
             epoch_times[name].append(sec / probe_epochs)
     t_full = time.perf_counter()
-    full = linear_probe(train_f, train_l, test_f, test_l)  # the paper's protocol: 200 epochs, batch 512
+    full = linear_probe(train_f, train_l, test_f, test_l, epochs=full_epochs)  # the paper's: 200 epochs, batch 512
     t_full = time.perf_counter() - t_full
     result["linear_probe"] = {
         "features": "50000 train / 10000 test x 512, 10 classes (synthetic)",
@@ -125,9 +126,7 @@ def main() -> None:
     print(f"kNN: {result['knn']['median_s']:.2f}s (median of {args.repeats})", flush=True)
 
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, "probes", result)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-# table name: (benchmark module in benchmarks/, its JSON)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import RESULTS, ROOT, setup_paths
+
+# table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON)
 TABLES = {
     "demo_gain": ("demo_gain", "demo_gain.json"),
     "cpu_isa": ("cpu_isa", "cpu_isa.json"),
@@ -32,8 +34,7 @@ TABLES = {
 
 def render(name: str) -> str:
     module_name, json_name = TABLES[name]
-    if str(ROOT / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
+    setup_paths()
     module = importlib.import_module(module_name)
     return module.markdown(json.loads((RESULTS / json_name).read_text()))
 

@@ -18,7 +18,6 @@ direction on this machine, not the paper's numbers. Settings run one after the o
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -28,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes import load_recipe  # noqa: E402
+
+from harness import EMBEDDED_DATA, default_out, write_result  # noqa: E402
 
 pretrain = load_recipe("pretrain")
 
@@ -42,17 +43,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=150.0, help="training budget per setting")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "views_at_equal_time.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/views_at_equal_time.json")
+    parser.add_argument("--smoke", action="store_true", help="seconds: width 4, 2 steps each, temporary folder")
     args = parser.parse_args()
+    out = default_out("views_at_equal_time", args.smoke, args.out)
+    smoke = ["--width", "4", "--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10",
+             "--max_steps", "2", "--knn_every_seconds", "0", "--proj_dim", "16", "--monitors", "false",
+             ] if args.smoke else []
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings:
             summary = pretrain.main([
                 "--config", str(ROOT / "recipes" / "configs" / "demo.yaml"),
-                "--data", str(ROOT / "recipes" / "data" / "cifar10-5k"),
+                "--data", str(EMBEDDED_DATA),
                 "--time_budget", str(args.seconds), "--output_dir", str(Path(tmp) / name),
-                "--progress", "false", "--save_every", "0", "--export", "false", *SETTINGS[name],
+                "--progress", "false", "--save_every", "0", "--export", "false", *SETTINGS[name], *smoke,
             ])
             state = summary["state"]
             rows.append({
@@ -68,11 +74,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['setting']:<18} {r['num_views']:>5} {r['proj_dim']:>5} {r['beta']:>7.4f} {r['steps']:>6} "
               f"{r['images_per_s']:>7.1f} {r['knn_top1']:>7.2f} {r['knn_top1_random_init']:>9.2f} {r['gain']:>+6.2f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "views_at_equal_time", "seconds_per_setting": args.seconds,
-                               "machine": platform.processor() or platform.machine(), "results": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(out, "views_at_equal_time", {"seconds_per_setting": args.seconds,
+                                              "machine": platform.processor() or platform.machine(), "results": rows})
 
 
 if __name__ == "__main__":

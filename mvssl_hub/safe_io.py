@@ -363,8 +363,27 @@ def clean_leftovers(target: Path, replace: Iterable[str] = ()) -> list[str]:
     return done
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+
+
+def strip_prefix(key: str) -> str:
+    """``key`` without leading ``module.`` / ``_orig_mod.`` (any order, repeated)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in _WRAPPER_PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes from every key of a state dict."""
+    return {strip_prefix(k): v for k, v in state.items()}
+
+
 __all__ = [
     "SAFETENSORS_DTYPES", "SafetensorsHeader", "TensorInfo", "atomic_write_folder", "check_regular_file", "clean_leftovers",
     "fsync_dir", "json_bytes", "looks_local", "load_safetensors", "parse_json", "read_json_file", "read_safetensors_header",
-    "refuse_pickle", "safetensors_bytes", "sha256_file", "write_file",
+    "refuse_pickle", "safetensors_bytes", "sha256_file", "strip_prefix", "strip_prefixes", "write_file",
 ]

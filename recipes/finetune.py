@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +29,8 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.batches import MemoryBatches
+from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string
 from mvssl_hub.distributed import convert_batchnorm
@@ -40,11 +39,23 @@ from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
-from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator
-from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.backends import apply_memory_format
+from mvssl_hub.train.config import (
+    FRACTION,
+    Check,
+    as_config_error,
+    at_least,
+    check_ranges,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    finite,
+    parse_config,
+    run_cli,
+)
+from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
-from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -56,46 +67,46 @@ class FinetuneConfig:
 
     POSITIONAL = ("model",)
 
-    model: str = ""  # run folder of pretrain.py, checkpoint folder, or Hub repo id
+    model: Annotated[str, Check(bool, "give the run folder, checkpoint folder or Hub repo id to fine-tune")] = ""  # run folder of pretrain.py, checkpoint folder, or Hub repo id
     # data
     data: str = "uoft-cs/cifar10"
     data_name: str | None = None  # the dataset's name in the metrics and card (default: `data` if a Hub id)
     train_split: str = "train"
     test_split: str = "test"
     revision: str | None = None
-    fraction: float = 1.0
-    limit: int | None = None  # first training images only (tests, smoke runs)
-    eval_limit: int | None = None  # first test images only
+    fraction: Annotated[float, FRACTION] = 1.0
+    limit: Annotated[int | None, at_least(1)] = None  # first training images only (tests, smoke runs)
+    eval_limit: Annotated[int | None, at_least(1)] = None  # first test images only
     image_size: int | None = None
     view_preset: str | None = None  # default: the checkpoint's preset, else cifar10
     augment: Literal["light", "none"] = "light"  # light: random resized crop (scale 0.35-1) + flip, no colour
     # optimisation (AdamW; warm-up then cosine)
-    epochs: int = 10
-    max_steps: int | None = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
-    time_budget: float | None = None  # seconds of training (wall clock, evaluation excluded): the schedule spans
+    epochs: Annotated[int, at_least(1)] = 10
+    max_steps: Annotated[int | None, at_least(1)] = None  # a shorter run: the schedule (warm-up, cosine decay) spans these steps
+    time_budget: Annotated[float | None, finite(lambda v: v > 0, "must be a finite number of seconds > 0")] = None  # seconds of training (wall clock, evaluation excluded): the schedule spans
     #                                   them too, and the run ends with a test and an export when they run out
-    batch_size: int = 256
-    lr_backbone: float = 1e-4
-    lr_head: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
+    batch_size: Annotated[int, at_least(2, "BatchNorm needs at least 2 images")] = 256
+    lr_backbone: Annotated[float, finite(lambda v: v >= 0, "must be a number >= 0")] = 1e-4
+    lr_head: Annotated[float, finite(lambda v: v >= 0, "must be a number >= 0")] = 1e-3
+    weight_decay: Annotated[float, at_least(0)] = 1e-4
+    warmup_epochs: Annotated[float, at_least(0)] = 1.0
+    label_smoothing: Annotated[float, Check(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.1
     # probe: the head starts as a linear probe on the frozen features (LP-FT), so that even a short fine-tune
     # starts from the probe's accuracy instead of a random head pulling the features apart; random: nn.Linear's
     head_init: Literal["probe", "random"] = "probe"
-    head_probe_epochs: int = 100  # Adam, lr 1e-3, batch 512 on the cached features of the training split
+    head_probe_epochs: Annotated[int, at_least(1)] = 100  # Adam, lr 1e-3, batch 512 on the cached features of the training split
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
     channels_last: bool = True
     cpu: bool | None = None
-    threads: int = 0
+    threads: Annotated[int, at_least(0)] = 0
     dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
-    eval_batch_size: int = 512
+    eval_batch_size: Annotated[int, at_least(1)] = 512
     # run, checkpoints, logging
     output_dir: str = "runs/finetune"
-    save_every: int = 0  # steps between extra checkpoints (one is always written at the end of each epoch)
-    keep_checkpoints: int = 2
+    save_every: Annotated[int, at_least(0)] = 0  # steps between extra checkpoints (one is always written at the end of each epoch)
+    keep_checkpoints: Annotated[int, at_least(1)] = 2
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -103,29 +114,7 @@ class FinetuneConfig:
     export: bool = True  # the classifier (backbone + head) as a checkpoint folder, also after --max_steps
 
     def __post_init__(self) -> None:
-        def need(cond: bool, key: str, what: str) -> None:
-            if not cond:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
-
-        need(bool(self.model), "model", "give the run folder, checkpoint folder or Hub repo id to fine-tune")
-        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
-        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.time_budget is None or (self.time_budget > 0 and math.isfinite(self.time_budget)), "time_budget",
-             "must be a finite number of seconds > 0")
-        need(self.batch_size >= 2, "batch_size", "BatchNorm needs at least 2 images")
-        for key in ("lr_backbone", "lr_head"):
-            need(getattr(self, key) >= 0 and math.isfinite(getattr(self, key)), key, "must be a number >= 0")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "must be >= 0")
-        need(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        need(self.threads >= 0, "threads", "must be >= 0")
-        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
-        need(self.head_probe_epochs >= 1, "head_probe_epochs", "must be >= 1")
-        need(self.save_every >= 0, "save_every", "must be >= 0")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        check_ranges(self)  # every range declared beside its field
 
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
@@ -161,20 +150,11 @@ class Setup:
 
 def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     """Accelerator, the pretrained backbone, the labelled splits, the classifier and its optimiser."""
-    from accelerate.logging import get_logger
-
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.output_dir)
-    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=[JSONLTracker("finetune", run_dir / "logs")],
-                                              timeout_minutes=cfg.dist_timeout_minutes)
-    configure_backends(accelerator.device, deterministic=False)  # cuDNN autotuning, TF32 on CUDA
+    accelerator, precision, log = start_run(  # not deterministic: cuDNN autotuning, TF32 on CUDA
+        name="finetune", output_dir=cfg.output_dir, log_file="finetune", log_level=cfg.log_level, threads=cfg.threads,
+        cpu=cfg.cpu, precision=cfg.precision, dist_timeout_minutes=cfg.dist_timeout_minutes,
+        batch_size=cfg.batch_size)
     world, device = accelerator.num_processes, accelerator.device
-    if cfg.batch_size % world:
-        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
     local = Path(cfg.model).expanduser()
     with as_config_error("model", cfg.model):  # a mistyped folder, or a repo the offline cache lacks: one line
         ckpt_dir = find_checkpoint(local) if local.exists() else None
@@ -200,7 +180,7 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
     # short fine-tune ends at a low learning rate instead of stopping inside the warm-up of a long one.
     planned = cfg.epochs * steps_per_epoch
     total_steps = min(planned, cfg.max_steps or planned)
-    s = Setup(accelerator, precision, get_logger("mvssl_hub.finetune", log_level=cfg.log_level.upper()),
+    s = Setup(accelerator, precision, log,
               source=str(portable_value(cfg.model)),
               config={**config_to_dict(cfg), "precision_used": precision, "num_processes": world,
                       "checkpoint": str(ckpt_dir) if ckpt_dir else cfg.model, "view_preset_used": preset_name},
@@ -283,14 +263,14 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
                disable=not (acc.is_main_process and cfg.progress))
     clock = s.clock = TrainingClock("wall", state["train_seconds"])  # the schedule reads it (time budget)
     start_step, start_seconds = state["global_step"], state["train_seconds"]
-    gather = BatchGather(place_split(s.train.images, device), device, cfg.batch_size // acc.num_processes)
-    batches = StepBatches(len(s.train), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes)
+    batches = MemoryBatches(s.train.images, s.train.labels, cfg.batch_size, cfg.seed, device, acc.process_index,
+                            acc.num_processes, with_labels=True)
+    save_cadence = Cadence(steps=cfg.save_every)  # and at the end of each epoch
     running = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen: read once per epoch
     s.model.train()
     while state["global_step"] < s.total_steps:
         step = state["global_step"]
-        epoch, in_epoch, idx = batches(step)
-        images, labels = gather(idx), s.train.labels[idx].to(device, non_blocking=True)
+        epoch, in_epoch, images, labels = batches(step)
         if cfg.augment == "light":  # per-sample random crops/flips, seeded by (seed, epoch, step, process)
             x = s.augment(images, 1, generator=make_generator(cfg.seed, epoch, in_epoch, acc.process_index))[0]
         else:
@@ -330,7 +310,7 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
             s.say(f"# epoch {record['epoch']:g}: loss {record['train_loss']:.4f}, train top-1 "
                   f"{record['train_top1']:.2f}%, test top-1 {top['top1']:.2f}%, top-5 {top['top5']:.2f}%")
             running.zero_()
-        if epoch_done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+        if epoch_done or save_cadence.due(step + 1):
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
                 run_states.save(acc, state["global_step"], state, s.config)
@@ -365,18 +345,14 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(FinetuneConfig, argv, prog="recipes/finetune.py", summary=__doc__.split("\n\n")[0])
     s = setup(cfg, argv)
     run_dir = Path(cfg.output_dir)
-    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     state = {"global_step": 0, "epoch": 0, "train_seconds": 0.0, "history": []}
-    saved, latest = run_states.start_or_resume(s.accelerator, s.config, resume=cfg.resume, overwrite=cfg.overwrite,
-                                               resumable=RESUMABLE_CHANGES, log_dir=run_dir / "logs",
-                                               defaults=config_defaults(FinetuneConfig), max_step=s.total_steps)
+    run_states, saved, latest = open_run_state(
+        s.accelerator, name="finetune", output_dir=run_dir, log_file="finetune", config=s.config,
+        keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+        defaults=config_defaults(FinetuneConfig), max_step=s.total_steps, tidy=tidy_interrupted_save)
     state.update(saved)
-    if s.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
-        drop_logged_after(run_dir / "logs" / "finetune.jsonl", state["global_step"])
-        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         s.say(f"# resumed from {latest} at step {state['global_step']}")
-    s.accelerator.init_trackers("finetune", config=s.config)
     if cfg.head_init == "probe" and state["global_step"] == 0:  # on resume the head comes from the run state
         state["probe_top1"] = probe_head(cfg, s)
         s.say(f"# head: a {cfg.head_probe_epochs}-epoch linear probe on the frozen features, test top-1 "

@@ -18,9 +18,9 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.batches import MemoryBatches, StreamedBatches
+from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
 from mvssl_hub.distributed import convert_batchnorm
@@ -49,13 +49,27 @@ from mvssl_hub.hub.records import (
 )
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
-from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
-from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
+from mvssl_hub.train.backends import apply_memory_format, make_adam
+from mvssl_hub.train.config import (
+    FRACTION,
+    above,
+    as_config_error,
+    at_least,
+    at_most,
+    between,
+    check_ranges,
+    config_defaults,
+    config_to_dict,
+    dump_yaml,
+    finite,
+    parse_config,
+    run_cli,
+)
+from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.train.step_guard import StepGuard
-from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
 
@@ -71,68 +85,68 @@ class PretrainConfig:
     data_name: str | None = None  # the dataset's name in the card and config.json (default: `data`, a Hub id)
     split: str = "train"
     revision: str | None = None
-    fraction: float = 1.0  # share of the training images (class-balanced when there are labels)
-    limit: int | None = None  # keep only the first `limit` training images (tests, smoke runs)
-    image_size: int | None = None  # resize + centre-crop at decode time (needed when sizes differ)
+    fraction: Annotated[float, FRACTION] = 1.0  # share of the training images (class-balanced when there are labels)
+    limit: Annotated[int | None, at_least(1)] = None  # keep only the first `limit` training images (tests, smoke runs)
+    image_size: Annotated[int | None, at_least(8), at_most(MAX_IMAGE_SIZE)] = None  # resize + centre-crop at decode time (needed when sizes differ)
     view_preset: Literal["cifar10", "stl10", "imagenet100"] = "cifar10"
     data_cache: bool = False  # keep resized splits in a memory-mapped file (HF datasets cache or cache_dir)
     cache_dir: str | None = None  # folder of the resized-image cache; setting it turns the cache on
-    decode_workers: int = 1  # threads decoding + resizing images while a split is loaded
+    decode_workers: Annotated[int, at_least(1)] = 1  # threads decoding + resizing images while a split is loaded
     streaming: bool = False  # read the training split's parquet lazily (larger than RAM); kNN splits stay in memory
-    stream_window: int = 2048  # rows shuffled together when streaming (rounded down to whole global batches)
-    stream_workers: int = 2  # DataLoader worker processes decoding the stream
+    stream_window: Annotated[int, at_least(1)] = 2048  # rows shuffled together when streaming (rounded down to whole global batches)
+    stream_workers: Annotated[int, at_least(0)] = 2  # DataLoader worker processes decoding the stream
     # kNN monitor: bank = eval_train_split, queries = eval_split (of eval_data, default `data`)
     eval_data: str | None = None
     eval_train_split: str = "train"
     eval_split: str = "test"
-    eval_limit: int | None = None  # first images of each kNN split
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    knn_every: int = 0  # steps between kNN evaluations during training (0: only before and after)
-    knn_every_seconds: float = 0.0  # or: seconds of training time between kNN evaluations (0: off)
+    eval_limit: Annotated[int | None, at_least(1)] = None  # first images of each kNN split
+    knn_k: Annotated[int, at_least(1)] = 200
+    knn_temperature: Annotated[float, above(0)] = 0.1
+    knn_every: Annotated[int, at_least(0)] = 0  # steps between kNN evaluations during training (0: only before and after)
+    knn_every_seconds: Annotated[float, at_least(0)] = 0.0  # or: seconds of training time between kNN evaluations (0: off)
     knn_random_init: bool = True  # also evaluate the untrained network (same seed) as the baseline
     monitors: bool = True  # with each kNN: RankMe, alpha-ReQ, LiDAR (no labels) on 1,000 held-out images
-    monitors_max_share: float = 0.05  # between the first and last kNN they skip points to cost at most this share
+    monitors_max_share: Annotated[float, FRACTION] = 0.05  # between the first and last kNN they skip points to cost at most this share
     # model
     arch: str = "resnet18"
-    width: int = 64  # first-stage channels; 64 = torchvision's ResNet
+    width: Annotated[int, between(1, MAX_WIDTH, "(64 is torchvision's network)")] = 64  # first-stage channels; 64 = torchvision's ResNet
     small_images: bool = True  # 3x3 stride-1 stem, no max-pool
-    proj_dim: int = 256
-    proj_hidden: int | None = None  # default: proj_dim (the paper's projector)
-    proj_layers: int = 2
+    proj_dim: Annotated[int, between(1, MAX_PROJECTOR_DIM)] = 256
+    proj_hidden: Annotated[int | None, between(1, MAX_PROJECTOR_DIM)] = None  # default: proj_dim (the paper's projector)
+    proj_layers: Annotated[int, between(1, MAX_PROJECTOR_LAYERS)] = 2
     # method
     method: Literal["barlowtwins", "vicreg"] = "barlowtwins"
     beta: float | str = "auto"  # a number, or "auto" = recommended_beta(method, proj_dim, num_views)
     loss_form: str = "auto"  # barlowtwins: auto, classic, mean, all_pairs; vicreg: auto, classic, leave_one_out, all_pairs
-    num_views: int = 4
+    num_views: Annotated[int, at_least(2, "multi-view pretraining needs at least 2 views"), at_most(MAX_TRAIN_VIEWS)] = 4
     # optimisation (Agrawal et al. 2024: Adam 1e-3, wd 1e-6, constant)
-    epochs: int = 100
-    max_steps: int | None = None  # stop early after this many steps (the schedule still spans `epochs`)
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
+    epochs: Annotated[int, at_least(1)] = 100
+    max_steps: Annotated[int | None, at_least(1)] = None  # stop early after this many steps (the schedule still spans `epochs`)
+    batch_size: Annotated[int, at_least(2, "batch statistics need at least 2 images")] = 256
+    lr: Annotated[float, finite(lambda v: v > 0, "must be a positive number")] = 1e-3
+    weight_decay: Annotated[float, at_least(0)] = 1e-6
     schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
+    warmup_steps: Annotated[int, at_least(0)] = 0
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
     channels_last: bool = True
     compile: bool = False
     cpu: bool | None = None  # None: CPU when no GPU is available
-    threads: int = 0  # torch.set_num_threads when > 0
+    threads: Annotated[int, at_least(0)] = 0  # torch.set_num_threads when > 0
     deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels (bitwise resume on a GPU), no autotuning
     dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
     # run, checkpoints, logging
     output_dir: str = "runs/pretrain"
-    save_every: int = 500  # steps between checkpoints (0: only at the end)
-    save_every_seconds: float = 0.0  # or: seconds of training time between checkpoints (0: off); bounds a kill's loss
-    keep_checkpoints: int = 2
+    save_every: Annotated[int, at_least(0)] = 500  # steps between checkpoints (0: only at the end)
+    save_every_seconds: Annotated[float, finite(lambda v: v >= 0, "must be a finite number >= 0")] = 0.0  # or: seconds of training time between checkpoints (0: off); bounds a kill's loss
+    keep_checkpoints: Annotated[int, at_least(1)] = 2
     resume: bool = False
     overwrite: bool = False  # without --resume: delete this run's old checkpoints instead of refusing
-    max_nan_steps: int = 10  # consecutive non-finite losses before the run stops
-    time_budget: float | None = None  # seconds of training before stopping (then save + export)
+    max_nan_steps: Annotated[int, at_least(1)] = 10  # consecutive non-finite losses before the run stops
+    time_budget: Annotated[float | None, above(0, "must be > 0 seconds")] = None  # seconds of training before stopping (then save + export)
     clock: Literal["wall", "process"] = "wall"  # process: this process's CPU seconds (fair on a shared machine)
-    log_every: int = 10
+    log_every: Annotated[int, at_least(1)] = 10
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
@@ -144,40 +158,7 @@ class PretrainConfig:
             if not cond:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
 
-        need(self.num_views >= 2, "num_views", "multi-view pretraining needs at least 2 views")
-        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
-        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        need(self.eval_limit is None or self.eval_limit >= 1, "eval_limit", "must be >= 1")
-        need(self.image_size is None or self.image_size >= 8, "image_size", "must be >= 8")
-        need(self.image_size is None or self.image_size <= MAX_IMAGE_SIZE, "image_size", f"must be <= {MAX_IMAGE_SIZE}")
-        need(1 <= self.width <= MAX_WIDTH, "width", f"must be in 1..{MAX_WIDTH} (64 is torchvision's network)")
-        need(1 <= self.proj_dim <= MAX_PROJECTOR_DIM, "proj_dim", f"must be in 1..{MAX_PROJECTOR_DIM}")
-        need(self.proj_hidden is None or 1 <= self.proj_hidden <= MAX_PROJECTOR_DIM, "proj_hidden",
-             f"must be in 1..{MAX_PROJECTOR_DIM}")
-        need(1 <= self.proj_layers <= MAX_PROJECTOR_LAYERS, "proj_layers", f"must be in 1..{MAX_PROJECTOR_LAYERS}")
-        need(self.num_views <= MAX_TRAIN_VIEWS, "num_views", f"must be <= {MAX_TRAIN_VIEWS}")
-        need(self.epochs >= 1, "epochs", "must be >= 1")
-        need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.batch_size >= 2, "batch_size", "batch statistics need at least 2 images")
-        need(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        need(self.save_every >= 0, "save_every", "must be >= 0")
-        need(self.save_every_seconds >= 0 and math.isfinite(self.save_every_seconds), "save_every_seconds",
-             "must be a finite number >= 0")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        need(self.max_nan_steps >= 1, "max_nan_steps", "must be >= 1")
-        need(self.log_every >= 1, "log_every", "must be >= 1")
-        need(self.knn_every >= 0, "knn_every", "must be >= 0")
-        need(self.knn_every_seconds >= 0, "knn_every_seconds", "must be >= 0")
-        need(0 < self.monitors_max_share <= 1, "monitors_max_share", "must be in (0, 1]")
-        need(self.knn_k >= 1, "knn_k", "must be >= 1")
-        need(self.knn_temperature > 0, "knn_temperature", "must be > 0")
-        need(self.threads >= 0, "threads", "must be >= 0")
-        need(self.decode_workers >= 1, "decode_workers", "must be >= 1")
-        need(self.stream_window >= 1, "stream_window", "must be >= 1")
-        need(self.stream_workers >= 0, "stream_workers", "must be >= 0")
-        need(self.time_budget is None or self.time_budget > 0, "time_budget", "must be > 0 seconds")
+        check_ranges(self)  # every range declared beside its field; below, the checks that span several keys
         if isinstance(self.beta, str):
             need(self.beta == "auto", "beta", "must be a number >= 0 or 'auto'")
         else:
@@ -254,7 +235,7 @@ class Trainer:
     augment: MultiViewAugment
     eval_transform: EvalTransform
     guard: StepGuard
-    gather: Any = None
+    batches: Any = None  # step -> StepBatch (mvssl_hub.data.batches): in memory or streamed, one interface
     state: dict[str, Any] = field(default_factory=dict)
 
     def backbone(self, accelerator: Any) -> torch.nn.Module:
@@ -279,27 +260,17 @@ def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
 
 def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
     """The accelerator and the log; the resolved config printed and kept with every run state."""
-    from accelerate.logging import get_logger
-
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
-    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run_dir = Path(cfg.output_dir)
-    trackers: list[Any] = [JSONLTracker("metrics", run_dir / "logs")]
-    if cfg.tracker == "tensorboard":
-        trackers.append("tensorboard")
-    accelerator, precision = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, run_dir=run_dir,
-                                              log_with=trackers, timeout_minutes=cfg.dist_timeout_minutes)
-    configure_backends(accelerator.device, deterministic=cfg.deterministic)
+    accelerator, precision, log = start_run(
+        name="pretrain", output_dir=cfg.output_dir, log_file="metrics", log_level=cfg.log_level, threads=cfg.threads,
+        cpu=cfg.cpu, precision=cfg.precision, dist_timeout_minutes=cfg.dist_timeout_minutes,
+        batch_size=cfg.batch_size, deterministic=cfg.deterministic,
+        extra_trackers=("tensorboard",) if cfg.tracker == "tensorboard" else ())
     world = accelerator.num_processes
-    if cfg.batch_size % world:
-        raise ConfigError(f"config key 'batch_size' = {cfg.batch_size}: not divisible by the {world} processes")
     typed = sys.argv[1:] if argv is None else argv
     config = {**config_to_dict(cfg), "resolved_beta": cfg.resolved_beta(), "precision_used": precision,
               "num_processes": world, "per_process_batch": cfg.batch_size // world, "global_batch": cfg.batch_size,
               "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py", *typed])}  # as typed
-    run = Run(accelerator, precision, config, get_logger("mvssl_hub.pretrain", log_level=cfg.log_level.upper()))
+    run = Run(accelerator, precision, config, log)
     run.say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
             f"# beta used: {cfg.resolved_beta():g}; precision: {precision}; processes: {world}; device: "
             f"{run.device}; global batch {cfg.batch_size} = {world} x {cfg.batch_size // world} per process; "
@@ -355,6 +326,13 @@ def new_model(cfg: PretrainConfig) -> torch.nn.Module:
                            proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
 
 
+def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
+    """The untrained model of a saved run config (a run state's ``run_config.json``): for
+    ``mvssl_hub.train.run_state.load_run_state_model`` and the studies that evaluate run states."""
+    names = {f.name for f in fields(PretrainConfig)}
+    return new_model(PretrainConfig(**{k: v for k, v in config.items() if k in names}))
+
+
 def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     """Model (global-batch BN across processes), loss, Adam, schedule, views; wrapped by accelerate."""
     torch.manual_seed(cfg.seed)
@@ -372,16 +350,18 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
                   if "running" in name or "num_batches" in name]
     preset = get_view_preset(cfg.view_preset)
     view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision, torch.float32)
-    gather = None
     if data.stream is None:  # rows on the device when they fit, else gathered into pinned buffers
-        gather = BatchGather(place_split(data.train.images, run.device), run.device, cfg.batch_size // run.world)
+        batches = MemoryBatches(data.train.images, None, cfg.batch_size, cfg.seed, run.device,
+                                run.accelerator.process_index, run.world)
+    else:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
+        batches = StreamedBatches(data.stream, run.device)
     return Trainer(
         model=model, train_model=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
         scheduler=scheduler, loss_fn=losses.build_loss(cfg.method, cfg.resolved_beta(), cfg.loss_form,
                                                        distributed=run.world > 1),
         augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=channels_last),
         eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
-        gather=gather,
+        batches=batches,
     )
 
 
@@ -421,26 +401,20 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, always_moni
 
 def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunStateManager:
     """Restore the newest complete run state (--resume), or start clean; the log keeps no step twice."""
-    run_dir = Path(cfg.output_dir)
-    run_states = RunStateManager(run_dir / "checkpoints", keep=cfg.keep_checkpoints)
     trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
                      "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
-    saved, latest = run_states.start_or_resume(run.accelerator, config_to_dict(cfg), resume=cfg.resume,
-                                               overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
-                                               log_dir=run_dir / "logs", defaults=config_defaults(PretrainConfig),
-                                               max_step=data.schedule_steps)
+    run_states, saved, latest = open_run_state(
+        run.accelerator, name="pretrain", output_dir=cfg.output_dir, log_file="metrics", config=config_to_dict(cfg),
+        keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+        defaults=config_defaults(PretrainConfig), max_step=data.schedule_steps, tidy=tidy_interrupted_save,
+        tracker_config=run.config)
     trainer.state.update(saved)
     trainer.guard.load_counts(trainer.state["nan_skipped"], trainer.state["nan_streak"])
-    if run.accelerator.is_main_process:  # a run killed before (or after) its run state logged steps it redoes now
-        drop_logged_after(run_dir / "logs" / "metrics.jsonl", trainer.state["global_step"])
-        # an export interrupted between its two renames
-        tidy_interrupted_save(run_dir / "export")
     if latest is not None:
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:
         run.say(f"# --resume: no complete checkpoint in {run_states.root}; starting from scratch")
-    run.accelerator.init_trackers("pretrain", config=run.config)
     return run_states
 
 
@@ -453,20 +427,14 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
                disable=not (acc.is_main_process and cfg.progress))
     clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and save time are not training time
     start_step, start_seconds = state["global_step"], state["train_seconds"]
-    every = cfg.knn_every_seconds
-    next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
-    next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
+    log_cadence = Cadence(steps=cfg.log_every)
+    knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=clock, aligned=True)
+    save_cadence = Cadence(steps=cfg.save_every, seconds=cfg.save_every_seconds, clock=clock)
     window_t, window_images = time.time(), 0
-    batches = StepBatches(len(data.train), cfg.batch_size, cfg.seed, acc.process_index, run.world)
     trainer.train_model.train()
     while state["global_step"] < data.total_steps:
         step = state["global_step"]
-        if data.stream is not None:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
-            epoch, in_epoch, images, _ = data.stream(step)
-            images = images.to(run.device, non_blocking=True)
-        else:
-            epoch, in_epoch, idx = batches(step)
-            images = trainer.gather(idx)
+        epoch, in_epoch, images, _ = trainer.batches(step)
         # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
         # so a resumed run draws exactly the views the uninterrupted one would have.
         views = trainer.augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch,
@@ -482,7 +450,7 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
         state["images_seen"] += cfg.batch_size
         window_images += cfg.batch_size
         bar.update(1)
-        log_now = (step + 1) % cfg.log_every == 0 or step + 1 == data.total_steps
+        log_now = log_cadence.due(step + 1) or step + 1 == data.total_steps
         if log_now or not trainer.guard.device_skip:  # free on the host path; one read on the device path
             counts = trainer.guard.poll()
             if counts.skipped > state["nan_skipped"]:
@@ -506,9 +474,8 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
             # with a time budget the bar ends where the budget will: its total and ETA follow the pace
             bar.total = expected_total_steps(step + 1, data.total_steps, cfg.time_budget, values["train_seconds"],
                                              start_step, start_seconds)
-        knn_due = (bool(cfg.knn_every) and (step + 1) % cfg.knn_every == 0) or clock.elapsed() >= next_knn
-        if knn_due and step + 1 < data.total_steps and data.bank is not None:
-            next_knn = (clock.elapsed() // every + 1) * every if every else math.inf
+        if knn_cadence.due(step + 1) and step + 1 < data.total_steps and data.bank is not None:
+            knn_cadence.done()
             state["train_seconds"] = clock.elapsed()
             with clock.paused():  # time budgets and time-to-accuracy count training only
                 top1 = knn(cfg, run, data, trainer, always_monitor=False)
@@ -522,14 +489,14 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
             bar.close()
             state["train_seconds"] = clock.elapsed()
             return "time_budget"
-        save_due = (bool(cfg.save_every) and state["global_step"] % cfg.save_every == 0) or clock.elapsed() >= next_save
+        save_due = save_cadence.due(state["global_step"])
         if run.world > 1 and cfg.save_every_seconds:  # clocks differ between processes: save at the same step
             save_due = bool(acc.reduce(torch.tensor([float(save_due)], device=run.device), "sum") > 0)
         if save_due and state["global_step"] < data.total_steps:
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
                 save(run, trainer, run_states)
-            next_save = clock.elapsed() + cfg.save_every_seconds if cfg.save_every_seconds else math.inf
+            save_cadence.done()
     bar.close()
     state["train_seconds"] = clock.elapsed()
     return "completed"
@@ -589,8 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
         run.say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
 
     stopped_by = train(cfg, run, data, trainer, run_states)
-    if data.stream is not None:
-        data.stream.close()
+    trainer.batches.close()
     seconds = state["train_seconds"]
     images_per_s = state["images_seen"] / seconds if seconds > 0 else 0.0
     run.say(f"# stopped: {stopped_by} after {state['global_step']} steps "

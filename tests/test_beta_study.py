@@ -1,4 +1,4 @@
-"""benchmarks/beta_study.py: beta grid, Spearman and the per-d agreement on synthetic cells (no training)."""
+"""benchmarks/studies/beta_study.py: beta grid, Spearman and the per-d agreement on synthetic cells (no training)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from mvssl_hub.losses import recommended_beta
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "beta_study.py"
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "beta_study.py"
 
 
 @pytest.fixture(scope="module")

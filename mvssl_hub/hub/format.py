@@ -38,6 +38,8 @@ from ..safe_io import (
     refuse_pickle,
     safetensors_bytes,
     sha256_file,
+    strip_prefix,
+    strip_prefixes,
 )
 from ..version import __version__
 from ..views import eval_transform_from
@@ -60,7 +62,6 @@ from .schema import (
 
 logger = logging.getLogger(__name__)
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -106,22 +107,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
-
-
-def strip_prefix(key: str) -> str:
-    """``key`` without leading ``module.`` / ``_orig_mod.`` (any order, repeated)."""
-    changed = True
-    while changed:
-        changed = False
-        for p in _WRAPPER_PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
-
-
-def strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes from every key of a state dict."""
-    return {strip_prefix(k): v for k, v in state.items()}
 
 
 Expected = dict[str, tuple[tuple[int, ...], torch.dtype]]
@@ -414,6 +399,6 @@ def model_from_state(state: CheckpointState) -> nn.Module:
 __all__ = [
     "CheckpointState", "build_checkpoint_files", "check_header_against", "check_metadata_against", "expected_state",
     "expected_tensors", "find_checkpoint", "is_checkpoint_folder", "local_weights_paths", "model_from_state",
-    "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained", "strip_prefix", "strip_prefixes",
+    "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained",
     "tidy_interrupted_save", "unwrap_model", "update_metrics", "verify_sha256", "weights_to_read", "with_metrics",
 ]

@@ -4,7 +4,9 @@ Any flat dataclass whose fields are typed ``bool``, ``int``, ``float``, ``str``,
 these, or ``X | None`` works. The order of precedence is: dataclass defaults < the YAML file given with
 ``--config`` < ``--key value`` (or ``--key=value``) arguments. An unknown key, a value of the wrong type or a
 missing value is a ``ValueError`` that names the key, the value and where it came from (file or command
-line). Value checks beyond types (ranges, consistency) belong to the dataclass's ``__post_init__``.
+line). A key's range is declared beside its field, ``width: Annotated[int, between(1, 1024)] = 64``, and
+:func:`check_ranges` (called first in the dataclass's ``__post_init__``) checks every such rule in one place;
+``__post_init__`` keeps only the checks that involve several keys.
 ``pyyaml`` is imported only when a YAML file is read or written.
 
 ``--help`` / ``-h`` prints every key with its type, default and the comment that follows it in the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import inspect
 import io
 import math
@@ -35,8 +38,9 @@ from typing import Any, Literal, TypeVar, Union
 from ..errors import ConfigError
 
 __all__ = [
-    "HelpRequested", "as_config_error", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs",
-    "field_types", "parse_config", "read_yaml", "run_cli",
+    "FRACTION", "Check", "HelpRequested", "above", "as_config_error", "at_least", "at_most", "between",
+    "check_ranges", "config_defaults", "config_help", "config_to_dict", "dump_yaml", "field_docs", "field_types",
+    "finite", "parse_config", "read_yaml", "run_cli",
 ]
 
 
@@ -53,6 +57,60 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null", "~"}
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One rule on a config key's value, declared beside its field: ``limit: Annotated[int | None, at_least(1)]``.
+    An unset optional key (None) passes every rule; a failed rule reads "config key 'X' = value: ``message``"."""
+
+    ok: Callable[[Any], bool]
+    message: str
+
+
+def at_least(low: float, message: str = "") -> Check:
+    return Check(lambda v: v >= low, message or f"must be >= {low}")
+
+
+def at_most(high: float, message: str = "") -> Check:
+    return Check(lambda v: v <= high, message or f"must be <= {high}")
+
+
+def above(low: float, message: str = "") -> Check:
+    return Check(lambda v: v > low, message or f"must be > {low}")
+
+
+def between(low: float, high: float, note: str = "") -> Check:
+    return Check(lambda v: low <= v <= high, f"must be in {low}..{high}" + (f" {note}" if note else ""))
+
+
+def finite(ok: Callable[[Any], bool], message: str) -> Check:
+    """``ok`` and a finite number (a float key read from YAML may be inf)."""
+    return Check(lambda v: ok(v) and math.isfinite(v), message)
+
+
+FRACTION = Check(lambda v: 0 < v <= 1, "must be in (0, 1]")
+
+
+def check_ranges(cfg: Any) -> None:
+    """ConfigError "config key 'X' = value: ..." for the first field (in declaration order) whose value fails a
+    :class:`Check` declared in its ``Annotated[...]`` type."""
+    for name, rules in _checks(type(cfg)):
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        for rule in rules:
+            if not rule.ok(value):
+                raise ConfigError(f"config key {name!r} = {value!r}: {rule.message}")
+
+
+@functools.cache
+def _checks(cls: type) -> tuple[tuple[str, tuple[Check, ...]], ...]:
+    """(field, its rules) of a config class, in declaration order (annotations are evaluated once per class)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    found = ((f.name, tuple(r for r in getattr(hints[f.name], "__metadata__", ()) if isinstance(r, Check)))
+             for f in dataclasses.fields(cls))
+    return tuple((name, rules) for name, rules in found if rules)
 
 
 def field_types(cls: type) -> dict[str, Any]:

@@ -14,14 +14,17 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..safe_io import fsync_dir, sha256_file
 
-__all__ = ["MARKER_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "RunStateManager", "read_run_config"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["MARKER_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "RunStateManager", "load_run_state_model", "read_run_config"]
 
 MARKER_FILE = "COMPLETE.json"
 STATE_FILE = "training_state.json"
@@ -47,6 +50,31 @@ def read_run_config(folder: Path) -> dict[str, Any]:
     if not path.is_file() and (folder / _OLD_RUN_CONFIG_FILE).is_file():
         path = folder / _OLD_RUN_CONFIG_FILE
     return json.loads(path.read_text())
+
+
+def load_run_state_model(folder: str | os.PathLike[str], build: Callable[[dict[str, Any]], torch.nn.Module]
+                         ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model of a training run state, and its training state: the one way to read a ``step-*`` folder's
+    weights outside a resumed run (no accelerator, no optimiser).
+
+    ``folder`` is a ``step-*`` folder, or a run folder / its ``checkpoints/`` (then the newest complete run
+    state). ``build(run_config)`` makes the untrained model the run's config describes (the recipe's
+    ``model_from_config``); the weights load strictly, wrapper prefixes (DDP, torch.compile) removed.
+    """
+    from safetensors.torch import load_file
+
+    from ..safe_io import strip_prefixes
+
+    folder = Path(folder)
+    if RunStateManager._step_of(folder) is None:
+        root = folder if folder.name == "checkpoints" else folder / "checkpoints"
+        latest = RunStateManager(root).latest()
+        if latest is None:
+            raise FileNotFoundError(f"{folder}: no complete run state (step-* folder) in {root}")
+        folder = latest
+    model = build(read_run_config(folder))
+    model.load_state_dict(strip_prefixes(load_file(str(folder / "model.safetensors"))), strict=True)
+    return model, json.loads((folder / STATE_FILE).read_text())
 
 
 class RunStateManager:

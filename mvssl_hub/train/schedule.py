@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["TrainingClock", "expected_total_steps", "lr_factor"]
+__all__ = ["Cadence", "TrainingClock", "expected_total_steps", "lr_factor"]
 
 
 def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: str = "cosine") -> float:
@@ -67,3 +67,29 @@ class TrainingClock:
             yield
         finally:
             self._start = self._now()
+
+
+class Cadence:
+    """When a periodic action (log, evaluate, save) is due: every ``steps`` steps and/or every ``seconds`` of
+    ``clock`` (0 turns either off). ``aligned``: the timed points fall on multiples of ``seconds`` (a kNN curve's
+    x-axis); else ``seconds`` after the last time the action ran (:meth:`done`)."""
+
+    def __init__(self, steps: int = 0, seconds: float = 0.0, clock: TrainingClock | None = None,
+                 aligned: bool = False) -> None:
+        if seconds and clock is None:
+            raise ValueError("a timed cadence needs a clock")
+        self.steps, self.seconds, self.clock, self.aligned = steps, seconds, clock, aligned
+        self.done()
+
+    def due(self, steps_done: int) -> bool:
+        """Whether the action is due after ``steps_done`` steps."""
+        return (bool(self.steps) and steps_done % self.steps == 0) or (
+            self.clock is not None and self.clock.elapsed() >= self.next_seconds)
+
+    def done(self) -> None:
+        """The action ran (or the run starts): the next timed point."""
+        if not self.seconds:
+            self.next_seconds = math.inf
+            return
+        now = self.clock.elapsed()
+        self.next_seconds = (now // self.seconds + 1) * self.seconds if self.aligned else now + self.seconds

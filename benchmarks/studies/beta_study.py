@@ -32,9 +32,9 @@ sample) and writes under runs/beta_study_dry/ so the pipeline can be checked end
 its numbers mean nothing.
 
     pip install -e ".[train,bench]"                                         # matplotlib for the heatmaps
-    python benchmarks/beta_study.py --budget_s 180                         # 16 cells, ~35 min on 2 CPU cores
-    python benchmarks/beta_study.py --dry_run --dims 64,2048               # pipeline check
-    python benchmarks/beta_study.py --analyze_only                         # re-plot stored cells
+    python benchmarks/studies/beta_study.py --budget_s 180                         # 16 cells, ~35 min on 2 CPU cores
+    python benchmarks/studies/beta_study.py --dry_run --dims 64,2048               # pipeline check
+    python benchmarks/studies/beta_study.py --analyze_only                         # re-plot stored cells
 """
 
 from __future__ import annotations
@@ -51,13 +51,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from mvssl_hub.losses import recommended_beta  # noqa: E402
-from mvssl_hub.train.plots import read_metrics  # noqa: E402
+from mvssl_hub.losses import recommended_beta
+from mvssl_hub.train.plots import read_metrics
+
+from harness import ROOT, default_out, write_result
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "beta_study.json"
 DEFAULT_EVAL_DATA = ROOT.parent / "shared" / "data" / "cifar10"
@@ -243,7 +244,9 @@ def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> 
            "--eval_split=", "--knn_random_init", "false", "--save_every", "0", "--seed", str(args.seed)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if args.dry_run:
+    if args.smoke:
+        cmd += ["--max_steps", "1", "--limit", "64", "--batch_size", "16", "--width", "4", "--log_every", "1"]
+    elif args.dry_run:
         cmd += ["--max_steps", "2", "--limit", "512", "--batch_size", "64", "--log_every", "1"]
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -261,7 +264,7 @@ def load_eval_data(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, 
     from mvssl_hub.data.splits import load_split
     from mvssl_hub.views import get_view_preset
 
-    limit = 256 if args.dry_run else None
+    limit = 64 if args.smoke else 256 if args.dry_run else None
     src = str(ROOT / base["data"]) if not Path(base["data"]).is_absolute() else base["data"]
     query_src = str(args.eval_data) if args.eval_data else src
     queries = load_split(query_src, base.get("eval_split", "test"), limit=limit)
@@ -327,7 +330,7 @@ def worker_command(args: argparse.Namespace, key: str) -> list[str]:
            "--clock", args.clock, "--out_dir", str(args.out_dir), "--jobs", "1"]
     if args.eval_data:
         cmd += ["--eval_data", str(args.eval_data)]
-    return cmd + (["--dry_run"] if args.dry_run else [])
+    return cmd + (["--dry_run"] if args.dry_run else []) + (["--smoke"] if args.smoke else [])
 
 
 def run_cells(args: argparse.Namespace, todo: list[str], store: dict, results_path: Path) -> None:
@@ -399,6 +402,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=None,
                     help="JSON (+ PNG beside it); default benchmarks/results/beta_study.json, dry run: in --out_dir")
     ap.add_argument("--dry_run", action="store_true", help="tiny settings to check the pipeline; numbers mean nothing")
+    ap.add_argument("--smoke", action="store_true", help="seconds: one cell, width 4, one step, in a temporary folder")
+    ap.add_argument("--out", type=Path, default=None, help="the same as --results")
     ap.add_argument("--analyze_only", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print the README tables from the stored JSON")
     ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)
@@ -407,6 +412,16 @@ def main() -> None:
     for v in variants:
         if v not in VARIANTS:
             ap.error(f"unknown variant {v!r}; known: {', '.join(VARIANTS)}")
+    args.results = args.results or args.out
+    if args.smoke:  # never near the real study's runs or results
+        import tempfile
+
+        args.dry_run, args.jobs, args.dims, args.variants, args.eval_data = True, 1, "64", "recommended", None
+        dims, variants = [64], ["recommended"]
+        if args.cell is None:
+            args.results = args.results or default_out("beta_study", smoke=True)
+            args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="beta-study-smoke-"))
+        args.monitor_images = min(args.monitor_images, 32)
     if args.dry_run:
         args.budget_s = min(args.budget_s, 20.0)
         args.monitor_images = min(args.monitor_images, 128)
@@ -446,7 +461,7 @@ def main() -> None:
         run_cells(args, todo, store, results_path)
 
     store["analysis"] = analyze(cells, dims, variants)
-    write_json(results_path, store)
+    store = write_result(results_path, "beta_study", store)
     png = results_path.with_suffix(".png")
     title = (f"{method}, {num_views} views, {args.budget_s:g} s ({args.clock} clock) per cell, config "
              f"{settings['config']}" + ("  [DRY RUN: numbers mean nothing]" if args.dry_run else ""))

@@ -7,7 +7,7 @@ and the same clock (each run's CPU seconds at one thread), so their points share
 frontier when no other point is both as fast and at least as accurate. Writes ``pareto.json`` and
 ``pareto.png`` beside the inputs; ``--markdown`` prints the frontier as a README table.
 
-    python benchmarks/pareto.py
+    python benchmarks/studies/pareto.py
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import RESULTS, ROOT, default_out, write_result
 
 
 def pareto_front(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -94,9 +95,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--beta_study", type=Path, default=RESULTS / "beta_study.json")
     ap.add_argument("--views_fraction", type=Path, default=RESULTS / "views_fraction.json")
-    ap.add_argument("--out", type=Path, default=RESULTS / "pareto.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/pareto.json")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="the stored studies' points, written to a temporary folder")
     args = ap.parse_args(argv)
+    args.out = default_out("pareto", args.smoke, args.out)
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return {}
@@ -111,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"inputs": [str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in inputs],
               "clock": "each run's CPU seconds at one thread", "random_init_error": random_error,
               "points": points, "frontier": front}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = write_result(args.out, "pareto", result)
     plot(points, front, random_error, args.out.with_suffix(".png"))
     print(markdown(result))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

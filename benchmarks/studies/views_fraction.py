@@ -16,9 +16,9 @@ wall-clock (CPU seconds at one thread), with the random-init kNN of the same net
 Resumable: runs are keyed by (M, fraction) in ``benchmarks/results/views_fraction.json``, rewritten after
 every run; a finished run is not rerun. ``--markdown`` prints the README table from the JSON.
 
-    python benchmarks/views_fraction.py                     # 3 runs, ~15 CPU-minutes (2 side by side)
-    python benchmarks/views_fraction.py --analyze_only      # re-plot the stored runs
-    python benchmarks/views_fraction.py --dry_run           # pipeline check (numbers mean nothing)
+    python benchmarks/studies/views_fraction.py                     # 3 runs, ~15 CPU-minutes (2 side by side)
+    python benchmarks/studies/views_fraction.py --analyze_only      # re-plot the stored runs
+    python benchmarks/studies/views_fraction.py --dry_run           # pipeline check (numbers mean nothing)
 """
 
 from __future__ import annotations
@@ -34,12 +34,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import beta_study  # noqa: E402  (the shared evaluation protocol and JSON writer)
-import torch  # noqa: E402
+import beta_study
+import torch
+
+from mvssl_hub.train.run_state import load_run_state_model as load_run_state_model_with
+from mvssl_hub.train.run_state import read_run_config
+from recipes import load_recipe
+
+from harness import ROOT, default_out, write_result
+
+pretrain = load_recipe("pretrain")  # the recipe's own model: a run state loads into what the run trained
 
 RUNS = ((2, 1.0), (4, 0.5), (8, 0.25))
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "views_fraction.json"
@@ -49,24 +55,9 @@ def run_key(m: int, fraction: float) -> str:
     return f"m{m}_f{fraction:g}"
 
 
-def build_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
-    """The untrained SSL model a run's config describes (the recipe's ``new_model``)."""
-    from mvssl_hub.models import build_ssl_model
-
-    return build_ssl_model(cfg["arch"], small_images=cfg["small_images"], width=cfg["width"],
-                           proj_dim=cfg["proj_dim"], proj_hidden=cfg["proj_hidden"], proj_layers=cfg["proj_layers"])
-
-
 def load_run_state_model(run_state: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The SSL model of one run state (``step-*/``, strict load), and its training state."""
-    from safetensors.torch import load_file
-
-    from mvssl_hub.hub.format import strip_prefixes
-    from mvssl_hub.train.run_state import read_run_config
-
-    model = build_from_config(read_run_config(run_state))
-    model.load_state_dict(strip_prefixes(load_file(str(run_state / "model.safetensors"))), strict=True)
-    return model, json.loads((run_state / "training_state.json").read_text())
+    return load_run_state_model_with(run_state, pretrain.model_from_config)
 
 
 def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, fraction: float) -> dict[str, Any]:
@@ -78,7 +69,9 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
            "--keep_checkpoints", str(args.points + 1), "--eval_split=", "--knn_random_init", "false",
            "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false", "--export", "false",
            "--seed", str(args.seed)]
-    if args.dry_run:
+    if args.smoke:
+        cmd += ["--limit", "64", "--batch_size", "16", "--width", "4", "--log_every", "1"]
+    elif args.dry_run:
         cmd += ["--limit", "512", "--batch_size", "32", "--log_every", "1"]
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "study_train.log", "w") as log:
@@ -95,11 +88,9 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
         ev = beta_study.evaluate_model(model, data, args)
         points.append({"step": state["global_step"], "train_seconds": round(state["train_seconds"], 1),
                        "images_seen": state["images_seen"], "knn_top1": ev["knn_top1"], "monitors": ev["monitors"]})
-    from mvssl_hub.train.run_state import read_run_config
-
     train_cfg = read_run_config(run_dir / "checkpoints" / f"step-{points[-1]['step']:08d}")
     torch.manual_seed(args.seed)  # the recipe's seed before building its model: the same random init
-    random_knn = beta_study.evaluate_model(build_from_config(train_cfg), data, args)["knn_top1"]
+    random_knn = beta_study.evaluate_model(pretrain.model_from_config(train_cfg), data, args)["knn_top1"]
     return {"num_views": m, "fraction": fraction, "steps": args.steps, "points": points,
             "knn_random_init": random_knn, "knn_protocol": ev["knn_protocol"],
             "beta": train_cfg.get("resolved_beta"), "status": "done"}
@@ -159,11 +150,21 @@ def main() -> None:
     ap.add_argument("--out_dir", type=Path, default=None, help="run folders (default runs/views_fraction[_dry])")
     ap.add_argument("--results", type=Path, default=None)
     ap.add_argument("--dry_run", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="seconds: one run (2 views), width 4, 2 steps, temporary folder")
+    ap.add_argument("--out", type=Path, default=None, help="the same as --results")
     ap.add_argument("--analyze_only", action="store_true")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
+    args.results = args.results or args.out
+    runs = RUNS
+    if args.smoke:  # never near the real study's runs or results
+        import tempfile
+
+        args.dry_run, args.jobs, args.eval_data, runs = True, 1, None, RUNS[:1]
+        args.results = args.results or default_out("views_fraction", smoke=True)
+        args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="views-fraction-smoke-"))
     if args.dry_run:
-        args.steps, args.points, args.monitor_images = 4, 2, 128
+        args.steps, args.points, args.monitor_images = (2, 1, 32) if args.smoke else (4, 2, 128)
     args.out_dir = args.out_dir or ROOT / "runs" / ("views_fraction_dry" if args.dry_run else "views_fraction")
     results = args.results or (args.out_dir / "views_fraction.json" if args.dry_run else DEFAULT_RESULTS)
     import yaml
@@ -184,8 +185,8 @@ def main() -> None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         results.parent.mkdir(parents=True, exist_ok=True)
         lock = threading.Lock()
-        todo = [(m, f) for m, f in RUNS if store["runs"].get(run_key(m, f), {}).get("status") != "done"]
-        print(f"# {len(todo)} of {len(RUNS)} runs to do ({results})", flush=True)
+        todo = [(m, f) for m, f in runs if store["runs"].get(run_key(m, f), {}).get("status") != "done"]
+        print(f"# {len(todo)} of {len(runs)} runs to do ({results})", flush=True)
 
         def one(mf: tuple[int, float]) -> None:
             t0 = time.time()
@@ -199,6 +200,7 @@ def main() -> None:
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(one, todo))  # the largest M first in RUNS' reverse would balance better; kept simple
+    store = write_result(results, "views_fraction", store)
     png = results.with_suffix(".png")
     plot(store, png, f"views x data fraction at equal views/epoch and {args.steps} steps; config {settings['config']}"
          + ("  [DRY RUN]" if args.dry_run else ""))

@@ -14,8 +14,8 @@ runs share two cores, and CPU seconds measure the work each did rather than its 
 kNN runs every 300 s of training time, its own time excluded. The headline is the training time the
 recommended recipe needs to reach each other recipe's final kNN, as a ratio of that recipe's time.
 
-    python benchmarks/time_to_accuracy.py run        # starts the missing runs (resumes unfinished ones)
-    python benchmarks/time_to_accuracy.py analyze    # JSON + PNG from the runs' metrics.jsonl
+    python benchmarks/studies/time_to_accuracy.py run        # starts the missing runs (resumes unfinished ones)
+    python benchmarks/studies/time_to_accuracy.py analyze    # JSON + PNG from the runs' metrics.jsonl
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, write_result
+
 PRESET = "recipes/configs/zoo/cifar10_bt_resnet18_w16.yaml"
 # The preset sets the clock (CPU seconds, 1 thread), kNN every 300 s on the fixed held-out set, batch and width.
 COMMON = ["--data_name", "uoft-cs/cifar10", "--progress", "false"]
@@ -48,23 +50,31 @@ RUNS: dict[str, dict] = {
 }
 
 
-def command(spec: dict, data: str) -> list[str]:
+# --smoke: the recipe's own step on the embedded 5k cut, width 4, a 2 s budget (checks the code path)
+SMOKE_ARGS = ["--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10", "--width", "4",
+              "--knn_every_seconds", "0"]
+
+
+def command(spec: dict, data: str, root: Path = ROOT, smoke: bool = False) -> list[str]:
     """The pretraining command of one run (relative paths: run from the repository root)."""
-    done = (ROOT / spec["dir"] / "checkpoints").is_dir()
+    run_dir = spec["dir"] if root == ROOT else str(root / spec["dir"])
+    done = (root / spec["dir"] / "checkpoints").is_dir()
+    budget = 2.0 if smoke else spec["budget"]
     return [sys.executable, "recipes/pretrain.py", "--config", PRESET, "--data", data, *COMMON, *spec["args"],
-            "--time_budget", str(spec["budget"]), "--output_dir", spec["dir"], *(["--resume"] if done else [])]
+            *(SMOKE_ARGS if smoke else []), "--time_budget", str(budget), "--output_dir", run_dir,
+            *(["--resume"] if done else [])]
 
 
-def run(data: str) -> None:
+def run(data: str, root: Path = ROOT, smoke: bool = False, runs: dict[str, dict] = RUNS) -> None:
     """Start every run without an export (resuming the unfinished ones) in parallel; wait for all."""
     procs = []
-    for name, spec in RUNS.items():
-        if (ROOT / spec["dir"] / "export" / "config.json").is_file():
+    for name, spec in runs.items():
+        if (root / spec["dir"] / "export" / "config.json").is_file():
             print(f"# done already: {name}")
             continue
-        log = ROOT / spec["dir"] / "train.log"
+        log = root / spec["dir"] / "train.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = command(spec, data)
+        cmd = command(spec, data, root, smoke)
         print(f"# {name}: {' '.join(cmd)}", flush=True)
         procs.append(subprocess.Popen(["nice", "-n", str(spec["nice"]), *cmd], cwd=ROOT, stdout=open(log, "a"),
                                       stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}))
@@ -99,10 +109,10 @@ def time_to_reach(points: list[tuple[float, float]], target: float) -> float | N
     return None
 
 
-def analyze(root: Path = ROOT) -> dict:
-    curves = {name: curve(root / spec["dir"]) for name, spec in RUNS.items()
+def analyze(root: Path = ROOT, out: Path = RESULTS / "time_to_accuracy.json", runs: dict[str, dict] = RUNS) -> dict:
+    curves = {name: curve(root / spec["dir"]) for name, spec in runs.items()
               if (root / spec["dir"] / "logs" / "metrics.jsonl").is_file()}
-    rec_name = next(iter(RUNS))
+    rec_name = next(iter(runs))
     rec = curves.get(rec_name, [])
     rows = []
     for name, pts in curves.items():
@@ -117,26 +127,19 @@ def analyze(root: Path = ROOT) -> dict:
                      "recommended_seconds_to_reach": None if t_rec is None else round(t_rec, 1),
                      "ratio": None if t_rec is None else round(t_rec / final_t, 3)})
     rec_at = [p for p in rec if p[0] <= COMPARE_SECONDS * 1.02]
-    out = {
+    values = {
         "what": "Barlow Twins, ResNet-18 width 16, CIFAR-10, batch 256; kNN k=200 bank 10k train / 10k test; "
                 "clock = CPU seconds of a 1-thread process (kNN time excluded)",
-        "cpu": _cpu(), "compare_seconds": COMPARE_SECONDS,
+        "compare_seconds": COMPARE_SECONDS,
         "recommended_knn_at_compare_seconds": rec_at[-1][1] if rec_at else None,
         "note": "ratio = CPU seconds the recommended recipe needs to reach the other recipe's kNN at the comparison "
                 "point / the other recipe's seconds; 0 means the other recipe ended below random init",
         "curves": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
         "headline": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "time_to_accuracy.json").write_text(json.dumps(out, indent=2) + "\n")
-    _plot(curves, RESULTS / "time_to_accuracy.png")
-    return out
-
-
-def _cpu() -> str:
-    from mvssl_hub.device import cpu_isa, cpu_name
-
-    return f"{cpu_name()} ({cpu_isa()})"
+    result = write_result(out, "time_to_accuracy", values)
+    _plot(curves, out.with_suffix(".png"))
+    return result
 
 
 def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, title: str,
@@ -173,7 +176,12 @@ if __name__ == "__main__":
     p.add_argument("action", choices=["run", "analyze"])
     p.add_argument("--data", default="../shared/data/cifar10", help="CIFAR-10 in the uoft-cs/cifar10 layout")
     p.add_argument("--root", default=str(ROOT), help="folder the runs/ of the four runs are in")
+    p.add_argument("--smoke", action="store_true", help="seconds: two runs, width 4, 2 s each, temporary folder")
+    p.add_argument("--out", default=None, help="result JSON, PNG beside it (default benchmarks/results/...)")
     a = p.parse_args()
+    out = default_out("time_to_accuracy", a.smoke, a.out)
+    runs = dict(list(RUNS.items())[:2]) if a.smoke else RUNS
+    root = out.parent if a.smoke and a.root == str(ROOT) else Path(a.root)  # smoke: never near the real runs
     if a.action == "run":
-        run(a.data)
-    print(json.dumps(analyze(Path(a.root))["headline"], indent=2))
+        run(str(EMBEDDED_DATA) if a.smoke else a.data, root, a.smoke, runs)
+    print(json.dumps(analyze(root, out, runs)["headline"], indent=2))

@@ -16,9 +16,9 @@ points: the steeper slope over its last two evaluations); it then runs again at 
 Runs live under the user's cache folder (``$MVSSL_HUB_CACHE`` or ``~/.cache/mvssl-hub/race``) and resume
 where they stopped, so a killed race loses at most one ``--save_every_seconds`` interval.
 
-    python benchmarks/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
-    python benchmarks/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
-    python benchmarks/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut,
+    python benchmarks/studies/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
+    python benchmarks/studies/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
+    python benchmarks/studies/network_race.py run --smoke           # seconds: two candidates, tiny budget, the 5k cut,
                                                             # in a temporary folder
 """
 
@@ -28,19 +28,17 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from time_to_accuracy import curve, plot_curves  # noqa: E402  (one reader and one figure of kNN curves)
+from time_to_accuracy import curve, plot_curves
 
-from recipes.campaign import long_runs_home  # noqa: E402
-from recipes.quiet_run import run_quietly  # noqa: E402
+from recipes.campaign import long_runs_home
+from recipes.quiet_run import run_quietly
 
-RESULTS = ROOT / "benchmarks" / "results"
+from harness import EMBEDDED_DATA, RESULTS, ROOT, write_result
+
 PRESET = "recipes/configs/zoo/cifar10_race.yaml"
 CANDIDATES: dict[str, list[str]] = {
     "resnet18 small stem w32": ["--arch", "resnet18", "--small_images", "true", "--width", "32"],
@@ -82,8 +80,11 @@ def run_one(name: str, args: list[str], budget: float, data: str, root: Path, sm
     cmd = command(args, run_dir, budget, data, smoke)
     print(f"# {name}: {' '.join(cmd)}", flush=True)
     with open(run_dir / "train.log", "a") as log:  # paused while other work loads the machine: quiet time only
-        code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   say=lambda m: print(m, file=log, flush=True))
+        if smoke:  # its numbers mean nothing, and beside a test suite the machine is never quiet
+            code, waited = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), 0.0
+        else:
+            code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                       say=lambda m: print(m, file=log, flush=True))
     print(f"# {name}: exit code {code}, paused {waited:.0f} s while the machine was busy", flush=True)
     if code:
         raise subprocess.CalledProcessError(code, cmd)
@@ -114,10 +115,7 @@ def run(budget: float, data: str, root: Path, smoke: bool, candidates: dict[str,
 
 
 def analyze(root: Path, out: Path = RESULTS, candidates: dict[str, list[str]] = CANDIDATES) -> dict:
-    import torch
-
-    from mvssl_hub.device import cpu_isa, cpu_name
-
+    """``network_race.json`` + ``.png`` in the folder ``out``, or at ``out`` when it names a ``.json`` file."""
     curves = {p.name.replace("_", " "): curve(p) for p in sorted(root.iterdir())
               if (p / "logs" / "metrics.jsonl").is_file()} if root.is_dir() else {}
     eight = {k: v for k, v in curves.items() if k in candidates}
@@ -125,23 +123,18 @@ def analyze(root: Path, out: Path = RESULTS, candidates: dict[str, list[str]] = 
     for name in curves:
         lines = (root / slug(name) / "logs" / "metrics.jsonl").read_text().splitlines()
         steps[name] = max((json.loads(x).get("step", 0) for x in lines), default=0)
-    result = {
-        "benchmark": "network_race",
-        "command": "python benchmarks/network_race.py run && python benchmarks/network_race.py analyze",
+    values = {
         "what": "Barlow Twins d=256, recommended beta, 8 views (winner also at 4), batch 128, Adam 2e-3, full "
                 "CIFAR-10 train; kNN k=200 T=0.1, bank = first 10k train, queries = 10k test; clock = CPU seconds "
                 "of a 2-thread process, kNN time excluded",
-        "cpu": f"{cpu_name()} ({cpu_isa()})",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
         "curves_cpu_seconds_vs_knn": {k: [[round(t, 1), a] for t, a in v] for k, v in curves.items()},
         "steps": steps,
         "finished": {k: finished(root / slug(k)) for k in curves},
         "winner": choose(eight) if all(finished(root / slug(k)) for k in candidates) else None,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "network_race.json").write_text(json.dumps(result, indent=2) + "\n")
-    _plot(curves, out / "network_race.png")
+    path = out if out.suffix == ".json" else out / "network_race.json"
+    result = write_result(path, "network_race", values)
+    _plot(curves, path.with_suffix(".png"))
     return result
 
 
@@ -158,7 +151,8 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=3600.0, help="CPU seconds of training per run")
     p.add_argument("--root", default=None, help="folder of the runs (default: the cache folder)")
     p.add_argument("--smoke", action="store_true", help="a few seconds per run on the embedded 5k cut (tests)")
-    p.add_argument("--out", default=str(RESULTS), help="where analyze writes network_race.json / .png")
+    p.add_argument("--out", default=str(RESULTS),
+                   help="where analyze writes network_race.json / .png (a folder, or the .json file's path)")
     a = p.parse_args()
     if a.smoke:  # never near the real race's runs or results
         import tempfile
@@ -168,7 +162,7 @@ if __name__ == "__main__":
     root = Path(a.root) if a.root else cache_root()
     candidates = dict(list(CANDIDATES.items())[:2]) if a.smoke else CANDIDATES  # smoke: two, then the rerun
     if a.action == "run":
-        data = str(ROOT / "recipes" / "data" / "cifar10-5k") if a.smoke else a.data
+        data = str(EMBEDDED_DATA) if a.smoke else a.data
         run(2.0 if a.smoke else a.budget, data, root, a.smoke, candidates)
     result = analyze(root, Path(a.out), candidates)
     print(json.dumps({k: v for k, v in result.items() if k != "curves_cpu_seconds_vs_knn"}, indent=2))

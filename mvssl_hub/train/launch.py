@@ -1,0 +1,73 @@
+"""How a recipe starts a training run: the two calls ``pretrain`` and ``finetune`` share.
+
+:func:`start_run` comes first (the log, threads, the accelerator and its trackers, backend flags, the global batch
+split over the processes); :func:`open_run_state` comes once the model, optimiser and scheduler are prepared,
+since restoring a run state loads into them: the run states' manager, ``start_or_resume``, the metrics log trimmed
+to the resumed step, an interrupted export tidied, and the trackers initialised with the run's config.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .backends import configure_backends, make_accelerator
+from .run_state import RunStateManager
+from .trackers import JSONLTracker, drop_logged_after
+
+__all__ = ["open_run_state", "start_run"]
+
+
+def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: str, threads: int, cpu: bool | None,
+              precision: str, dist_timeout_minutes: float, batch_size: int, deterministic: bool = False,
+              extra_trackers: tuple[Any, ...] = ()) -> tuple[Any, str, Any]:
+    """(accelerator, precision used, the recipe's logger ``mvssl_hub.<name>``) for a run in ``output_dir``.
+
+    Logs go to stdout at ``log_level`` (accelerate's own at warning or above); ``threads`` > 0 sets torch's
+    threads; the metrics go to ``<output_dir>/logs/<log_file>.jsonl`` (and ``extra_trackers``). ConfigError when
+    ``batch_size`` (the global batch) does not split evenly over the processes."""
+    from accelerate.logging import get_logger
+
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger("accelerate").setLevel(max(logging.getLevelName(log_level.upper()), logging.WARNING))
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir = Path(output_dir)
+    accelerator, used = make_accelerator(cpu=cpu, precision=precision, run_dir=run_dir,
+                                         log_with=[JSONLTracker(log_file, run_dir / "logs"), *extra_trackers],
+                                         timeout_minutes=dist_timeout_minutes)
+    configure_backends(accelerator.device, deterministic=deterministic)
+    world = accelerator.num_processes
+    if batch_size % world:
+        raise ConfigError(f"config key 'batch_size' = {batch_size}: not divisible by the {world} processes")
+    return accelerator, used, get_logger(f"mvssl_hub.{name}", log_level=log_level.upper())
+
+
+def open_run_state(accelerator: Any, *, name: str, output_dir: str | Path, log_file: str, config: Mapping[str, Any],
+                   keep: int, resume: bool, overwrite: bool, resumable: set[str], defaults: Mapping[str, Any],
+                   max_step: int, tidy: Callable[[Path], object] | None = None,
+                   tracker_config: Mapping[str, Any] | None = None
+                   ) -> tuple[RunStateManager, dict[str, Any], Path | None]:
+    """(the run states' manager, the saved training state or {}, the run state resumed from or None).
+
+    After ``start_or_resume`` (see :meth:`RunStateManager.start_or_resume`), the main process drops the metrics a
+    killed run logged past its run state (they are logged again) and calls ``tidy(<output_dir>/export)`` (an
+    export interrupted between its two renames); then the trackers start, with ``tracker_config`` (default
+    ``config``)."""
+    run_dir = Path(output_dir)
+    run_states = RunStateManager(run_dir / "checkpoints", keep=keep)
+    saved, latest = run_states.start_or_resume(accelerator, config, resume=resume, overwrite=overwrite,
+                                               resumable=resumable, log_dir=run_dir / "logs", defaults=defaults,
+                                               max_step=max_step)
+    if accelerator.is_main_process:
+        drop_logged_after(run_dir / "logs" / f"{log_file}.jsonl", int(saved.get("global_step", 0)))
+        if tidy is not None:
+            tidy(run_dir / "export")
+    accelerator.init_trackers(name, config=dict(tracker_config if tracker_config is not None else config))
+    return run_states, saved, latest
