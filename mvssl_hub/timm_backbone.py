@@ -146,7 +146,7 @@ def create_timm_model(config: TimmBackboneConfig) -> nn.Module:
         try:
             with torch.device("meta"):
                 _build(timm, config.name, {key: value})
-        except Exception:  # noqa: BLE001 - any failure alone names the argument
+        except Exception:
             bad.append(f"{key}={value!r}")
     culprit = f"keyword argument(s) {', '.join(bad)}" if bad else f"the combination of kwargs {config.kwargs}"
     raise ConfigError(f"timm:{config.name} refuses {culprit}: {type(err).__name__}: {err}") from None

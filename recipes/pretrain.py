@@ -49,13 +49,13 @@ from mvssl_hub.hub.records import (
 )
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
+from mvssl_hub.timm_backbone import is_timm_arch, parse_timm_kwargs
 from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_accelerator, make_adam
 from mvssl_hub.train.config import as_config_error, config_defaults, config_to_dict, dump_yaml, parse_config, run_cli
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import TrainingClock, expected_total_steps, lr_factor
 from mvssl_hub.train.step_guard import StepGuard
-from mvssl_hub.timm_backbone import is_timm_arch, parse_timm_kwargs
 from mvssl_hub.train.trackers import JSONLTracker, drop_logged_after
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS

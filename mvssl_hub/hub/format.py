@@ -25,7 +25,6 @@ from ..backbones import ResNetBackbone, backbone_from_config
 from ..errors import CheckpointError, IntegrityError
 from ..models import Classifier, SSLModel
 from ..projector import Projector
-from ..timm_backbone import TimmBackbone, timm_hub_config
 from ..safe_io import (
     SafetensorsHeader,
     atomic_write_folder,
@@ -40,6 +39,7 @@ from ..safe_io import (
     safetensors_bytes,
     sha256_file,
 )
+from ..timm_backbone import TimmBackbone, timm_hub_config
 from ..version import __version__
 from ..views import eval_transform_from
 from .card import render_card
