@@ -27,6 +27,9 @@ INSTALL_LINE = 'pip install "mvssl-hub[timm]"'
 RESERVED_KWARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
                    "features_only", "cache_dir", "device", "dtype", "scriptable", "exportable", "no_jit")
 MAX_KWARGS_CHARS = 4096  # the kwargs as JSON: a sane architecture needs a few dozen characters
+# An int or list past these would only make even a meta-device build (Python modules, no tensors) run away.
+MAX_KWARG_INT = 1 << 16
+MAX_KWARG_LIST = 64
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _UNEXPECTED = re.compile(r"unexpected keyword argument '([^']+)'")
 
@@ -46,9 +49,13 @@ def import_timm() -> Any:
 
 
 def _check_json_value(value: Any, where: str, depth: int = 0) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_KWARG_INT:
+        raise ConfigError(f"{where}: {value} is past the bound {MAX_KWARG_INT} mvssl-hub sets on timm arguments")
     if value is None or isinstance(value, (bool, int, str)) or (isinstance(value, float) and value == value
                                                                 and abs(value) != float("inf")):
         return
+    if isinstance(value, (list, tuple)) and len(value) > MAX_KWARG_LIST:
+        raise ConfigError(f"{where}: a list of {len(value)} items; at most {MAX_KWARG_LIST}")
     if isinstance(value, (list, tuple)) and depth < 3:
         for v in value:
             _check_json_value(v, where, depth + 1)
@@ -135,6 +142,8 @@ def create_timm_model(config: TimmBackboneConfig) -> nn.Module:
         raise _unknown_name(timm, config.name)
     try:
         return _build(timm, config.name, config.kwargs)
+    except torch.OutOfMemoryError:
+        raise
     except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as e:
         err = e
     m = _UNEXPECTED.search(str(err))

@@ -74,6 +74,8 @@ def test_a_kwarg_timm_rejects_is_named() -> None:
         build_backbone(VIT, arch_kwargs={**VIT_KW, "depth": "two"})
     with pytest.raises(ConfigError, match=r"'num_classes' is set by mvssl-hub"):
         build_backbone(VIT, arch_kwargs={"num_classes": 10})
+    with pytest.raises(ConfigError, match=r"\[.depth.\]: 10000000 is past the bound 65536"):
+        build_backbone(VIT, arch_kwargs={**VIT_KW, "depth": 10_000_000})
     with pytest.raises(ConfigError, match=r"not valid JSON"):
         parse_timm_kwargs("{img_size: 32}")
     with pytest.raises(ValueError, match=r"width apply to the ResNets"):
