@@ -13,7 +13,8 @@ from conftest import load_recipe, reset_accelerate_state
 
 timm = pytest.importorskip("timm")
 pytest.importorskip("accelerate")
-pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+pytestmark = [pytest.mark.usefixtures("fresh_accelerate_state"),
+              pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")]
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 NAME = "vit_tiny_patch16_224"
@@ -28,7 +29,7 @@ def tiny_vit(out: Path, *extra: str) -> list[str]:
             "--progress", "false", "--log_every", "1", "--save_every", "0", *extra]
 
 
-def test_pretrain_a_timm_vit_and_timm_loads_the_export(tmp_path: Path) -> None:
+def test_pretrain_a_timm_vit_and_timm_loads_the_export(tmp_path: Path, hub) -> None:
     import mvssl_hub
 
     pretrain = load_recipe("pretrain", "pretrain_recipe_timm")
@@ -46,6 +47,12 @@ def test_pretrain_a_timm_vit_and_timm_loads_the_export(tmp_path: Path) -> None:
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(plain(x), ours(x), atol=1e-6, rtol=0)
+    # published by the recipe to the loopback Hub: timm alone loads it by repo id
+    publish = load_recipe("publish", "publish_recipe_timm")
+    published = publish.main([str(out), "--repo_id", "org/bt-vit-tiny"])
+    assert published["entry"] is None and len(published["commit"]) == 40  # no zoo builder for a timm backbone
+    from_hub = timm.create_model("hf-hub:org/bt-vit-tiny", pretrained=True).eval()
+    torch.testing.assert_close(from_hub(x), ours(x), atol=1e-6, rtol=0)
     cfg = json.loads((export / "config.json").read_text())
     assert cfg["backbone"]["kwargs"] == cfg["model_args"] == KW and cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
     assert cfg["train_config"]["arch_kwargs"] == json.dumps(KW) and cfg["metrics"][0]["task"] == "knn"
