@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench zoo campaign clean
+.PHONY: demo demo_vit test bench zoo campaign clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo.yaml
+
+# The same 5-minute demo on a small timm ViT (needs timm: the test extra installs it).
+demo_vit: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo_vit.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""torch.hub entry points of mvssl-hub: ``torch.hub.load("<repo or checkout>", "barlowtwins_resnet18_w16", weights=...)``.
+"""torch.hub entry points of mvssl-hub: ``torch.hub.load("<repo or checkout>", "barlowtwins_resnet18_w16", weights=...)``,
+or any checkpoint folder or Hub repo (a timm backbone too): ``torch.hub.load(..., "from_pretrained", "org/name")``.
 
 Only explicit imports of the public builders live here (no logic); importing this file imports neither
 accelerate nor datasets.
@@ -10,6 +11,7 @@ from mvssl_hub.zoo import (  # noqa: E402,F401
     barlowtwins_resnet18,
     barlowtwins_resnet18_w16,
     barlowtwins_resnet50,
+    from_pretrained,
     vicreg_resnet18,
     vicreg_resnet18_w16,
     vicreg_resnet50,

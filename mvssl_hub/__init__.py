@@ -1,7 +1,7 @@
 """mvssl-hub: multi-view Barlow Twins / VICReg with small projectors, and a hub of their backbones.
 
-Importing this package never imports accelerate or datasets (only the recipes use them), and the
-Hugging Face Hub client only when a Hub call is made. Four wings (``hub/``, ``data/``, ``train/``, ``eval/``)
+Importing this package never imports accelerate or datasets (only the recipes use them), timm only when a
+``timm:<name>`` backbone is built, and the Hugging Face Hub client only when a Hub call is made. Four wings (``hub/``, ``data/``, ``train/``, ``eval/``)
 stand on a small flat core and never import each other; this face and ``zoo`` stand on the hub wing (see
 ``[tool.importlinter]`` in pyproject.toml).
 """
@@ -14,6 +14,7 @@ from .losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, 
 from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec
 from .registry import get_model, get_model_builder, get_model_weights, list_models, register_model
+from .timm_backbone import TimmBackbone, TimmBackboneConfig
 from .version import __version__
 from .views import VIEW_PRESETS, EvalTransform, MultiViewAugment, get_view_preset
 from .zoo import (
@@ -28,7 +29,7 @@ from .zoo import (
 
 __all__ = [
     "VIEW_PRESETS", "BackboneConfig", "BarlowTwinsLoss", "CheckpointError", "CheckpointNotFoundError",
-    "EvalTransform", "IntegrityError", "MultiViewAugment", "Projector", "SSLModel", "UnknownModelError",
+    "EvalTransform", "IntegrityError", "MultiViewAugment", "Projector", "SSLModel", "TimmBackbone", "TimmBackboneConfig", "UnknownModelError",
     "VICRegLoss", "__version__", "barlow_twins_loss", "barlowtwins_resnet18", "barlowtwins_resnet18_w16",
     "barlowtwins_resnet50", "build_backbone", "build_loss", "build_ssl_model", "from_pretrained", "get_model",
     "get_model_builder", "get_model_weights", "get_view_preset", "list_models", "parse_projector_spec",

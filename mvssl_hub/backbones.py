@@ -16,6 +16,7 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .registry import unknown_name_error
+from .timm_backbone import TimmBackbone, TimmBackboneConfig, is_timm_arch
 
 # depth -> (block, blocks per stage)
 # resnet10: one basic block per stage, a compact net in the spirit of the supervised CIFAR speedruns'
@@ -28,7 +29,7 @@ _RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]
 }
 
 
-ARCHITECTURES: tuple[str, ...] = tuple(_RESNET_LAYOUTS)
+ARCHITECTURES: tuple[str, ...] = tuple(_RESNET_LAYOUTS)  # and any "timm:<name>" (see timm_backbone)
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,36 @@ class ResNetBackbone(ResNet):
                 nn.init.constant_(m.bias, 0)
 
 
-def build_backbone(arch: str = "resnet18", *, small_images: bool = True, width: int = 64) -> ResNetBackbone:
-    """A ResNet feature extractor; see :class:`BackboneConfig`."""
-    return ResNetBackbone(BackboneConfig(arch=arch, small_images=small_images, width=width))
+def build_backbone(arch: str = "resnet18", *, small_images: bool | None = None, width: int | None = None,
+                   arch_kwargs: dict[str, Any] | None = None) -> ResNetBackbone | TimmBackbone:
+    """A feature extractor (N, 3, H, W) -> (N, feature_dim): a ResNet (see :class:`BackboneConfig`; defaults
+    small_images=True, width=64), or ``"timm:<name>"`` with timm keyword arguments ``arch_kwargs``."""
+    if is_timm_arch(arch):
+        given = [k for k, v in (("small_images", small_images), ("width", width)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to the ResNets; give a timm backbone's settings in "
+                             f"arch_kwargs (arch={arch!r})")
+        return TimmBackbone(TimmBackboneConfig.from_arch(arch, arch_kwargs))
+    if arch_kwargs:
+        raise ValueError(f"arch_kwargs {arch_kwargs!r} are for 'timm:<name>' architectures, not {arch!r}")
+    return ResNetBackbone(BackboneConfig(arch=arch, small_images=True if small_images is None else small_images,
+                                         width=64 if width is None else width))
+
+
+def backbone_config(record: dict[str, Any]) -> BackboneConfig | TimmBackboneConfig:
+    """config.json's ``backbone`` record -> its config (TypeError / ValueError name what is wrong)."""
+    if is_timm_arch(record.get("arch")):
+        return TimmBackboneConfig(record["arch"][len("timm:"):], record.get("kwargs") or {},
+                                  record.get("timm_version"))
+    return BackboneConfig(**record)
+
+
+def backbone_from_config(record: dict[str, Any], *, init_weights: bool = True) -> ResNetBackbone | TimmBackbone:
+    """The backbone a config.json ``backbone`` record describes (on the default device: meta for shapes only)."""
+    cfg = backbone_config(record)
+    if isinstance(cfg, TimmBackboneConfig):
+        return TimmBackbone(cfg, init_weights=init_weights)
+    return ResNetBackbone(cfg, init_weights=init_weights)
 
 
 def torchvision_compatible(arch: str = "resnet18", *, small_images: bool = True) -> ResNet:

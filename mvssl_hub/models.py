@@ -9,7 +9,10 @@ import torch.nn as nn
 
 from .backbones import ResNetBackbone, build_backbone
 from .projector import Projector, projector_spec
+from .timm_backbone import TimmBackbone
 from .views import EvalTransform
+
+Backbone = ResNetBackbone | TimmBackbone  # (N, 3, H, W) -> (N, feature_dim); ``.config``, ``.feature_dim``
 
 
 class SSLModel(nn.Module):
@@ -18,12 +21,12 @@ class SSLModel(nn.Module):
     forward: views (M, N, 3, H, W) -> embeddings (M, N, d).
     """
 
-    def __init__(self, backbone: ResNetBackbone, projector: Projector) -> None:
+    def __init__(self, backbone: Backbone, projector: Projector) -> None:
         super().__init__()
         if projector.in_dim != backbone.feature_dim:
             raise ValueError(
                 f"projector input dim {projector.in_dim} (spec {projector.spec!r}) != backbone feature dim "
-                f"{backbone.feature_dim} ({backbone.config.arch}, width {backbone.config.width})"
+                f"{backbone.feature_dim} ({backbone.config.to_dict()})"
             )
         self.backbone = backbone
         self.projector = projector
@@ -37,11 +40,16 @@ class SSLModel(nn.Module):
 
 
 def build_ssl_model(
-    arch: str = "resnet18", *, small_images: bool = True, width: int = 64, proj_dim: int = 256,
+    arch: str = "resnet18", *, small_images: bool | None = None, width: int | None = None, proj_dim: int = 256,
     proj_hidden: int | None = None, proj_layers: int = 2, projector: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
 ) -> SSLModel:
-    """An SSL model; ``projector`` (a spec string) overrides ``proj_dim/proj_hidden/proj_layers``."""
-    backbone = build_backbone(arch, small_images=small_images, width=width)
+    """An SSL model; ``projector`` (a spec string) overrides ``proj_dim/proj_hidden/proj_layers``.
+
+    ``arch`` is a ResNet (``small_images`` default True, ``width`` default 64) or ``"timm:<name>"`` with timm
+    keyword arguments ``arch_kwargs`` (e.g. ``"timm:vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4}``).
+    """
+    backbone = build_backbone(arch, small_images=small_images, width=width, arch_kwargs=arch_kwargs)
     spec = projector or projector_spec(backbone.feature_dim, proj_dim, proj_hidden, proj_layers)
     return SSLModel(backbone, Projector(spec))
 
@@ -53,7 +61,7 @@ class Classifier(nn.Module):
     None) travel with a saved classifier, so that ``predict`` maps raw images to names.
     """
 
-    def __init__(self, backbone: ResNetBackbone, num_classes: int, class_names: list[str] | None = None,
+    def __init__(self, backbone: Backbone, num_classes: int, class_names: list[str] | None = None,
                  transforms: EvalTransform | None = None) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -83,4 +91,4 @@ class Classifier(nn.Module):
         return names[0] if single else names
 
 
-__all__ = ["Classifier", "SSLModel", "build_ssl_model"]
+__all__ = ["Backbone", "Classifier", "SSLModel", "build_ssl_model"]

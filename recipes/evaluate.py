@@ -29,7 +29,7 @@ import torch
 if __package__ in (None, ""):  # `python recipes/evaluate.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.backbones import build_backbone
+from mvssl_hub.backbones import backbone_from_config
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.distributed import check_distributed_launch
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = {"trained": trained}
     if cfg.baseline:
         torch.manual_seed(seed)  # the pretraining recipe seeds the same way before building its model
-        models["random_init"] = build_backbone(**ckpt_cfg["backbone"])
+        models["random_init"] = backbone_from_config(ckpt_cfg["backbone"])
     say(f"# model: {cfg.model} ({ckpt_dir or 'Hub'}); backbone {ckpt_cfg['backbone']}; device {state.device}, "
         f"processes {state.num_processes}, bf16 {bf16}, preset {preset_name}, seed {seed}")
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.backbones import build_backbone
+from mvssl_hub.backbones import backbone_from_config
 from mvssl_hub.data.batches import MemoryBatches
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
@@ -324,7 +324,7 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
 def export(cfg: FinetuneConfig, s: Setup, state: dict[str, Any], records: list[dict]) -> Path:
     """The classifier as a checkpoint folder; its base_model names the pretrained checkpoint."""
     trained = s.accelerator.unwrap_model(s.model)
-    clean = Classifier(build_backbone(**trained.backbone.config.to_dict()), s.num_classes,  # plain BatchNorm, fp32
+    clean = Classifier(backbone_from_config(trained.backbone.config.to_dict()), s.num_classes,  # plain BatchNorm, fp32
                        class_names=trained.class_names)
     clean.load_state_dict({k: v.detach().float().cpu() for k, v in trained.state_dict().items()})
     seconds = state["train_seconds"]

@@ -28,13 +28,13 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub import losses
-from mvssl_hub.backbones import ARCHITECTURES
+from mvssl_hub.backbones import ARCHITECTURES, build_backbone
 from mvssl_hub.data.batches import MemoryBatches, StreamedBatches
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
 from mvssl_hub.distributed import convert_batchnorm
-from mvssl_hub.errors import ConfigError
+from mvssl_hub.errors import ConfigError, UnknownModelError
 from mvssl_hub.eval.monitor import monitor_model
 from mvssl_hub.eval.probes import knn_evaluate
 from mvssl_hub.hub.format import save_pretrained, tidy_interrupted_save
@@ -49,6 +49,7 @@ from mvssl_hub.hub.records import (
 )
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
+from mvssl_hub.timm_backbone import is_timm_arch, parse_timm_kwargs
 from mvssl_hub.train.backends import apply_memory_format, make_adam
 from mvssl_hub.train.config import (
     FRACTION,
@@ -108,9 +109,10 @@ class PretrainConfig:
     monitors: bool = True  # with each kNN: RankMe, alpha-ReQ, LiDAR (no labels) on 1,000 held-out images
     monitors_max_share: Annotated[float, FRACTION] = 0.05  # between the first and last kNN they skip points to cost at most this share
     # model
-    arch: str = "resnet18"
-    width: Annotated[int, between(1, MAX_WIDTH, "(64 is torchvision's network)")] = 64  # first-stage channels; 64 = torchvision's ResNet
-    small_images: bool = True  # 3x3 stride-1 stem, no max-pool
+    arch: str = "resnet18"  # resnet10/18/34/50, or timm:<name> (any timm model; pip install "mvssl-hub[timm]")
+    arch_kwargs: str = ""  # timm:<name> only: its keyword arguments as JSON, e.g. '{"img_size": 32, "patch_size": 4}'
+    width: Annotated[int, between(1, MAX_WIDTH, "(64 is torchvision's network)")] = 64  # ResNets: first-stage channels; 64 = torchvision's ResNet
+    small_images: bool = True  # ResNets: 3x3 stride-1 stem, no max-pool
     proj_dim: Annotated[int, between(1, MAX_PROJECTOR_DIM)] = 256
     proj_hidden: Annotated[int | None, between(1, MAX_PROJECTOR_DIM)] = None  # default: proj_dim (the paper's projector)
     proj_layers: Annotated[int, between(1, MAX_PROJECTOR_LAYERS)] = 2
@@ -163,7 +165,18 @@ class PretrainConfig:
             need(self.beta == "auto", "beta", "must be a number >= 0 or 'auto'")
         else:
             need(self.beta >= 0 and math.isfinite(self.beta), "beta", "must be a finite number >= 0 or 'auto'")
-        need(self.arch in ARCHITECTURES, "arch", f"unknown architecture; known: {list(ARCHITECTURES)}")
+        need(self.arch in ARCHITECTURES or is_timm_arch(self.arch), "arch",
+             f"unknown architecture; known: {list(ARCHITECTURES)} or timm:<name>")
+        need(is_timm_arch(self.arch) or not self.arch_kwargs.strip(), "arch_kwargs",
+             f"only timm:<name> architectures take arch_kwargs (arch is {self.arch!r})")
+        if is_timm_arch(self.arch):  # the name and kwargs, checked before any data is read (timm on the meta device)
+            try:
+                kwargs = parse_timm_kwargs(self.arch_kwargs)
+                with torch.device("meta"):
+                    build_backbone(self.arch, arch_kwargs=kwargs)
+            except (ImportError, UnknownModelError, ValueError) as e:
+                key = "arch_kwargs" if isinstance(e, ConfigError) and self.arch_kwargs.strip() else "arch"
+                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {e}") from None
         need(self.loss_form in LOSS_FORMS[self.method], "loss_form", f"not a {self.method} form; known: "
              f"{', '.join(LOSS_FORMS[self.method])}")
 
@@ -253,8 +266,8 @@ def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
             + 4 * cfg.num_views * cfg.batch_size * 3 * side * side)  # one step's views
     free = available_memory_bytes(device)
     if free is not None and need > free:
-        raise ConfigError(f"width {cfg.width}, proj_dim {cfg.proj_dim}, {cfg.num_views} views x batch "
-                          f"{cfg.batch_size}: {n_params / 1e6:,.0f} M parameters need at least {need / 2**30:.1f} GiB "
+        arch = cfg.arch if is_timm_arch(cfg.arch) else f"{cfg.arch} width {cfg.width}"
+        raise ConfigError(f"{arch}, proj_dim {cfg.proj_dim}, {cfg.num_views} views x batch {cfg.batch_size}: {n_params / 1e6:,.0f} M parameters need at least {need / 2**30:.1f} GiB "
                           f"before activations; {device} has {free / 2**30:.1f} GiB free")
 
 
@@ -322,8 +335,10 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
 
 def new_model(cfg: PretrainConfig) -> torch.nn.Module:
     """The untrained SSL model (backbone + projector) the config describes."""
-    return build_ssl_model(cfg.arch, small_images=cfg.small_images, width=cfg.width, proj_dim=cfg.proj_dim,
-                           proj_hidden=cfg.proj_hidden, proj_layers=cfg.proj_layers)
+    backbone = ({"arch_kwargs": parse_timm_kwargs(cfg.arch_kwargs)} if is_timm_arch(cfg.arch)
+                else {"small_images": cfg.small_images, "width": cfg.width})
+    return build_ssl_model(cfg.arch, proj_dim=cfg.proj_dim, proj_hidden=cfg.proj_hidden,
+                           proj_layers=cfg.proj_layers, **backbone)
 
 
 def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
@@ -523,7 +538,8 @@ def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
                                      split=cfg.eval_split, protocol=protocol))
     run_dir = Path(cfg.output_dir)
     curves = plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "logs" / "training_curves.png",
-                                  title=f"{cfg.method}, {cfg.arch} width {cfg.width}, {cfg.num_views} views, d={cfg.proj_dim}",
+                                  title=f"{cfg.method}, {cfg.arch}" + ("" if is_timm_arch(cfg.arch) else f" width {cfg.width}")
+                                  + f", {cfg.num_views} views, d={cfg.proj_dim}",
                                   random_init_knn=state["knn_random_init"])
     return save_pretrained(
         clean, run_dir / "export", method=cfg.method, beta=cfg.resolved_beta(), num_views=cfg.num_views,

@@ -8,6 +8,8 @@ checkpoint folder inside it is used). The folder is verified (config schema, sha
 file) before anything is uploaded. After the push, the script prints the zoo's weights entry (repo id,
 the pinned 40-hex revision, sha256 of each file, metrics, transforms, recipe config), built from what the
 Hub now serves; ``--entries FILE`` also merges it into a registry JSON such as mvssl_hub/zoo_weights.json.
+A timm backbone's checkpoint has no zoo builder (the zoo's are ResNets): the script prints how timm and
+mvssl-hub load it from the repo instead of an entry.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mvssl_hub.hub.format import find_checkpoint
 from mvssl_hub.hub.schema import load_config
 from mvssl_hub.hub.transport import push_to_hub
 from mvssl_hub.hub.weights import weights_entry_from_checkpoint
+from mvssl_hub.timm_backbone import TIMM_PREFIX, is_timm_arch
 from mvssl_hub.train.config import parse_config, run_cli
 
 
@@ -76,6 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
     commit = push_to_hub(ckpt, cfg.repo_id, revision_tag=tag, private=cfg.private,
                          commit_message=cfg.commit_message, token=cfg.token, endpoint=cfg.endpoint)
     print(f"commit {commit}", file=sys.stderr)
+    if is_timm_arch(ckpt_cfg["backbone"]["arch"]):  # no zoo builder: the repo id is how it is loaded
+        name = ckpt_cfg["backbone"]["arch"][len(TIMM_PREFIX):]
+        print(f"# {name} (timm) has no zoo builder; load it by repo id:\n"
+              f"timm.create_model(\"hf-hub:{cfg.repo_id}\", pretrained=True)\n"
+              f"mvssl_hub.from_pretrained(\"{cfg.repo_id}\", revision=\"{commit}\")")
+        return {"commit": commit, "tag": tag, "member": None, "entry": None}
 
     # The entry pins the commit just made and hashes the files as the Hub serves them.
     entry = weights_entry_from_checkpoint(cfg.repo_id, commit, endpoint=cfg.endpoint, token=cfg.token,

@@ -13,12 +13,12 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[1]
-BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "vicreg_resnet18",
-            "vicreg_resnet18_w16", "vicreg_resnet50"]
+BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "from_pretrained",
+            "vicreg_resnet18", "vicreg_resnet18_w16", "vicreg_resnet50"]
 
 
 def test_importing_hubconf_imports_neither_accelerate_nor_datasets():
-    code = ("import json, sys, hubconf; print(json.dumps({'heavy': sorted(m for m in ('accelerate', 'datasets') "
+    code = ("import json, sys, hubconf; print(json.dumps({'heavy': sorted(m for m in ('accelerate', 'datasets', 'timm') "
             "if m in sys.modules), 'deps': hubconf.dependencies}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

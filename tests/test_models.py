@@ -135,8 +135,9 @@ def test_registry_rejects_duplicates_and_suggests_close_names() -> None:
     assert isinstance(err.value, KeyError)
 
 
-def test_import_pulls_in_neither_accelerate_nor_datasets() -> None:
-    code = "import sys, mvssl_hub; print(sorted(m for m in sys.modules if m.split('.')[0] in ('accelerate', 'datasets')))"
+def test_import_pulls_in_neither_accelerate_nor_datasets_nor_timm() -> None:
+    code = ("import sys, mvssl_hub; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('accelerate', 'datasets', 'timm')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

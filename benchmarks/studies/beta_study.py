@@ -34,6 +34,8 @@ its numbers mean nothing.
     pip install -e ".[train,bench]"                                         # matplotlib for the heatmaps
     python benchmarks/studies/beta_study.py --budget_s 180                         # 16 cells, ~35 min on 2 CPU cores
     python benchmarks/studies/beta_study.py --dry_run --dims 64,2048               # pipeline check
+    python benchmarks/studies/beta_study.py --config recipes/configs/demo_vit.yaml --results benchmarks/results/beta_study_vit.json
+                                                                           # the same grid on a timm ViT
     python benchmarks/studies/beta_study.py --analyze_only                         # re-plot stored cells
 """
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from ..timm_backbone import TIMM_PREFIX, is_timm_arch
 from ..vocabulary import NARROW_WIDTHS
 
 
@@ -28,6 +29,7 @@ def _template_path(name: str = "template.md") -> Path:
 
 TEMPLATE_PATH = _template_path()
 CLASSIFIER_TEMPLATE_PATH = _template_path("classifier_template.md")  # a checkpoint with num_classes
+TIMM_TEMPLATE_PATH = _template_path("timm_template.md")  # a timm backbone: loads with timm alone
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TASK_NAMES = {"knn": "kNN", "linear_probe": "Linear probe", "finetune": "Fine-tuning"}
 METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
@@ -61,6 +63,8 @@ def builder_name(cfg: Mapping[str, Any]) -> str:
     """The zoo builder a checkpoint belongs to: ``barlowtwins_resnet18``, or ``vicreg_resnet18_w16`` for a width
     with a builder of its own (``ssl_<arch>`` if no method)."""
     bb = cfg["backbone"]
+    if is_timm_arch(bb["arch"]):
+        return f"{cfg.get('method') or 'ssl'}_{bb['arch'][len(TIMM_PREFIX):]}"
     narrow = bb["width"] in NARROW_WIDTHS and bb["arch"] == "resnet18"
     return f"{cfg.get('method') or 'ssl'}_{bb['arch']}" + (f"_w{bb['width']}" if narrow else "")
 
@@ -146,7 +150,9 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
                 template: str | os.PathLike[str] | None = None) -> str:
     """README.md text for a validated config; ``repo_id`` fills the load snippets."""
     classifier = cfg.get("num_classes") is not None
-    path = Path(template) if template is not None else (CLASSIFIER_TEMPLATE_PATH if classifier else TEMPLATE_PATH)
+    timm = is_timm_arch(cfg["backbone"]["arch"])
+    default = CLASSIFIER_TEMPLATE_PATH if classifier else (TIMM_TEMPLATE_PATH if timm else TEMPLATE_PATH)
+    path = Path(template) if template is not None else default
     if not path.is_file():
         raise FileNotFoundError(f"model card template {path} not found (it ships in model_cards/ of mvssl-hub)")
     bb = cfg["backbone"]
@@ -154,18 +160,26 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
     tf = cfg.get("transforms") or {}
     tr = cfg.get("training") or {}
     builder = builder_name(cfg)
-    name = repo_id.split("/")[-1] if repo_id else f"{builder}-w{bb['width']}"
-    stem = "small-image stem (3×3 stride-1 conv, no max-pool)" if bb["small_images"] else "ImageNet stem"
-    width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
-    kwargs = "" if bb["width"] == 64 and bb["small_images"] else f", small_images={bb['small_images']}, width={bb['width']}"
-    if bb["width"] == 64:
-        tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
-                   ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
-                   "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
-                   ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
-                   "with `strict=True`.")
+    if timm:
+        name = repo_id.split("/")[-1] if repo_id else builder
+        timm_kwargs = "".join(f", {k}={v!r}" for k, v in bb["kwargs"].items())
+        arch_desc = f"`{bb['arch'][len(TIMM_PREFIX):]}`" + (f" ({timm_kwargs[2:]})" if timm_kwargs else "")
+        kwargs, tv_note = "", f": `timm` {bb.get('timm_version')} built it; any timm >= 1.0 loads it as shown above."
     else:
-        tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
+        name = repo_id.split("/")[-1] if repo_id else f"{builder}-w{bb['width']}"
+        stem = "small-image stem (3×3 stride-1 conv, no max-pool)" if bb["small_images"] else "ImageNet stem"
+        width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
+        arch_desc = f"{bb['arch']} ({stem}{width})"
+        timm_kwargs = ""
+        kwargs = "" if bb["width"] == 64 and bb["small_images"] else f", small_images={bb['small_images']}, width={bb['width']}"
+        if bb["width"] == 64:
+            tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
+                       ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
+                       "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
+                       ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
+                       "with `strict=True`.")
+        else:
+            tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
     transform_desc = "not recorded"
     if tf:
         size = (f"resize to {tf['eval_resize']} px, centre crop {tf.get('eval_size', '?')} px" if tf.get("eval_resize")
@@ -187,7 +201,9 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
     values = {
         "front_matter": _front_matter(cfg, name).strip(),
         "title": name,
-        "arch_desc": f"{bb['arch']} ({stem}{width})",
+        "arch_desc": arch_desc,
+        "timm_name": bb["arch"][len(TIMM_PREFIX):] if timm else "",
+        "timm_kwargs": timm_kwargs,
         "method_name": METHOD_NAMES.get(cfg.get("method") or "", "self-supervised learning"),
         "views_desc": f"{cfg['num_views']} views per image" if cfg.get("num_views") else "views not recorded",
         "projector": cfg.get("projector") or "not recorded",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..backbones import BackboneConfig, ResNetBackbone
+from ..backbones import ResNetBackbone, backbone_from_config
 from ..errors import CheckpointError, IntegrityError
 from ..models import Classifier, SSLModel
 from ..projector import Projector
@@ -41,6 +41,7 @@ from ..safe_io import (
     strip_prefix,
     strip_prefixes,
 )
+from ..timm_backbone import TimmBackbone, timm_hub_config
 from ..version import __version__
 from ..views import eval_transform_from
 from .card import render_card
@@ -117,14 +118,29 @@ def expected_state(module: nn.Module, dtype: torch.dtype) -> Expected:
     return {k: (tuple(v.shape), dtype if v.is_floating_point() else v.dtype) for k, v in module.state_dict().items()}
 
 
-def expected_tensors(cfg: Mapping[str, Any]) -> dict[str, Expected]:
+def meta_backbone(cfg: Mapping[str, Any], source: str = CONFIG_FILE) -> nn.Module:
+    """The backbone a validated config describes, built on the meta device (shapes only, nothing allocated);
+    for a timm backbone, CheckpointError when timm refuses its kwargs or gives another width than feature_dim
+    (ImportError with the install line without timm, UnknownModelError with the closest names)."""
+    with torch.device("meta"):
+        try:
+            backbone = backbone_from_config(cfg["backbone"], init_weights=False)
+        except (TypeError, ValueError) as e:  # ConfigError included: timm refused the kwargs
+            raise CheckpointError(f"{source}: field 'backbone' = {cfg['backbone']!r:.200}: {e}") from None
+    if backbone.feature_dim != cfg["feature_dim"]:
+        raise CheckpointError(f"{source}: feature_dim = {cfg['feature_dim']} but backbone {cfg['backbone']!r:.200} "
+                              f"gives {backbone.feature_dim} features")
+    return backbone
+
+
+def expected_tensors(cfg: Mapping[str, Any], source: str = CONFIG_FILE) -> dict[str, Expected]:
     """Weights file -> key -> (shape, dtype) implied by a validated config (projector and head when it has them).
 
     The modules are built on the meta device: no memory is allocated, whatever the config asks for.
     """
     dtype = SAVE_DTYPES[cfg["dtype"]]
+    backbone = meta_backbone(cfg, source)
     with torch.device("meta"):
-        backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]), init_weights=False)
         out = {MODEL_FILE: expected_state(backbone, dtype)}
         if cfg.get("projector"):
             out[PROJECTOR_FILE] = expected_state(Projector(cfg["projector"]), dtype)
@@ -189,8 +205,9 @@ def read_weights(path: Path, cfg: Mapping[str, Any], expected: Expected, source:
     """Checked safetensors -> state dict: header vs ``expected`` and ``cfg`` first, then the bytes, then finiteness."""
     header = read_safetensors_header(path)
     bb = cfg["backbone"]
+    described = ", ".join(f"{k}={v}" for k, v in bb.items() if k != "timm_version")
     what = {PROJECTOR_FILE: f"projector={cfg['projector']!r}", HEAD_FILE: f"num_classes={cfg.get('num_classes')}"}.get(
-        path.name, f"arch={bb['arch']}, small_images={bb['small_images']}, width={bb['width']}")
+        path.name, described)
     check_header_against(path, header, expected, f"described by {source} ({what}, dtype={cfg['dtype']})")
     check_metadata_against(path, header, cfg, source)
     state = strip_prefixes(load_safetensors(path))
@@ -204,7 +221,7 @@ def read_weights(path: Path, cfg: Mapping[str, Any], expected: Expected, source:
 def read_checkpoint(cfg: dict[str, Any], paths: Mapping[str, Path], *, with_projector: bool,
                     source: str) -> CheckpointState:
     """State dicts of the (already sha256-verified) weights files in ``paths`` of a validated config."""
-    expected = expected_tensors(cfg)
+    expected = expected_tensors(cfg, source)
     states = {name: read_weights(path, cfg, expected[name], source) for name, path in paths.items()}
     return CheckpointState(cfg, states[MODEL_FILE], states.get(PROJECTOR_FILE) if with_projector else None, source,
                            states.get(HEAD_FILE))
@@ -274,12 +291,13 @@ def build_checkpoint_files(
         backbone, projector = model.backbone, model.projector
     elif isinstance(model, Classifier):
         backbone, projector, head = model.backbone, None, model.head
-    elif isinstance(model, ResNetBackbone):
+    elif isinstance(model, (ResNetBackbone, TimmBackbone)):
         backbone, projector = model, None
     else:
-        raise TypeError(f"save_pretrained takes an SSLModel, Classifier or ResNetBackbone, got {type(model).__name__}")
+        raise TypeError(f"save_pretrained takes an SSLModel, Classifier, ResNetBackbone or TimmBackbone, got "
+                        f"{type(model).__name__}")
     if include_projector and projector is None:
-        raise ValueError("include_projector=True needs an SSLModel; a bare ResNetBackbone has no projector")
+        raise ValueError(f"include_projector=True needs an SSLModel; a bare {type(model).__name__} has no projector")
     cfg: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
         "backbone": backbone.config.to_dict(), "feature_dim": backbone.feature_dim,
@@ -290,6 +308,10 @@ def build_checkpoint_files(
         "class_names": model.class_names if isinstance(model, Classifier) else None,
         "monitors": monitors,
     }
+    if isinstance(backbone, TimmBackbone):  # the keys timm reads from a Hub repo; timm reads a top-level
+        cfg.update(timm_hub_config(backbone, transforms))  # num_classes too, so a backbone's null one is left out
+        if cfg["num_classes"] is None:
+            del cfg["num_classes"]
     files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
     if include_projector:
         assert projector is not None
@@ -381,7 +403,7 @@ def model_from_state(state: CheckpointState) -> nn.Module:
     Classifier ((N, 3, H, W) -> (N, num_classes)) for a fine-tuned checkpoint.
     """
     cfg = state.config
-    backbone = ResNetBackbone(BackboneConfig(**cfg["backbone"]))
+    backbone = backbone_from_config(cfg["backbone"])
     backbone.load_state_dict(state.backbone, strict=True)
     model: nn.Module = backbone
     if state.head is not None:
@@ -398,7 +420,7 @@ def model_from_state(state: CheckpointState) -> nn.Module:
 
 __all__ = [
     "CheckpointState", "build_checkpoint_files", "check_header_against", "check_metadata_against", "expected_state",
-    "expected_tensors", "find_checkpoint", "is_checkpoint_folder", "local_weights_paths", "model_from_state",
-    "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained",
+    "expected_tensors", "find_checkpoint", "is_checkpoint_folder", "local_weights_paths", "meta_backbone",
+    "model_from_state", "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained",
     "tidy_interrupted_save", "unwrap_model", "update_metrics", "verify_sha256", "weights_to_read", "with_metrics",
 ]

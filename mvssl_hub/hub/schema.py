@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from ..backbones import BackboneConfig
+from ..backbones import BackboneConfig, backbone_config
 from ..errors import CheckpointError, UnknownModelError
 from ..projector import parse_projector_spec
 from ..safe_io import read_json_file
+from ..timm_backbone import TimmBackboneConfig, is_timm_arch
 from ..vocabulary import METHODS
 
 FORMAT = "mvssl-hub"
@@ -134,7 +135,17 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "class_names": ((list,), True),  # and their names, in the head's order
     "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
     "monitors": ((dict,), True),  # label-free measures (mvssl_hub.eval.monitor report: definitions and sample)
+    # A timm backbone's checkpoint also carries the keys timm reads from a Hub repo (and only such a checkpoint):
+    # timm.create_model("hf-hub:<repo>", pretrained=True) builds model_args' architecture from them.
+    "architecture": ((str,), True),  # the timm model name
+    "num_features": ((int,), True),  # timm's num_features (a record; feature_dim is what the backbone returns)
+    "model_args": ((dict,), True),  # the timm keyword arguments (= backbone.kwargs)
+    "pretrained_cfg": ((dict,), True),  # input_size, mean, std, crop, num_classes = 0 (no classifier)
 }
+TIMM_HUB_FIELDS = ("architecture", "num_features", "model_args", "pretrained_cfg")
+# pretrained_cfg keys mvssl-hub writes: what timm needs to build, load and preprocess; nothing that points elsewhere
+PRETRAINED_CFG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode", "num_classes",
+                       "first_conv", "fixed_input_size")
 _NESTED_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "dataset": {"id": (str,), "revision": (str, type(None)), "split": (str,), "fraction": (int, float)},
     "transforms": {"preset": (str,), "eval_size": (int,), "eval_resize": (int, type(None)), "mean": (list,),
@@ -167,17 +178,65 @@ def _check_types(cfg: Mapping[str, Any], source: str) -> None:
                                       f"{type(sub[key]).__name__}, expected {expected}")
 
 
-def _check_backbone(bb: Any, source: str) -> BackboneConfig:
-    if set(bb) != {"arch", "small_images", "width"}:
+def _check_backbone(bb: Any, source: str) -> BackboneConfig | TimmBackboneConfig:
+    if is_timm_arch(bb.get("arch")):
+        if set(bb) != {"arch", "kwargs", "timm_version"}:
+            raise CheckpointError(f"{source}: field 'backbone' = {bb!r:.200} must have exactly arch, kwargs, "
+                                  "timm_version for a timm backbone")
+        if not isinstance(bb["kwargs"], dict):
+            raise CheckpointError(f"{source}: field backbone.kwargs = {bb['kwargs']!r:.120} must be an object")
+    elif set(bb) != {"arch", "small_images", "width"}:
         raise CheckpointError(f"{source}: field 'backbone' = {bb!r:.200} must have exactly arch, small_images, width")
-    width = bb["width"]
-    _need(_is_int(width) and 1 <= width <= MAX_WIDTH, source, "backbone.width", width, f"must be an int in 1..{MAX_WIDTH}")
+    else:
+        width = bb["width"]
+        _need(_is_int(width) and 1 <= width <= MAX_WIDTH, source, "backbone.width", width,
+              f"must be an int in 1..{MAX_WIDTH}")
     try:
-        return BackboneConfig(**bb)
+        return backbone_config(bb)
     except UnknownModelError as e:  # keep the type (and its close matches), name the file
         raise UnknownModelError(f"{source}: field 'backbone': {e}") from None
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source}: field 'backbone' = {bb!r}: {e}") from None
+        raise CheckpointError(f"{source}: field 'backbone' = {bb!r:.200}: {e}") from None
+
+
+def _check_timm_fields(cfg: Mapping[str, Any], bcfg: BackboneConfig | TimmBackboneConfig, source: str) -> None:
+    """timm's Hub keys: present exactly for a timm backbone, and agreeing with its ``backbone`` record."""
+    present = [k for k in TIMM_HUB_FIELDS if cfg.get(k) is not None]
+    if not isinstance(bcfg, TimmBackboneConfig):
+        if present:
+            raise CheckpointError(f"{source}: field(s) {present} belong to timm backbones, but the backbone is "
+                                  f"{bcfg.arch!r}")
+        return
+    missing = [k for k in TIMM_HUB_FIELDS if k not in present]
+    if missing:
+        raise CheckpointError(f"{source}: a timm backbone's config needs field(s) {missing} (what timm reads)")
+    _need(cfg["architecture"] == bcfg.name, source, "architecture", cfg["architecture"],
+          f"must be the backbone's timm model {bcfg.name!r}")
+    _need(cfg["model_args"] == bcfg.kwargs, source, "model_args", cfg["model_args"],
+          f"must equal backbone.kwargs {bcfg.kwargs!r:.120}")
+    _need(1 <= cfg["num_features"] <= MAX_PROJECTOR_DIM, source, "num_features", cfg["num_features"],
+          f"must be in 1..{MAX_PROJECTOR_DIM}")
+    pc = cfg["pretrained_cfg"]
+    unknown = sorted(set(pc) - set(PRETRAINED_CFG_KEYS))
+    if unknown:
+        raise CheckpointError(f"{source}: field pretrained_cfg has unknown key(s) {unknown}; known: "
+                              f"{list(PRETRAINED_CFG_KEYS)}")
+    size = pc.get("input_size")
+    _need(isinstance(size, list) and len(size) == 3 and all(_is_int(x) and 1 <= x <= MAX_IMAGE_SIZE for x in size),
+          source, "pretrained_cfg.input_size", size, f"must be [C, H, W], ints in 1..{MAX_IMAGE_SIZE}")
+    for key in ("mean", "std"):
+        v = pc.get(key)
+        _need(isinstance(v, list) and len(v) == size[0] and all(_is_num(x) for x in v)
+              and (key == "mean" or all(x > 0 for x in v)), source, f"pretrained_cfg.{key}", v,
+              f"must be {size[0]} finite numbers" + (" > 0" if key == "std" else ""))
+    _need(pc.get("num_classes") == 0, source, "pretrained_cfg.num_classes", pc.get("num_classes"),
+          "must be 0: model.safetensors holds the backbone without classifier")
+    for key, types in (("interpolation", (str,)), ("crop_mode", (str,)), ("first_conv", (str,)),
+                       ("crop_pct", (int, float)), ("fixed_input_size", (bool,))):
+        if key in pc:
+            _need(isinstance(pc[key], types) and (key != "crop_pct" or (_is_num(pc[key]) and 0 < pc[key] <= 1)),
+                  source, f"pretrained_cfg.{key}", pc[key], f"must be a {'/'.join(t.__name__ for t in types)}"
+                  + (" in (0, 1]" if key == "crop_pct" else ""))
 
 
 def _check_ranges(cfg: Mapping[str, Any], source: str) -> None:
@@ -218,9 +277,16 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
             f"{source}: format {cfg['format']!r} v{cfg['format_version']} is not {FORMAT!r} v{FORMAT_VERSION}"
         )
     bcfg = _check_backbone(cfg["backbone"], source)
-    if cfg["feature_dim"] != bcfg.feature_dim:
+    if isinstance(bcfg, TimmBackboneConfig):  # the width timm gives is checked on the meta device, before reading
+        _need(1 <= cfg["feature_dim"] <= MAX_PROJECTOR_DIM, source, "feature_dim", cfg["feature_dim"],
+              f"must be in 1..{MAX_PROJECTOR_DIM}")
+        feature_dim = cfg["feature_dim"]
+    elif cfg["feature_dim"] != bcfg.feature_dim:
         raise CheckpointError(f"{source}: feature_dim = {cfg['feature_dim']} disagrees with backbone "
                               f"{cfg['backbone']} (feature dim {bcfg.feature_dim})")
+    else:
+        feature_dim = bcfg.feature_dim
+    _check_timm_fields(cfg, bcfg, source)
     if cfg.get("projector") is not None:
         try:
             dims = parse_projector_spec(cfg["projector"])
@@ -228,9 +294,9 @@ def validate_config(cfg: Any, source: str = CONFIG_FILE) -> dict[str, Any]:
             raise CheckpointError(f"{source}: field 'projector': {e}") from None
         _need(len(dims) - 1 <= MAX_PROJECTOR_LAYERS and max(dims) <= MAX_PROJECTOR_DIM, source, "projector",
               cfg["projector"], f"at most {MAX_PROJECTOR_LAYERS} layers of at most {MAX_PROJECTOR_DIM} units")
-        if dims[0] != bcfg.feature_dim:
+        if dims[0] != feature_dim:
             raise CheckpointError(f"{source}: projector {cfg['projector']!r} takes {dims[0]} inputs but the "
-                                  f"backbone gives {bcfg.feature_dim}")
+                                  f"backbone gives {feature_dim}")
     if cfg.get("method") is not None and cfg["method"] not in METHODS:
         raise CheckpointError(f"{source}: method = {cfg['method']!r}, expected one of {METHODS}")
     if cfg["dtype"] not in SAVE_DTYPES:
@@ -272,7 +338,7 @@ def load_config(save_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return read_config(Path(save_dir) / CONFIG_FILE)
 
 
-_EXPECTED_KEYS = ("arch", "small_images", "width", "feature_dim", "method", "projector", "proj_dim", "num_views",
+_EXPECTED_KEYS = ("arch", "small_images", "width", "arch_kwargs", "feature_dim", "method", "projector", "proj_dim", "num_views",
                   "beta")
 
 
@@ -283,13 +349,13 @@ def check_expected(cfg: Mapping[str, Any], expected: Mapping[str, Any], source: 
         raise TypeError(f"unexpected keyword argument(s) {unknown}; can check {list(_EXPECTED_KEYS)}")
     spec = cfg.get("projector")
     found = {
-        **cfg["backbone"], "feature_dim": cfg["feature_dim"], "method": cfg.get("method"), "projector": spec,
+        **cfg["backbone"], "arch_kwargs": cfg["backbone"].get("kwargs"), "feature_dim": cfg["feature_dim"], "method": cfg.get("method"), "projector": spec,
         "proj_dim": parse_projector_spec(spec)[-1] if spec else None, "num_views": cfg.get("num_views"),
         "beta": cfg.get("beta"),
     }
     for key, want in expected.items():
-        if want is not None and want != found[key]:
-            raise ValueError(f"{key}={want!r} was asked for, but the checkpoint {source} has {key}={found[key]!r}")
+        if want is not None and want != found.get(key):
+            raise ValueError(f"{key}={want!r} was asked for, but the checkpoint {source} has {key}={found.get(key)!r}")
 
 
 __all__ = [

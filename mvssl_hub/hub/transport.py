@@ -264,7 +264,8 @@ def push_to_hub(
             CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card)]
     bb = cfg["backbone"]
     message = commit_message or (
-        f"Upload {cfg.get('method') or 'ssl'} {bb['arch']} (width {bb['width']}) checkpoint, mvssl-hub "
+        f"Upload {cfg.get('method') or 'ssl'} {bb['arch']}" + (f" (width {bb['width']})" if "width" in bb else "")
+        + " checkpoint, mvssl-hub "
         f"{cfg['library_version']}"
     )
     info = api.create_commit(repo_id, operations=ops, commit_message=message)

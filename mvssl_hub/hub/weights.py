@@ -241,6 +241,9 @@ def weights_entry_from_checkpoint(repo_id: str, revision: str | None = None, *, 
     cfg, sha, commit = hub_file_hashes(src, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
     if cfg["method"] is None:
         raise CheckpointError(f"{src}@{commit}: config.json has no method; cannot tell which builder it belongs to")
+    if "width" not in cfg["backbone"]:
+        raise CheckpointError(f"{src}@{commit}: backbone {cfg['backbone']['arch']!r} has no zoo builder (the zoo's "
+                              "are ResNets); load it by repo id with from_pretrained")
     with torch.device("meta"):
         num_params = sum(p.numel() for p in ResNetBackbone(BackboneConfig(**cfg["backbone"])).parameters())
     return {

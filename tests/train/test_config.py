@@ -105,7 +105,7 @@ def test_bad_values_are_rejected(argv: list[str], pattern: str) -> None:
 def test_every_preset_parses_and_auto_beta_is_the_recommended_one() -> None:
     # pretraining presets only (other recipes keep their presets in the same folder)
     presets = sorted(p for p in CONFIGS.glob("*.yaml")
-                     if p.name == "demo.yaml" or p.name.split("_")[0] in ("cifar10", "stl10", "imagenet100"))
+                     if p.name in ("demo.yaml", "demo_vit.yaml") or p.name.split("_")[0] in ("cifar10", "stl10", "imagenet100"))
     assert len(presets) >= 7
     names = {p.stem for p in presets}
     for method in ("bt", "vicreg"):
@@ -119,6 +119,21 @@ def test_every_preset_parses_and_auto_beta_is_the_recommended_one() -> None:
             assert cfg.resolved_beta() == recommended_beta(cfg.method, cfg.proj_dim, cfg.num_views)
         else:
             assert cfg.resolved_beta() == float(cfg.beta)
+
+
+def test_timm_presets_build_their_backbones() -> None:
+    pytest.importorskip("timm")
+    import torch
+
+    from mvssl_hub.backbones import build_backbone
+    from mvssl_hub.timm_backbone import parse_timm_kwargs
+
+    widths = {"cifar10_vit_tiny_bt": 192, "cifar10_timm_resnet50_bt": 2048, "demo_vit": 64}
+    for name, width in widths.items():
+        cfg = parse_config(PretrainConfig, ["--config", str(CONFIGS / f"{name}.yaml")])
+        with torch.device("meta"):
+            backbone = build_backbone(cfg.arch, arch_kwargs=parse_timm_kwargs(cfg.arch_kwargs))
+        assert cfg.arch.startswith("timm:") and backbone.feature_dim == width, name
 
 
 def test_recommended_and_classic_presets_differ_as_in_the_paper() -> None:
