@@ -2,7 +2,7 @@
 
 A run timed by its own CPU seconds (``--clock process``) still slows down beside other work: OpenMP threads
 spin while a sibling waits for a core, and that spinning counts as the run's CPU time. On a 2-core machine
-shared with a test suite, the network race's steps cost 2-5x their quiet price. ``run_quietly`` starts the
+shared with a test suite, the network race's steps cost up to 2x their quiet price (16.7 CPU-s instead of ~8). ``run_quietly`` starts the
 command, samples the machine every ``interval`` seconds, stops the command's process tree (SIGSTOP) when the
 rest of the machine has used more than ``max_other_cores`` for ``busy_samples`` samples in a row, and resumes
 it (SIGCONT) after ``quiet_samples`` quiet ones. A stopped process's clocks do not advance, so its time budget

@@ -6,7 +6,7 @@ budget of CPU seconds of its 2-thread process (``--clock process``: the same wor
 machine; 3,600 CPU-s is 30 minutes of both cores on a quiet machine). kNN (k = 200, T = 0.1; bank = the first
 10,000 train images, queries = the 10,000 test images) runs every 600 CPU-s, its own time excluded. Each run is
 paused while other processes load the machine (``recipes/quiet_run.py``): beside a test suite, OpenMP's spinning
-made the first w32 run's steps cost 2-5x their quiet CPU time, so its clock alone did not keep the race fair.
+made the first w32 run's steps cost up to 2x their quiet CPU time (16.7 s instead of ~8), so its clock alone did not keep the race fair.
 
 Candidates: ResNet-18 with the small-image stem at width 32 and 64, with torchvision's standard stem at width 64,
 and ResNet-10 (one basic block per stage, small-image stem, width 64), the compact kind of network the
