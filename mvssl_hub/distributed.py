@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["CHECKED_BATCH_SIZES", "GlobalBatchNorm", "check_same_batch_size", "LaunchError", "check_distributed_launch", "convert_batchnorm", "rank_and_world",
+__all__ = ["CHECKED_BATCH_SIZES", "GlobalBatchNorm", "any_process", "check_same_batch_size", "LaunchError", "check_distributed_launch", "convert_batchnorm", "rank_and_world",
            "world_size"]
+
+
+def any_process(flag: bool, accelerator: Any) -> bool:
+    """``flag`` made common: true on every process when it is true on any (a stop or a save that every process
+    must take at the same step, though their clocks differ). One process: ``flag`` itself, no collective."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum") > 0)
 
 
 def world_size() -> int:

@@ -33,7 +33,7 @@ from mvssl_hub.data.batches import MemoryBatches
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string
-from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.distributed import any_process, convert_batchnorm
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
@@ -290,9 +290,8 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
         if cfg.time_budget is not None:  # the bar ends where the budget will: its total and ETA follow the pace
             bar.total = expected_total_steps(step + 1, s.total_steps, cfg.time_budget, clock.elapsed(),
                                              start_step, start_seconds)
-        out_of_time = cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget
-        if acc.num_processes > 1:  # every process must stop at the same step
-            out_of_time = bool(acc.reduce(torch.tensor([float(out_of_time)], device=device), "sum") > 0)
+        # every process must stop at the same step
+        out_of_time = any_process(cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget, acc)
         epoch_done = (step + 1) % s.steps_per_epoch == 0 or step + 1 == s.total_steps or out_of_time
         if epoch_done:
             with clock.paused():

@@ -33,7 +33,7 @@ from mvssl_hub.data.batches import MemoryBatches, StreamedBatches
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
-from mvssl_hub.distributed import convert_batchnorm
+from mvssl_hub.distributed import any_process, convert_batchnorm
 from mvssl_hub.errors import ConfigError, UnknownModelError
 from mvssl_hub.eval.monitor import monitor_model
 from mvssl_hub.eval.probes import knn_evaluate
@@ -497,16 +497,15 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
             state["train_seconds"] = clock.elapsed()
             acc.log({"knn_top1": top1, "train_seconds": state["train_seconds"]}, step=step + 1)
             run.say(f"\n# step {step + 1}: kNN top-1 {top1:.2f}% after {state['train_seconds']:.0f}s of training")
-        out_of_time = cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget
-        if run.world > 1:  # every process must stop at the same step
-            out_of_time = bool(acc.reduce(torch.tensor([float(out_of_time)], device=run.device), "sum") > 0)
+        # every process must stop at the same step
+        out_of_time = any_process(cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget, acc)
         if out_of_time and state["global_step"] < data.total_steps:
             bar.close()
             state["train_seconds"] = clock.elapsed()
             return "time_budget"
         save_due = save_cadence.due(state["global_step"])
-        if run.world > 1 and cfg.save_every_seconds:  # clocks differ between processes: save at the same step
-            save_due = bool(acc.reduce(torch.tensor([float(save_due)], device=run.device), "sum") > 0)
+        if cfg.save_every_seconds:  # clocks differ between processes: save at the same step
+            save_due = any_process(save_due, acc)
         if save_due and state["global_step"] < data.total_steps:
             state["train_seconds"] = clock.elapsed()
             with clock.paused():
