@@ -433,6 +433,24 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunSt
     return run_states
 
 
+def train_step(cfg: PretrainConfig, run: Run, trainer: Trainer, step: int) -> torch.Tensor:
+    """One optimisation step on the batch of step ``step``: M views of each image, forward, loss, backward, the
+    guarded update and the schedule. Returns the loss (a 0-d tensor, not synchronised). The benchmarks time
+    this very function, so that what they measure is what the recipe runs."""
+    epoch, in_epoch, images, _ = trainer.batches(step)
+    # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
+    # so a resumed run draws exactly the views the uninterrupted one would have.
+    views = trainer.augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch,
+                                                                             run.accelerator.process_index))
+    trainer.guard.before_forward()
+    loss = trainer.loss_fn(trainer.train_model(views).float())
+    run.accelerator.backward(loss)  # every step, finite or not: all processes issue the same collectives
+    trainer.guard.step(loss)  # the step's one finiteness decision; a skipped step changes nothing
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.scheduler.step()
+    return loss
+
+
 def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_states: RunStateManager) -> str:
     """The loop; returns why it stopped ("completed" or "time_budget"). State lives in ``trainer.state``."""
     from tqdm.auto import tqdm
@@ -449,17 +467,7 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
     trainer.train_model.train()
     while state["global_step"] < data.total_steps:
         step = state["global_step"]
-        epoch, in_epoch, images, _ = trainer.batches(step)
-        # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
-        # so a resumed run draws exactly the views the uninterrupted one would have.
-        views = trainer.augment(images, cfg.num_views, generator=make_generator(cfg.seed, epoch, in_epoch,
-                                                                                 acc.process_index))
-        trainer.guard.before_forward()
-        loss = trainer.loss_fn(trainer.train_model(views).float())
-        acc.backward(loss)  # every step, finite or not: all processes issue the same collectives
-        trainer.guard.step(loss)  # the step's one finiteness decision; a skipped step changes nothing
-        trainer.optimizer.zero_grad(set_to_none=True)
-        trainer.scheduler.step()
+        loss = train_step(cfg, run, trainer, step)
         state["global_step"] = step + 1
         state["epoch"], state["step_in_epoch"] = divmod(step + 1, data.steps_per_epoch)
         state["images_seen"] += cfg.batch_size
@@ -554,8 +562,9 @@ def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the recipe; returns a summary dict (used by the tests)."""
+def setup(argv: list[str] | None = None) -> tuple[PretrainConfig, Run, Data, Trainer]:
+    """Everything before the first step, from a command line: config, accelerator, data, model and optimiser.
+    ``main`` starts here, and so do the benchmarks that time the recipe's own step (``train_step``)."""
     cfg = parse_config(PretrainConfig, argv, prog="recipes/pretrain.py", summary=__doc__.split("\n\n")[0])
     if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
         raise ConfigError(f"config key 'output_dir' = {cfg.output_dir!r}: is a file, not a folder")
@@ -563,7 +572,12 @@ def main(argv: list[str] | None = None) -> dict:
         check_fits(cfg, torch.device("cpu"))       # its own process once placed (no context on GPU 0 from all)
     run = start(cfg, argv)
     data = load_data(cfg, run)
-    trainer = build(cfg, run, data)
+    return cfg, run, data, build(cfg, run, data)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the recipe; returns a summary dict (used by the tests)."""
+    cfg, run, data, trainer = setup(argv)
     run_states = resume(cfg, run, data, trainer)
     state = trainer.state
     if state["global_step"] == 0 and cfg.knn_random_init and data.bank is not None:
