@@ -1,185 +1,160 @@
-"""Does the data path keep the network busy? Full training step with data vs the same step on ready tensors.
+"""Does the training step keep the network busy? The recipe's step against the same step on pre-made views and
+against the backbone alone.
 
-For each number of views M (default 2, 4, 8), two variants of one pretraining step are timed, interleaved
-(A, B, A, B, ...) in one process so that machine noise hits both alike:
+For each number of views M, three variants are timed, interleaved (A, B, C, C, B, A, ...) in one process so that
+machine noise hits them alike:
 
-- ``data``: index sampling (seeded permutation slice), gather from the in-memory uint8 image tensor,
-  ``MultiViewAugment`` (batched, on the training device), forward, loss, backward, Adam step;
-- ``premade``: forward, loss, backward, Adam step on views made once before timing.
+- ``recipe``: ``recipes/pretrain.py``'s own ``train_step`` (the batch of step s, M views made on the fly,
+  backbone + projector forward, loss, backward, the guarded Adam update, the schedule) on a run built by the
+  recipe's own ``setup`` from the same command line a user types;
+- ``premade``: the same ``train_step`` with the batch and its views made once before timing (what the data
+  path costs is the difference);
+- ``backbone``: the backbone alone, forward + backward of its features on the same pre-made views, under the
+  same autocast (no projector, loss or optimiser): the floor a training step can approach.
 
-Reported: median seconds per step of each variant, views/s, and ratio = data views/s / premade views/s.
-Defaults: ResNet-18 full width (small-image stem), 32 px, d = 256 (Barlow Twins, recommended beta),
-batch 256 images, bf16 autocast + channels_last where fast, 2 threads. JSON -> benchmarks/results/pipeline.json.
+Reported per M: median seconds per step of each variant, views/s, ``ratio_data_over_premade`` (premade s /
+recipe s) and ``ratio_recipe_over_backbone`` (backbone s / recipe s: 1.0 would mean the step costs no more
+than the network's own forward+backward).
 
-    python benchmarks/pipeline.py                       # ~5-10 min on 2 cores
-    python benchmarks/pipeline.py --quick               # < 1 min: M=4, width 16, batch 64, no JSON written
-    python benchmarks/pipeline.py --device cuda         # on a GPU: split kept on the GPU, fused Adam, TF32
+    python benchmarks/pipeline.py                                  # ResNet-18 w64, batch 256, M = 2, 4, 8
+    python benchmarks/pipeline.py --views 8 --out benchmarks/results/pipeline_race_w32.json \\
+        -- --config recipes/configs/zoo/cifar10_race.yaml --width 32 --data ../shared/data/cifar10
+    python benchmarks/pipeline.py --smoke                          # seconds: M=2, width 4, batch 16
+    python benchmarks/pipeline.py --device cuda                    # on a GPU
 
-On CUDA the data path is the training one: ``place_split`` + ``BatchGather`` (no blocking copies),
-``configure_backends`` (cudnn.benchmark, TF32) and ``make_adam`` (fused); timings synchronise the GPU.
+Everything after ``--`` is passed to the recipe (its flags and ``--config`` presets); the defaults before it
+are ResNet-18 full width, small-image stem, 32 px, d = 256 (Barlow Twins, recommended beta), batch 256 images,
+the embedded 5k cut, precision and memory format as the recipe chooses them on this machine, 2 threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import dataclasses
 import statistics
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import epoch_batches, make_generator
-from mvssl_hub.data.splits import load_split
-from mvssl_hub.device import bf16_is_fast, hardware_string
-from mvssl_hub.losses import build_loss, recommended_beta
-from mvssl_hub.models import build_ssl_model
-from mvssl_hub.train.backends import apply_memory_format, configure_backends, make_adam
-from mvssl_hub.views import MultiViewAugment, get_view_preset
+from mvssl_hub.data.sampling import make_generator
+from recipes import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import EMBEDDED_DATA, RESULTS, ROOT, Timer, default_out, write_result
+
+pretrain = load_recipe("pretrain")
+VARIANTS = ("recipe", "premade", "backbone")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    recipe_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--views", type=int, nargs="+", default=[2, 4, 8])
-    p.add_argument("--batch", type=int, default=256, help="unique images per step")
-    p.add_argument("--width", type=int, default=64, help="ResNet-18 width (64 = full)")
-    p.add_argument("--proj-dim", type=int, default=256)
     p.add_argument("--steps", type=int, default=2, help="timed steps per repeat and variant")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant and M first")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    p.add_argument("--data", default=str(ROOT / "recipes" / "data" / "cifar10-5k"))
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quick", action="store_true",
-                   help="short run: M=4, width 16, batch 64, 1 step x 2 repeats; no JSON unless --out")
+    p.add_argument("--smoke", action="store_true", help="seconds: M=2, width 4, batch 16, 1 step x 2 repeats")
+    p.add_argument("--quick", action="store_true", help="under a minute: M=4, width 16, batch 64, 1 step x 2 repeats")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/pipeline[_cuda].json)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.views, args.width, args.batch, args.steps, args.repeats, args.warmup = [4], 16, 64, 1, 2, 1
-    elif args.out is None:
+    args = p.parse_args(own)
+    sizes: list[str] = []
+    if args.smoke:
+        args.views, args.steps, args.repeats, args.warmup = [2], 1, 2, 1
+        sizes = ["--width", "4", "--batch_size", "16", "--threads", "1"]
+    elif args.quick:
+        args.views, args.steps, args.repeats, args.warmup = [4], 1, 2, 1
+        sizes = ["--width", "16", "--batch_size", "64"]
+    if args.out is None and not args.smoke and not args.quick:
         suffix = "" if args.device == "cpu" else f"_{torch.device(args.device).type}"
-        args.out = str(ROOT / "benchmarks" / "results" / f"pipeline{suffix}.json")
-    return args
+        args.out = str(RESULTS / f"pipeline{suffix}.json")
+    base = ["--arch", "resnet18", "--small_images", "true", "--width", "64", "--proj_dim", "256",
+            "--method", "barlowtwins", "--beta", "auto", "--batch_size", "256", "--threads", "2",
+            "--data", str(EMBEDDED_DATA), "--view_preset", "cifar10", "--schedule", "constant"]
+    return args, [*base, *sizes, *recipe_args]
+
+
+def build(recipe_args: list[str], num_views: int, device: str, run_dir: str):
+    """The recipe's run for M views, with nothing that is not a training step: no kNN, saves, export or logs."""
+    cpu = ["--cpu", "true"] if device == "cpu" else []
+    return pretrain.setup([*recipe_args, "--num_views", str(num_views), *cpu, "--output_dir", run_dir,
+                           "--eval_split", "", "--knn_random_init", "false", "--export", "false",
+                           "--progress", "false", "--log_level", "warning"])
+
+
+def time_variants(variants: dict, steps: int, repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step of each variant, one list entry per repeat; the order flips every repeat."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(repeats):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            with Timer(device=device) as t:
+                for _ in range(steps):
+                    variants[name]()
+            times[name].append(t.seconds / steps)
+    return times
+
+
+def measure(args: argparse.Namespace, recipe_args: list[str], m: int, run_dir: str) -> tuple[dict, dict]:
+    cfg, run, data, trainer = build(recipe_args, m, args.device, run_dir)
+    counter = iter(range(10**9))
+    _, _, images, labels = trainer.batches(0)  # one batch and its views, made once for the pre-made variants
+    fixed = trainer.augment(images, m, generator=make_generator(cfg.seed + 1, 0, 0, 0))
+    premade = dataclasses.replace(trainer, batches=lambda step: (0, 0, images, labels),
+                                  augment=lambda imgs, views, generator=None: fixed)
+    backbone = trainer.backbone(run.accelerator)
+
+    def backbone_step() -> None:
+        with run.accelerator.autocast():
+            features = backbone(fixed.flatten(0, 1))  # views are (M, N, 3, s, s); the model flattens them too
+        features.float().sum().backward()  # the gradient's values do not change its cost
+        backbone.zero_grad(set_to_none=True)
+
+    variants = {"recipe": lambda: pretrain.train_step(cfg, run, trainer, next(counter)),
+                "premade": lambda: pretrain.train_step(cfg, run, premade, next(counter)),
+                "backbone": backbone_step}
+    times = time_variants(variants, args.steps, args.repeats, args.warmup, run.device)
+    trainer.batches.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"num_views": m, "seconds_per_step": times, "median_seconds_per_step": med,
+           "views_per_s": {k: m * cfg.batch_size / v for k, v in med.items()},
+           "images_per_s": {k: cfg.batch_size / v for k, v in med.items()},
+           "ratio_data_over_premade": med["premade"] / med["recipe"],
+           "ratio_recipe_over_backbone": med["backbone"] / med["recipe"]}
+    settings = {"arch": cfg.arch, "width": cfg.width, "small_images": cfg.small_images, "proj_dim": cfg.proj_dim,
+                "method": cfg.method, "beta": cfg.resolved_beta(), "batch_images": cfg.batch_size,
+                "data": "embedded 5k cut" if cfg.data == str(EMBEDDED_DATA) else Path(cfg.data).name,
+                "steps_per_repeat": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+                "threads": torch.get_num_threads(), "precision": run.precision,
+                "channels_last": trainer.augment.channels_last, "device": str(run.device),
+                "recipe_args": [a.replace(str(ROOT) + "/", "") for a in recipe_args]}  # no local paths
+    return row, settings
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    configure_backends(device, deterministic=False)
-    cuda = device.type == "cuda"
-
-    def sync() -> None:  # timings cover finished device work
-        if cuda:
-            torch.cuda.synchronize(device)
-    bf16 = bf16_is_fast(device) if args.precision == "auto" else args.precision == "bf16"
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    host_images = load_split(args.data, "train").images  # uint8 (N, 3, 32, 32), decoded once
-    images = place_split(host_images, device)  # on the GPU when it fits, else pinned host memory
-    gather = BatchGather(images, device, args.batch)
-    preset = get_view_preset("cifar10")
-    model = build_ssl_model("resnet18", small_images=True, width=args.width, proj_dim=args.proj_dim)
-    channels_last = apply_memory_format(model, device)
-    augment = MultiViewAugment(preset, output_dtype=dtype, channels_last=channels_last)
-    model = model.to(device).train()
-    optimizer = make_adam(model.parameters(), 1e-3, 1e-6, device)
-    n = images.shape[0]
-
-    def optimise(views: torch.Tensor, loss_fn: torch.nn.Module) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            z = model(views)
-        loss = loss_fn(z.float())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    counter = {"step": 0}
-
-    def data_step(m: int, loss_fn: torch.nn.Module) -> None:
-        step = counter["step"]
-        counter["step"] += 1
-        batches = epoch_batches(n, args.batch, seed=0, epoch=step // (n // args.batch))
-        idx = batches[step % batches.shape[0]]
-        views = augment(gather(idx), m, generator=make_generator(0, step))
-        optimise(views, loss_fn)
-
-    results = []
-    for m in args.views:
-        loss_fn = build_loss("barlowtwins", recommended_beta("barlowtwins", args.proj_dim, m))
-        fixed = augment(gather(torch.arange(args.batch)), m, generator=make_generator(1, m))
-        variants = {"data": lambda m=m, loss_fn=loss_fn: data_step(m, loss_fn),
-                    "premade": lambda fixed=fixed, loss_fn=loss_fn: optimise(fixed, loss_fn)}
-        for fn in variants.values():
-            for _ in range(args.warmup):
-                fn()
-        sync()
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for r in range(args.repeats):
-            order = list(variants) if r % 2 == 0 else list(reversed(variants))
-            for name in order:
-                t = time.perf_counter()
-                for _ in range(args.steps):
-                    variants[name]()
-                sync()
-                times[name].append((time.perf_counter() - t) / args.steps)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        views_per_step = m * args.batch
-        row = {
-            "num_views": m,
-            "seconds_per_step": times,
-            "median_seconds_per_step": med,
-            "views_per_s": {k: views_per_step / v for k, v in med.items()},
-            "images_per_s": {k: args.batch / v for k, v in med.items()},
-            "ratio_data_over_premade": med["premade"] / med["data"],
-        }
-        results.append(row)
-        print(f"M={m}: data {row['views_per_s']['data']:.1f} views/s, premade {row['views_per_s']['premade']:.1f} "
-              f"views/s, ratio {row['ratio_data_over_premade']:.3f}  (per-repeat s/step: "
-              f"data {[round(x, 2) for x in times['data']]}, premade {[round(x, 2) for x in times['premade']]})",
-              flush=True)
-
-    # How long the data path alone takes (index + gather + augmentation), for context.
-    aug_times = {}
-    for m in args.views:
-        ts = []
-        for r in range(max(3, args.repeats)):
-            t = time.perf_counter()
-            idx = epoch_batches(n, args.batch, seed=0, epoch=r)[0]
-            augment(gather(idx), m, generator=make_generator(2, r))
-            sync()
-            ts.append(time.perf_counter() - t)
-        aug_times[m] = statistics.median(ts)
-    out = {
-        "benchmark": "pipeline",
-        "what": "full training step (index sampling + uint8 gather + MultiViewAugment + fwd + loss + bwd + Adam) "
-                "vs the same step on pre-made views; interleaved repeats, medians",
-        "settings": {"arch": "resnet18", "width": args.width, "small_images": True, "image_size": 32,
-                     "proj_dim": args.proj_dim, "batch_images": args.batch, "steps_per_repeat": args.steps,
-                     "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-                     "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
-                     "device": str(device), "optimizer": "fused Adam" if cuda else "foreach Adam",
-                     "split_on_device": images.device.type != "cpu"},
-        "hardware": hardware_string(device),
-        "platform": platform.platform(),
-        "results": results,
-        "data_path_only_median_s": {str(k): v for k, v in aug_times.items()},
-    }
-    print("data path alone (index + gather + augment), median s: "
-          + ", ".join(f"M={k}: {v:.3f}" for k, v in aug_times.items()))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2))
-        print(f"wrote {args.out}")
-    return out
+    args, recipe_args = parse_args(argv)
+    results, settings = [], {}
+    with tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
+        for m in args.views:
+            row, settings = measure(args, recipe_args, m, str(Path(tmp) / f"m{m}"))
+            results.append(row)
+            v = row["views_per_s"]
+            print(f"M={m}: recipe {v['recipe']:.1f} views/s, premade {v['premade']:.1f}, backbone alone "
+                  f"{v['backbone']:.1f}; data path ratio {row['ratio_data_over_premade']:.3f}, step / backbone "
+                  f"{row['ratio_recipe_over_backbone']:.3f}", flush=True)
+    values = {"what": "recipes/pretrain.py's train_step (batch + views on the fly + fwd + loss + bwd + guarded Adam) "
+                      "vs the same step on pre-made views vs the backbone alone (fwd + bwd on the pre-made views); "
+                      "interleaved repeats, medians",
+              "settings": settings, "results": results}
+    out = default_out("pipeline", args.smoke or args.quick, args.out)
+    return write_result(out, "pipeline", values)
 
 
 if __name__ == "__main__":

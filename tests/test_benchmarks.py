@@ -27,7 +27,6 @@ PENDING = {  # smoke modes that exist under another name or not yet on the harne
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
     "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
     "monitor_overhead.py": "not yet on the harness",
-    "pipeline.py": "has --quick; not yet on the harness",
 }
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)
@@ -48,7 +47,15 @@ def network_race(result: dict, out: Path) -> None:  # two candidates, then the w
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
-CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race}
+def pipeline(result: dict, out: Path) -> None:  # the recipe's own step, the same on pre-made views, the backbone
+    row = result["results"][0]
+    assert set(row["median_seconds_per_step"]) == {"recipe", "premade", "backbone"}
+    assert all(s > 0 for s in row["median_seconds_per_step"].values())
+    assert row["ratio_recipe_over_backbone"] == row["median_seconds_per_step"]["backbone"] / row["median_seconds_per_step"]["recipe"]
+    assert result["settings"]["width"] == 4 and not any(str(ROOT) in a for a in result["settings"]["recipe_args"])
+
+
+CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "pipeline": pipeline}
 
 
 def results_snapshot() -> dict[str, float]:
