@@ -40,10 +40,10 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # harness; checkout
 
-from mvssl_hub.data.sampling import make_generator
-from recipes import load_recipe
+from mvssl_hub.data.sampling import make_generator  # noqa: E402
+from recipes import load_recipe  # noqa: E402
 
-from harness import EMBEDDED_DATA, RESULTS, ROOT, Timer, default_out, write_result
+from harness import EMBEDDED_DATA, RESULTS, ROOT, Timer, default_out, write_result  # noqa: E402
 
 pretrain = load_recipe("pretrain")
 VARIANTS = ("recipe", "premade", "backbone")
