@@ -22,7 +22,6 @@ NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
 PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
     "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
-    "data_scale.py": "not yet on the harness",
     "demo_gain.py": "not yet on the harness",
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
     "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
@@ -48,7 +47,14 @@ def network_race(result: dict, out: Path) -> None:  # two candidates, then the w
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
-CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race}
+def data_scale(result: dict, out: Path) -> None:  # every path read the embedded cut, and the plot was drawn
+    runs = result["runs"]["64"]
+    assert set(runs) == {"cold_cache_build", "full_size", "in_memory", "cached", "streaming"}
+    assert all(r["first_batch"] == [32, 3, 16, 16] for r in runs.values())
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale}
 
 
 def results_snapshot() -> dict[str, float]:
