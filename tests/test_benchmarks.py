@@ -22,7 +22,6 @@ NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
 PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
     "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
-    "demo_gain.py": "not yet on the harness",
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
     "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
     "monitor_overhead.py": "not yet on the harness",
@@ -54,7 +53,12 @@ def data_scale(result: dict, out: Path) -> None:  # every path read the embedded
     assert out.with_suffix(".png").stat().st_size > 1000
 
 
-CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale}
+def demo_gain(result: dict, out: Path) -> None:
+    assert [r["path"] for r in result["runs"]] == ["native"] and result["runs"][0]["steps"] == 2
+
+
+CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale,
+          "demo_gain": demo_gain}
 
 
 def results_snapshot() -> dict[str, float]:
