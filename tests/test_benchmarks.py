@@ -24,7 +24,6 @@ PENDING = {  # smoke modes that exist under another name or not yet on the harne
     "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
     "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
-    "monitor_overhead.py": "not yet on the harness",
     "pipeline.py": "has --quick; not yet on the harness",
 }
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
@@ -57,8 +56,15 @@ def demo_gain(result: dict, out: Path) -> None:
     assert [r["path"] for r in result["runs"]] == ["native"] and result["runs"][0]["steps"] == 2
 
 
+def monitor_overhead(result: dict, out: Path) -> None:  # the A/B, then the recipe mode beside it
+    assert result["median_step_s"] > 0 and result["monitor"]["32"]["median_total_s"] > 0
+    recipe = json.loads(out.with_name(f"{out.stem}_recipe.json").read_text())
+    check_envelope(recipe, "monitor_overhead")
+    assert recipe["monitor_calls_during_training"] == 1
+
+
 CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale,
-          "demo_gain": demo_gain}
+          "demo_gain": demo_gain, "monitor_overhead": monitor_overhead}
 
 
 def results_snapshot() -> dict[str, float]:
