@@ -11,10 +11,15 @@ On a generated parquet of mixed-size JPEGs (~500x375, photograph-like, ~45 KB ea
   ``streaming`` (StreamingSplit, window 128, in-process reads: one epoch of batches of 32);
 - seconds from nothing to the first batch in memory for each path.
 
-JSON -> benchmarks/results/data_scale.json, plot -> benchmarks/results/data_scale.png.
+Each measurement is a harness worker (``run_worker`` / ``emit``). ``--smoke``: the first 64 images of the
+embedded 5k CIFAR-10 cut (``recipes/data/cifar10-5k``) resized to 16 px, every path in one worker (its memory
+numbers mean nothing), to a temporary folder.
+
+JSON -> benchmarks/results/data_scale.json, plot -> benchmarks/results/data_scale.png (beside ``--out``).
 
     python benchmarks/data_scale.py                 # ~2 min on 2 busy cores
     python benchmarks/data_scale.py --sizes 100 200 --throughput_images 100   # quick look
+    python benchmarks/data_scale.py --smoke
 """
 
 from __future__ import annotations
@@ -23,23 +28,22 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from harness import EMBEDDED_DATA, ROOT, Timer, add_common_args, default_out, emit, run_worker, write_result
+
+MODES = ("full_size", "in_memory", "cached", "streaming")
 
 
 def _status(field: str) -> int:
-    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
 
 def probe(mode: str, data: str, size: int, cache_dir: str) -> dict:
-    """One measurement in this (fresh) process; prints JSON."""
+    """One measurement in this process (a fresh one, in a full run)."""
     import torch
 
     from mvssl_hub.data.decode import _decode, resize_center_crop
@@ -48,54 +52,63 @@ def probe(mode: str, data: str, size: int, cache_dir: str) -> dict:
 
     load_split(data, "train", size=size, limit=2)  # warm-up: imports, dataset resolution, decoders
     base_hwm, base_anon = _status("VmHWM"), _status("RssAnon")
-    t0 = time.perf_counter()
-    if mode == "full_size":
-        import datasets
+    with Timer() as to_first:
+        if mode == "full_size":
+            import datasets
 
-        ds = datasets.load_dataset("parquet", data_files={"train": data}, split="train")
-        enc = ds.cast_column("image", datasets.Image(decode=False))["image"]
-        decoded = [_decode(item, i) for i, item in enumerate(enc)]
-        images = torch.stack([resize_center_crop(x, size) for x in decoded])
-        del decoded
-        first = images[torch.randperm(len(images))[:32]]
-    elif mode in ("in_memory", "cached"):
-        kw = {"cache_dir": cache_dir} if mode == "cached" else {}
-        images = load_split(data, "train", size=size, **kw).images
-        first = images[torch.randperm(len(images))[:32]]
-    else:
-        stream = StreamingSplit(data, "train", size=size)
-        batches = stream.batches(32, seed=0, window=128, workers=0)
-        first = batches(0)[2]
-    to_first = time.perf_counter() - t0
+            ds = datasets.load_dataset("parquet", data_files={"train": data}, split="train")
+            col = next(k for k, f in ds.features.items() if isinstance(f, datasets.Image))  # "image" or "img"
+            enc = ds.cast_column(col, datasets.Image(decode=False))[col]
+            decoded = [_decode(item, i) for i, item in enumerate(enc)]
+            images = torch.stack([resize_center_crop(x, size) for x in decoded])
+            del decoded
+            first = images[torch.randperm(len(images))[:32]]
+        elif mode in ("in_memory", "cached"):
+            kw = {"cache_dir": cache_dir} if mode == "cached" else {}
+            images = load_split(data, "train", size=size, **kw).images
+            first = images[torch.randperm(len(images))[:32]]
+        else:
+            stream = StreamingSplit(data, "train", size=size)
+            batches = stream.batches(32, seed=0, window=128, workers=0)
+            first = batches(0)[2]
     if mode == "streaming":
         for step in range(1, batches.steps_per_epoch):
             batches(step)
         batches.close()
-    out = {"mode": mode, "seconds_to_first_batch": round(to_first, 3), "first_batch": list(first.shape),
-           "peak_rss_growth_mb": round((_status("VmHWM") - base_hwm) / 2**20, 1),
-           "anon_growth_mb": round((_status("RssAnon") - base_anon) / 2**20, 1)}
-    print(json.dumps(out))
-    return out
+    return {"mode": mode, "seconds_to_first_batch": round(to_first.seconds, 3), "first_batch": list(first.shape),
+            "peak_rss_growth_mb": round((_status("VmHWM") - base_hwm) / 2**20, 1),
+            "anon_growth_mb": round((_status("RssAnon") - base_anon) / 2**20, 1)}
 
 
-def run_probe(mode: str, data: Path, size: int, cache_dir: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, __file__, "--_probe", mode, str(data), str(size), str(cache_dir)],
-                         env=env, capture_output=True, text=True, timeout=600, check=False)
-    if res.returncode:
-        raise RuntimeError(f"probe {mode} on {data} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+def run_probes(modes: list[str], data: Path, size: int, cache_dir: Path) -> list[dict]:
+    """``modes`` measured one after the other in one worker process; RuntimeError if it fails."""
+    res = run_worker([sys.executable, __file__, "--_probe", ",".join(modes), str(data), str(size), str(cache_dir)],
+                     timeout=600, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    if res.pop("outcome") != "ok":
+        raise RuntimeError(f"probe {modes} on {data} failed ({res.get('seconds')} s):\n{res.get('stderr', '')}")
+    return res["runs"]
 
 
 def throughput(data: Path, size: int, n: int, workers: int, repeats: int) -> float:
+    """Best images/s of ``repeats`` loads of the first ``n`` images."""
     from mvssl_hub.data.splits import load_split
 
+    load_split(str(data), "train", size=size, limit=2)  # warm-up: imports, dataset resolution, decoders
     best = 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        load_split(str(data), "train", size=size, limit=n, decode_workers=workers)
-        best = max(best, n / (time.perf_counter() - t0))
+        with Timer() as t:
+            load_split(str(data), "train", size=size, limit=n, decode_workers=workers)
+        best = max(best, n / t.seconds)
     return best
+
+
+def embedded_cut(path: Path, n: int) -> Path:
+    """The first ``n`` training images of the embedded 5k cut as a parquet file (row groups of 32)."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pq.read_table(EMBEDDED_DATA / "train.parquet").slice(0, n), path, row_group_size=32)
+    return path
 
 
 def plot(result: dict, path: Path) -> None:
@@ -125,6 +138,7 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(result["hardware"], fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -133,25 +147,23 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64, help="storage size (px)")
     p.add_argument("--throughput_images", type=int, default=300)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "data_scale.json"))
+    add_common_args(p, "data_scale")
     p.add_argument("--_probe", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._probe:
-        mode, data, size, cache_dir = args._probe
-        probe(mode, data, int(size), cache_dir)
+        modes, data, size, cache_dir = args._probe
+        emit({"runs": [probe(mode, data, int(size), cache_dir) for mode in modes.split(",")]})
         return
+    out = default_out("data_scale", args.smoke, args.out)
+    if args.smoke:
+        args.sizes, args.size, args.throughput_images, args.repeats = [64], 16, 32, 1
 
     import torch
 
     from mvssl_hub.device import hardware_string
 
-    from _standins import mixed_sizes, write_parquet
-
     torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="data_scale-"))
-    os.environ["HF_DATASETS_CACHE"] = str(work / "hf")
     result: dict = {
-        "benchmark": "data_scale",
         "what": "decode+resize throughput; peak RSS and private-memory growth against split size for the old "
                 "full-size path, the streaming in-memory decode, the memory-mapped cache and the streaming "
                 "iterator; seconds to the first batch",
@@ -161,28 +173,42 @@ def main() -> None:
                     f"{os.cpu_count()} cores shared with other jobs",
         "runs": {}, "resized_mb": {}, "full_size_mb": {},
     }
-    t_all = time.perf_counter()
-    biggest = max(args.sizes)
-    sizes_px = mixed_sizes(biggest, 0)
-    for n in args.sizes:
-        data = write_parquet(work / f"n{n}" / "train.parquet", sizes_px[:n], 10, rows_per_group=64)
-        result["resized_mb"][str(n)] = round(n * 3 * args.size**2 / 2**20, 2)
-        result["full_size_mb"][str(n)] = round(sum(3 * w * h for w, h in sizes_px[:n]) / 2**20, 1)
-        cache = work / "cache"
-        runs = {"cold_cache_build": run_probe("cached", data, args.size, cache)}  # builds the cache
-        for mode in ("full_size", "in_memory", "cached", "streaming"):
-            runs[mode] = run_probe(mode, data, args.size, cache)
-        result["runs"][str(n)] = runs
-        print(n, json.dumps(runs), flush=True)
-    data = work / f"n{biggest}" / "train.parquet"
-    result["decode_images_per_s"] = {
-        str(w): round(throughput(data, args.size, min(args.throughput_images, biggest), w, args.repeats), 1)
-        for w in (1, 2)
-    }
-    result["wall_seconds"] = round(time.perf_counter() - t_all, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.smoke:
+        result["settings"] = {**result["settings"], "jpeg_around": None, "data": "recipes/data/cifar10-5k (first "
+                              f"{args.sizes[0]} training images, 32 px)", "smoke": True}
+    with tempfile.TemporaryDirectory(prefix="data_scale-") as tmp, Timer() as wall:
+        work = Path(tmp)
+        os.environ["HF_DATASETS_CACHE"] = str(work / "hf")  # the workers inherit it: nothing cached elsewhere
+        biggest = max(args.sizes)
+        if args.smoke:
+            sizes_px = [(32, 32)] * biggest
+        else:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from _standins import mixed_sizes, write_parquet
+
+            sizes_px = mixed_sizes(biggest, 0)
+        for n in args.sizes:
+            path = work / f"n{n}" / "train.parquet"
+            data = embedded_cut(path, n) if args.smoke else write_parquet(path, sizes_px[:n], 10, rows_per_group=64)
+            result["resized_mb"][str(n)] = round(n * 3 * args.size**2 / 2**20, 2)
+            result["full_size_mb"][str(n)] = round(sum(3 * w * h for w, h in sizes_px[:n]) / 2**20, 1)
+            cache = work / "cache"
+            if args.smoke:  # one worker: the cache built (cold), then every path
+                cold, *rest = run_probes(["cached", *MODES], data, args.size, cache)
+                runs = {"cold_cache_build": cold, **{r["mode"]: r for r in rest}}
+            else:  # a fresh process for each reading
+                runs = {"cold_cache_build": run_probes(["cached"], data, args.size, cache)[0]}  # builds the cache
+                for mode in MODES:
+                    runs[mode] = run_probes([mode], data, args.size, cache)[0]
+            result["runs"][str(n)] = runs
+            print(n, json.dumps(runs), flush=True)
+        data = work / f"n{biggest}" / "train.parquet"
+        result["decode_images_per_s"] = {
+            str(w): round(throughput(data, args.size, min(args.throughput_images, biggest), w, args.repeats), 1)
+            for w in (1, 2)
+        }
+    result["wall_seconds"] = round(wall.seconds, 1)
+    write_result(out, "data_scale", result)
     plot(result, out.with_suffix(".png"))
     print(json.dumps({k: result[k] for k in ("decode_images_per_s", "resized_mb", "full_size_mb", "wall_seconds")}))
 

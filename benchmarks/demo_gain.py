@@ -10,6 +10,7 @@ from its ``training_state.json`` and config. Results: ``benchmarks/results/demo_
     python benchmarks/demo_gain.py                           # both paths, ~12 min on 2 cores
     python benchmarks/demo_gain.py --paths avx2              # one path
     python benchmarks/demo_gain.py --collect native=runs/a avx2=runs/b   # record finished runs instead
+    python benchmarks/demo_gain.py --smoke                   # seconds: the native path, width 4, 2 steps
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, add_common_args, default_out, write_result
+
+RECIPE = ["recipes/pretrain.py", "--config", "recipes/configs/demo.yaml"]
+LAUNCH = ["accelerate", "launch", "--num_processes", "1", "--cpu"]
+# a few steps of a tiny network, kNN on 64 + 64 images: the code path, in seconds
+SMOKE = ["--width", "4", "--proj_dim", "16", "--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10",
+         "--max_steps", "2", "--knn_every_seconds", "0", "--monitors", "false", "--export", "false"]
 PATHS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 GAIN_LINE = re.compile(r"kNN top-1 \(k=\d+, T=[\d.]+\): ([\d.]+)% \| random init .*?: ([\d.]+)% \| gain: ([+-][\d.]+)")
 
@@ -48,11 +56,10 @@ def record(path: str, run_dir: Path, log_text: str) -> dict[str, Any]:
                                            "lr", "time_budget") if k in cfg}}
 
 
-def run_demo(path: str, out_dir: Path) -> dict[str, Any]:
+def run_demo(path: str, out_dir: Path, extra: list[str]) -> dict[str, Any]:
     run_dir = out_dir / path
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
-           "recipes/pretrain.py", "--config", "recipes/configs/demo.yaml", "--output_dir", str(run_dir),
-           "--progress", "false"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH[2:], *RECIPE, "--output_dir", str(run_dir),
+           "--progress", "false", *extra]
     env = {**os.environ, **PATHS[path], "PYTHONPATH": str(ROOT)}
     print(f"# {path}: {' '.join(f'{k}={v}' for k, v in PATHS[path].items())} {' '.join(cmd)}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -76,13 +83,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--paths", default="native,avx2")
-    ap.add_argument("--out_dir", type=Path, default=ROOT / "runs" / "demo_gain")
+    ap.add_argument("--paths", default=None, help="comma-separated (default: native,avx2; --smoke: native)")
+    ap.add_argument("--out_dir", type=Path, default=None,
+                    help="the runs (default: runs/demo_gain; --smoke: a temporary folder, removed after)")
     ap.add_argument("--collect", nargs="*", default=None, metavar="PATH=RUN_DIR",
                     help="record finished runs (their logs: RUN_DIR.log beside the folder, or RUN_DIR/demo.log)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "demo_gain.json")
+    add_common_args(ap, "demo_gain")
     args = ap.parse_args()
-    from mvssl_hub.device import cpu_isa, cpu_name
+    out = default_out("demo_gain", args.smoke, args.out)
+    paths = (args.paths or ("native" if args.smoke else "native,avx2")).split(",")
 
     runs = []
     if args.collect is not None:
@@ -92,17 +101,16 @@ def main() -> None:
             log = run_dir.with_suffix(".log") if run_dir.with_suffix(".log").exists() else run_dir / "demo.log"
             runs.append(record(path, run_dir, log.read_text()))
     else:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        runs = [run_demo(p, args.out_dir) for p in args.paths.split(",")]
-    result = {"benchmark": "demo_gain", "cpu": cpu_name(), "cpu_isa": cpu_isa(), "platform": platform.platform(),
-              "command": "accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo.yaml",
-              "runs": runs}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        with tempfile.TemporaryDirectory(prefix="demo_gain-") as tmp:
+            out_dir = args.out_dir or (Path(tmp) if args.smoke else ROOT / "runs" / "demo_gain")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            runs = [run_demo(p, out_dir, SMOKE if args.smoke else []) for p in paths]
+    write_result(out, "demo_gain", {
+        "platform": platform.platform(), "recipe_command": " ".join([*LAUNCH, *RECIPE, *(SMOKE if args.smoke else [])]),
+        **({"smoke": True} if args.smoke else {}), "runs": runs})
     for r in runs:
         print(f"{r['path']}: kNN {r['knn_top1']:.2f}% vs {r['knn_random_init']:.2f}% random init ({r['gain']:+.2f}), "
               f"{r['steps']} steps, {r['images_per_s']:.0f} images/s, {r['precision']}")
-    print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()

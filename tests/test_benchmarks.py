@@ -22,11 +22,8 @@ NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
 PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
     "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
-    "data_scale.py": "not yet on the harness",
-    "demo_gain.py": "not yet on the harness",
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
     "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
-    "monitor_overhead.py": "not yet on the harness",
 }
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)
@@ -55,7 +52,26 @@ def pipeline(result: dict, out: Path) -> None:  # the recipe's own step, the sam
     assert result["settings"]["width"] == 4 and not any(str(ROOT) in a for a in result["settings"]["recipe_args"])
 
 
-CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "pipeline": pipeline}
+def data_scale(result: dict, out: Path) -> None:  # every path read the embedded cut, and the plot was drawn
+    runs = result["runs"]["64"]
+    assert set(runs) == {"cold_cache_build", "full_size", "in_memory", "cached", "streaming"}
+    assert all(r["first_batch"] == [32, 3, 16, 16] for r in runs.values())
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def demo_gain(result: dict, out: Path) -> None:
+    assert [r["path"] for r in result["runs"]] == ["native"] and result["runs"][0]["steps"] == 2
+
+
+def monitor_overhead(result: dict, out: Path) -> None:  # the A/B, then the recipe mode beside it
+    assert result["median_step_s"] > 0 and result["monitor"]["32"]["median_total_s"] > 0
+    recipe = json.loads(out.with_name(f"{out.stem}_recipe.json").read_text())
+    check_envelope(recipe, "monitor_overhead")
+    assert recipe["monitor_calls_during_training"] == 1
+
+
+CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale,
+          "demo_gain": demo_gain, "monitor_overhead": monitor_overhead, "pipeline": pipeline}
 
 
 def results_snapshot() -> dict[str, float]:
