@@ -21,7 +21,6 @@ NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
                "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check"}
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
 PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
-    "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
     "data_scale.py": "not yet on the harness",
     "demo_gain.py": "not yet on the harness",
     "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
