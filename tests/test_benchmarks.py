@@ -23,8 +23,6 @@ ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their c
 PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
     "data_scale.py": "not yet on the harness",
     "demo_gain.py": "not yet on the harness",
-    "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
-    "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
     "monitor_overhead.py": "not yet on the harness",
     "pipeline.py": "has --quick; not yet on the harness",
 }
