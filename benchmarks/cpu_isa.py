@@ -16,32 +16,37 @@ worker measures, all on random uint8 32 px images (cost does not depend on pixel
 - **linear probe** (``mvssl_hub.eval.probes.linear_probe``, 10,000 x D random features, 10 classes, batch 512);
 - **data path**: ``benchmarks/pipeline.py``'s full step against the same step on pre-made views.
 
-Results go to ``benchmarks/results/cpu_isa.json``; ``--markdown`` prints the README tables from it.
+It builds its own training step rather than timing the recipe's ``train_step``, because each lever is a
+variant of the step (threads, channels_last, bf16, compile) built side by side in one process.
+
+Results go to ``benchmarks/results/cpu_isa.json`` under the harness's envelope (written after every level);
+``--markdown`` prints the README tables from it. ``--smoke`` (alias ``--quick``): the lowest level only,
+widths 8 and 16, batches of 4 and 2, one step per variant, no torch.compile; to a temporary folder unless --out.
 
     python benchmarks/cpu_isa.py                     # every level this CPU can emulate (~15 min on 2 cores)
     python benchmarks/cpu_isa.py --levels avx2       # one level
     python benchmarks/cpu_isa.py --markdown          # README tables from the stored JSON
-    python benchmarks/cpu_isa.py --quick --out F     # seconds-long smoke run (numbers mean little)
+    python benchmarks/cpu_isa.py --smoke --out F     # seconds-long smoke run (numbers mean nothing)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import RESULTS, add_common_args, default_out, emit, run_worker, write_result
 
 # level: (CPU flags it needs, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY); lowest first
 LEVELS: dict[str, tuple[frozenset[str], str, str]] = {
@@ -50,7 +55,10 @@ LEVELS: dict[str, tuple[frozenset[str], str, str]] = {
     "avx512_bf16": (frozenset({"avx512_bf16"}), "AVX512_CORE_BF16", "avx512"),
     "amx": (frozenset({"amx_tile", "amx_bf16"}), "AVX512_CORE_AMX", "avx512"),
 }
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cpu_isa.json"
+DEFAULT_OUT = RESULTS / "cpu_isa.json"
+# each level's two networks: (label, ResNet-18 width, training batch), for smoke False (the full run) and True;
+# not narrower than 8: channels_last (forced here) hangs below 8 channels (mvssl_hub.train.backends)
+SIZES = {False: (("width 16", 16, 128), ("full width", 64, 16)), True: (("width 8", 8, 4), ("width 16", 16, 2))}
 
 
 def available_levels(flags: frozenset[str]) -> list[str]:
@@ -86,7 +94,7 @@ def interleaved(variants: dict[str, Callable[[], None]], repeats: int, warmup: i
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def train_variants(width: int, batch: int, views: list[int], bf16_default: bool, quick: bool,
+def train_variants(width: int, batch: int, views: list[int], bf16_default: bool, smoke: bool,
                    levers: bool = True, compile_lever: bool = False) -> dict[str, Any]:
     """Training steps of one width: defaults at each M, then the levers at the largest M."""
     import torch
@@ -122,7 +130,7 @@ def train_variants(width: int, batch: int, views: list[int], bf16_default: bool,
             torch.set_num_threads(2)
         return step
 
-    repeats, warmup = (1, 1) if quick else (3, 1)
+    repeats, warmup = (1, 0) if smoke else (3, 1)
     m_top = max(views)
     steps = {f"default M={m}": make_step(m, bf16=bf16_default, channels_last=True) for m in views}
     if levers:
@@ -147,30 +155,30 @@ def train_variants(width: int, batch: int, views: list[int], bf16_default: bool,
     return out | ({"compile_first_call_s": compile_s} if compile_lever else {})
 
 
-def extraction(width: int, bf16_default: bool, quick: bool) -> dict[str, Any]:
+def extraction(width: int, bf16_default: bool, smoke: bool) -> dict[str, Any]:
     import torch
 
     from mvssl_hub.eval.probes import extract_features
     from mvssl_hub.models import build_ssl_model
     from mvssl_hub.views import EvalTransform, get_view_preset
 
-    n = 128 if quick else 1024
+    n = 16 if smoke else 1024
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     backbone = build_ssl_model("resnet18", small_images=True, width=width, proj_dim=256).backbone
     tf = EvalTransform(get_view_preset("cifar10"))
     runs = {f"bf16 {'on' if b else 'off'}{' (default)' if b == bf16_default else ''}":
             (lambda b=b: extract_features(backbone, images, tf, batch_size=256, bf16=b)) for b in (bf16_default,
                                                                                                not bf16_default)}
-    med = interleaved(runs, 1 if quick else 3, 1)
+    med = interleaved(runs, 1, 0) if smoke else interleaved(runs, 3, 1)
     return {"width": width, "images": n, "images_per_s": {k: n / v for k, v in med.items()}}
 
 
-def probe_speed(dim: int, quick: bool) -> dict[str, Any]:
+def probe_speed(dim: int, smoke: bool) -> dict[str, Any]:
     import torch
 
     from mvssl_hub.eval.probes import linear_probe
 
-    n, epochs = (1000, 1) if quick else (10000, 10)
+    n, epochs = (200, 1) if smoke else (10000, 10)
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(n, dim, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
@@ -181,7 +189,7 @@ def probe_speed(dim: int, quick: bool) -> dict[str, Any]:
             "rows_per_s": n * epochs / s}
 
 
-def worker(level: str, quick: bool, section: str) -> dict[str, Any]:
+def worker(level: str, smoke: bool, section: str) -> dict[str, Any]:
     """``section`` "main": everything but torch.compile; "compile": the compile lever alone (its own process:
     Inductor's generated code can crash the process at some emulated levels, and that must not lose the rest)."""
     import torch
@@ -196,21 +204,22 @@ def worker(level: str, quick: bool, section: str) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     if section == "compile":
-        out["compile"] = train_variants(16, 32 if quick else 128, [4], bf16, quick, levers=False, compile_lever=True)
+        (_, width, batch), _ = SIZES[smoke]
+        out["compile"] = train_variants(width, batch, [4], bf16, smoke, levers=False, compile_lever=True)
         out["worker_seconds"] = time.perf_counter() - t0
         return out
-    views = [2, 4]
-    out["train"] = {
-        "width 16": train_variants(16, 16 if quick else 128, views, bf16, quick),
-        "full width": train_variants(64, 4 if quick else 16, views, bf16, quick),
-    }
-    out["extraction"] = {"width 16": extraction(16, bf16, quick), "full width": extraction(64, bf16, quick)}
-    out["linear_probe"] = {"width 16 (D=128)": probe_speed(128, quick), "full width (D=512)": probe_speed(512, quick)}
+    sizes = SIZES[smoke]
+    out["train"] = {label: train_variants(width, batch, [2, 4], bf16, smoke) for label, width, batch in sizes}
+    out["extraction"] = {label: extraction(width, bf16, smoke) for label, width, _ in sizes}
+    # a ResNet-18's features: 8 x its width (D=128 at width 16, 512 at 64)
+    out["linear_probe"] = {f"{label} (D={8 * width})": probe_speed(8 * width, smoke) for label, width, _ in sizes}
     import pipeline  # benchmarks/pipeline.py: the same step with data against pre-made views
 
-    argv = ["--width", "16", "--views", "4", "--batch", "16" if quick else "128", "--steps", "1",
-            "--repeats", "1" if quick else "3", "--threads", "2", "--out", ""]
-    p = pipeline.main(argv)
+    (_, width, batch), _ = sizes
+    with tempfile.TemporaryDirectory() as tmp:  # its own JSON is not kept: the numbers go into this level's
+        p = pipeline.main(["--views", "4", "--steps", "1", "--repeats", "1" if smoke else "3",
+                           "--out", str(Path(tmp) / "pipeline.json"), "--",
+                           "--width", str(width), "--batch_size", str(batch), "--threads", "2"])
     out["pipeline"] = {"settings": p["settings"], "ratio_data_over_premade": p["results"][0]["ratio_data_over_premade"],
                        "views_per_s": p["results"][0]["views_per_s"]}
     out["worker_seconds"] = time.perf_counter() - t0
@@ -222,32 +231,35 @@ def worker(level: str, quick: bool, section: str) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The README's two tables: throughput under the defaults, and each lever's speed-up."""
-    lines = [f"Measured on {result['cpu']}, each level emulated on it, torch {result['torch']}, 2 threads unless "
+    """The README's two tables: throughput under the defaults, and each lever's speed-up. Each level's two
+    networks are read in order (narrow, full), so that a smoke run's tiny widths make the same tables."""
+    cpu = f"{result['cpu']} [{result['cpu_isa']}]" if "cpu_isa" in result else result["cpu"]  # before the envelope: one key
+    lines = [f"Measured on {cpu}, each level emulated on it, torch {result['torch']}, 2 threads unless "
              "stated; `python benchmarks/cpu_isa.py` (JSON: `benchmarks/results/cpu_isa.json`).", "",
              "| level (bf16 default) | train w16 M=2 | train w16 M=4 | train full M=2 | train full M=4 | "
              "extract w16 | extract full | linear probe D=512 | data/pre-made |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["levels"].items():
-        w16, full = r["train"]["width 16"]["steps"], r["train"]["full width"]["steps"]
-        ext = r["extraction"]
-        default_ext = {k: next(v for n, v in e["images_per_s"].items() if "default" in n) for k, e in ext.items()}
+        w16, full = (t["steps"] for t in r["train"].values())
+        ext_w16, ext_full = (next(v for n, v in e["images_per_s"].items() if "default" in n)
+                             for e in r["extraction"].values())
+        probe_full = list(r["linear_probe"].values())[-1]
         lines.append(
             f"| {name} ({'bf16' if r['bf16_default'] else 'fp32'}) | {w16['default M=2']['images_per_s']:.0f} | "
             f"{w16['default M=4']['images_per_s']:.0f} | {full['default M=2']['images_per_s']:.1f} | "
-            f"{full['default M=4']['images_per_s']:.1f} | {default_ext['width 16']:.0f} | "
-            f"{default_ext['full width']:.0f} | {r['linear_probe']['full width (D=512)']['rows_per_s'] / 1000:.0f}k rows/s | "
+            f"{full['default M=4']['images_per_s']:.1f} | {ext_w16:.0f} | "
+            f"{ext_full:.0f} | {probe_full['rows_per_s'] / 1000:.0f}k rows/s | "
             f"{r['pipeline']['ratio_data_over_premade']:.2f} |")
     lines += ["", "Training and extraction in images/s (each image gives M views). Levers, as speed-up of one "
               "training step at M=4 over the default (above 1: the lever helps):", "",
               "| level | width | 1 thread | channels_last off | bf16 flipped | torch.compile (first call) |",
               "|---|---|---|---|---|---|"]
     for name, r in result["levels"].items():
-        for width, t in r["train"].items():
+        for i, (width, t) in enumerate(r["train"].items()):
             lev = t["lever_speedup_vs_default"]
             bf = next((f"{v:.2f} ({k})" for k, v in lev.items() if k.startswith("bf16")), "n/a")
             comp = "not measured"
-            if width == "width 16" and "compile" in r:
+            if i == 0 and "compile" in r:  # the narrow network's
                 c = r["compile"]
                 comp = (f"crashed: {c['error']}" if "error" in c else
                         f"{c['lever_speedup_vs_default']['torch.compile']:.2f} ({c['compile_first_call_s']:.0f} s)")
@@ -255,28 +267,29 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_worker(level: str, section: str, quick: bool) -> dict[str, Any]:
-    """One worker process at ``level``; its JSON, or {"error": ...} naming how it died."""
-    env = {**os.environ, **level_env(level), "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, __file__, "--worker", level, "--section", section, *(["--quick"] if quick else [])]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WORKER_JSON ")), None)
-    if proc.returncode == 0 and line is not None:
-        return json.loads(line.removeprefix("WORKER_JSON "))
-    how = (f"signal {-proc.returncode} ({signal.Signals(-proc.returncode).name})" if proc.returncode < 0
-           else f"exit {proc.returncode}")
+def level_worker(level: str, section: str, smoke: bool) -> dict[str, Any]:
+    """One worker process at ``level`` (the harness's worker protocol); its dict, or {"error": ...} naming how it
+    died (a crash at one emulated level, e.g. in Inductor's generated code, must not lose the other levels)."""
+    cmd = [sys.executable, __file__, "--worker", level, "--section", section, *(["--smoke"] if smoke else [])]
+    answer = run_worker(cmd, env={**level_env(level), "OMP_NUM_THREADS": "2"}, timeout=300 if smoke else None)
+    outcome, stderr = answer.pop("outcome"), answer.pop("stderr", "")
+    answer.pop("seconds", None)  # the worker times itself (worker_seconds)
+    if outcome == "ok":
+        return answer
+    killed = re.fullmatch(r"crash \(exit -(\d+)\)", outcome)  # a negative exit status: killed by that signal
+    how = f"signal {killed[1]} ({signal.Signals(int(killed[1])).name})" if killed else outcome
     # the last line that is not one of torch's glog-style warnings ("W1130 16:00:50 ...")
-    said = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip() and not re.match(r"[WI]\d{4} ", ln)]
+    said = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not re.match(r"[WI]\d{4} ", ln)]
     print(f"# level {level}, {section}: worker died ({how}): {said[-1] if said else 'no message'}", flush=True)
-    return {"error": how + (f": {said[-1][:120]}" if said else ""), "stderr_tail": proc.stderr[-1500:]}
+    return {"error": how + (f": {said[-1][:120]}" if said else ""), "stderr_tail": stderr[-1500:]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", default=None, help="comma-separated subset of " + ", ".join(LEVELS))
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the code path")
+    add_common_args(ap, "cpu_isa")
+    ap.add_argument("--quick", dest="smoke", action="store_true", help="the same as --smoke (its former name)")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile lever")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--markdown", action="store_true", help="print the README tables from --out and exit")
     ap.add_argument("--merge", action="store_true",
                     help="keep the levels already in --out (same CPU and torch) that this run does not measure")
@@ -284,49 +297,51 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--section", default="main", choices=["main", "compile"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        print("WORKER_JSON " + json.dumps(worker(args.worker, args.quick, args.section)), flush=True)
+        emit(worker(args.worker, args.smoke, args.section))
         return None
     if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
+        print(markdown(json.loads(Path(args.out or DEFAULT_OUT).read_text())))
         return None
+    out = default_out("cpu_isa", args.smoke, args.out)
 
     import torch
 
-    from mvssl_hub.device import cpu_flags, cpu_isa, cpu_name, hardware_string
+    from mvssl_hub.device import cpu_flags, hardware_string
 
     possible = available_levels(cpu_flags())
-    levels = possible if args.levels is None else args.levels.split(",")
+    # a smoke run: the lowest level only (none on a CPU without AVX2: then an empty result, still enveloped)
+    levels = (possible[:1] if args.smoke else possible) if args.levels is None else args.levels.split(",")
     for name in levels:
         if name not in possible:
             ap.error(f"level {name!r} is not available on this CPU (available: {', '.join(possible) or 'none'})")
     result: dict[str, Any] = {
-        "benchmark": "cpu_isa", "hardware": hardware_string(torch.device("cpu")), "cpu": f"{cpu_name()} [{cpu_isa()}]",
-        "platform": platform.platform(),
-        "torch": torch.__version__, "quick": args.quick, "available_levels": possible, "levels": {},
+        "hardware": hardware_string(torch.device("cpu")), "platform": platform.platform(),
+        "smoke": args.smoke, "available_levels": possible, "levels": {},
     }
-    if args.merge and args.out.exists():
-        old = json.loads(args.out.read_text())
-        if (old["hardware"], old["torch"], old["quick"]) != (result["hardware"], result["torch"], args.quick):
-            ap.error(f"--merge: {args.out} was measured on {old['hardware']} / torch {old['torch']}")
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        old_smoke = old.get("smoke", old.get("quick"))  # "quick" before the harness
+        if (old["hardware"], old["torch"], old_smoke) != (result["hardware"], torch.__version__, args.smoke):
+            ap.error(f"--merge: {out} was measured on {old['hardware']} / torch {old['torch']}")
         kept = {k: v for k, v in old["levels"].items() if k not in levels}
         result["levels"] = {k: kept[k] for k in LEVELS if k in kept}
-        print(f"# kept from {args.out}: {', '.join(kept) or 'nothing'}", flush=True)
+        print(f"# kept from {out}: {', '.join(kept) or 'nothing'}", flush=True)
+    typed = sys.argv if argv is None else ["benchmarks/cpu_isa.py", *argv]  # the envelope's command
     for name in levels:
         print(f"# level {name}: {' '.join(f'{k}={v}' for k, v in level_env(name).items())}", flush=True)
-        level = run_worker(name, "main", args.quick)
+        level = level_worker(name, "main", args.smoke)
         if "error" in level:
             raise RuntimeError(f"worker for level {name} failed: {level['error']}")
-        if args.compile:
-            compiled = run_worker(name, "compile", args.quick)
+        if args.compile and not args.smoke:  # compiling takes minutes: not in a smoke run
+            compiled = level_worker(name, "compile", args.smoke)
             level["compile"] = compiled.get("compile", compiled)
         result["levels"][name] = level
         result["levels"] = {k: result["levels"][k] for k in LEVELS if k in result["levels"]}  # lowest level first
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")  # after every level: partial results survive
-    print(markdown(result))
-    print(f"wrote {args.out}")
-    return result
+        write_result(out, "cpu_isa", result, typed, quiet=True)  # after every level: partial results survive
+    written = write_result(out, "cpu_isa", result, typed, quiet=True)
+    print(markdown(written))
+    print(f"wrote {out}")
+    return written
 
 
 if __name__ == "__main__":

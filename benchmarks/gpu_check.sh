@@ -33,8 +33,8 @@ if [ "$DRY" = 1 ]; then
   [ -d "$DATA" ] || DATA=recipes/data/cifar10-5k
   RECIPE_ARGS=(--max_steps 1 --limit 32 --batch_size 8 --width 4 --proj_dim 16 --precision fp32
                --eval_split "" --log_every 1)
-  SYNC_ARGS=(--width 4 --batch 8 --steps 2 --warmup 1 --limit 64)
-  SPEED_ARGS=(--dry-run)
+  SYNC_ARGS=(--smoke)  # width 4, batch 8, 2 steps, 64 images
+  SPEED_ARGS=(--smoke)  # width 4, batch 16, 64 images, 3 s
 else
   OUT_DIR=${OUT_DIR:-benchmarks/results}
   DEVICE=cuda

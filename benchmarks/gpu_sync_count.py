@@ -1,12 +1,16 @@
-"""Host syncs per pretraining step: the step built from the device-side helpers vs today's loop logic.
+"""Host syncs per pretraining step: the step built from the device-side helpers vs the former loop logic.
 
 Both variants run the same model, augmentation and loss; they differ only in the loop around them:
 
 - ``new``: ``BatchGather`` (index sent non_blocking / pinned double-buffered gather), ``MultiViewAugment``,
-  bf16 forward, loss, backward, ``StepGuard.step`` (one ``bool(ok)``; with a fused Adam none), zero_grad.
-- ``legacy``: what recipes/pretrain.py does today: ``idx.to(device)`` (blocking), gather, augment,
-  BN-buffer clones, ``bool(isfinite(z).all())``, loss, ``bool(isfinite(loss))``, backward, step.
+  bf16 forward, loss, backward, ``StepGuard.step`` (one ``bool(ok)``; with a fused Adam none), zero_grad:
+  the body of recipes/pretrain.py's ``train_step``.
+- ``legacy``: what recipes/pretrain.py's loop did before those helpers: ``idx.to(device)`` (blocking), gather,
+  augment, BN-buffer clones, ``bool(isfinite(z).all())``, loss, ``bool(isfinite(loss))``, backward, step.
   (Its augmentation is already the new one, so only the loop's own syncs differ.)
+
+It keeps its own two step functions rather than calling the recipe's ``train_step``, because it compares a
+legacy variant the recipe no longer has against the new one, on the same parts, on purpose.
 
 CUDA: each step runs under ``torch.cuda.set_sync_debug_mode("warn")`` and the warnings are counted per
 step. CPU (the dry run): host reads of tensor values (``.item()``, ``bool``, ...) are counted instead,
@@ -14,17 +18,16 @@ except those that stay on the host on a CUDA run too: torch.optim's step counter
 foreach Adam) and the augmentation's CPU-generator parameters. On CUDA each counted read is a sync.
 Variants: ``new`` (make_adam: fused on CUDA, foreach on CPU), ``new_fused`` (fused Adam forced: the
 StepGuard skips bad steps on the device, no sync; only run where make_adam is not already fused),
-``legacy``. JSON -> --out.
+``legacy``. JSON, under the harness's envelope -> --out.
 
     python benchmarks/gpu_sync_count.py --device cuda --steps 20
-    python benchmarks/gpu_sync_count.py --device cpu --width 4 --batch 8 --steps 2   # dry run
+    python benchmarks/gpu_sync_count.py --smoke      # seconds on the CPU: width 4, batch 8, 64 images, 2 steps
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 import warnings
@@ -35,7 +38,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's mvssl_hub
 
 from mvssl_hub.data.pinned import BatchGather, place_split
 from mvssl_hub.data.sampling import StepBatches, make_generator
@@ -46,7 +50,8 @@ from mvssl_hub.train.backends import apply_memory_format, configure_backends, ma
 from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import MultiViewAugment, get_view_preset
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import EMBEDDED_DATA, add_common_args, default_out, write_result
+
 _READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 # Host-side tensors by design (not syncs on CUDA): optimizer step counters, CPU-generator parameters.
 _HOST_SIDE = (("torch/optim/", ""), ("mvssl_hub/views.py", "sample_params"))
@@ -194,22 +199,26 @@ def load_images(data: str, limit: int | None) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data", default=str(ROOT / "recipes" / "data" / "cifar10-5k"))
+    ap.add_argument("--data", default=str(EMBEDDED_DATA))
     ap.add_argument("--limit", type=int, default=None, help="first images of the split")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20, help="counted steps per variant")
     ap.add_argument("--warmup", type=int, default=3, help="uncounted steps per variant first")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_sync_count.json"))
+    add_common_args(ap, "gpu_sync_count")
     args = ap.parse_args(argv)
+    if args.smoke:  # the width-4 network runs contiguous on the CPU (a oneDNN channels_last fault), as in the recipe
+        args.width, args.batch, args.steps, args.warmup, args.limit = 4, 8, 2, 1, 64
+    out = default_out("gpu_sync_count", args.smoke, args.out)
     device = torch.device(args.device)
     images = load_images(args.data, args.limit)
     result: dict[str, Any] = {
-        "benchmark": "gpu_sync_count", "device": str(device),
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "counted": "CUDA sync-debug warnings" if device.type == "cuda" else "host reads of tensor values (CPU proxy)",
-        "settings": {"width": args.width, "batch": args.batch, "views": args.views, "steps": args.steps},
+        "settings": {"width": args.width, "batch": args.batch, "views": args.views, "steps": args.steps,
+                     "smoke": args.smoke},
         "variants": {},
     }
     variants = [("new", new_step, None), ("legacy", legacy_step, None)]
@@ -230,10 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device_skip": p.guard.device_skip, "gather_waits": p.gather.waits,
         }
         print(f"{name}: syncs per step {counts} ({result['variants'][name]['optimizer']})", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return result
+    return write_result(out, "gpu_sync_count", result, None if argv is None else ["benchmarks/gpu_sync_count.py", *argv])
 
 
 if __name__ == "__main__":

@@ -20,11 +20,6 @@ from harness import RESULTS, check_envelope  # noqa: E402
 NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
                "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check"}
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
-PENDING = {  # smoke modes that exist under another name or not yet on the harness (left for issue 21, part 5)
-    "cpu_isa.py": "has --quick (tests/test_cpu_isa.py); not yet on the harness envelope",
-    "gpu_speedrun.py": "has --dry-run (tests/test_gpu_check.py); not yet on the harness",
-    "gpu_sync_count.py": "run by tests/test_gpu_check.py; not yet on the harness",
-}
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)
 
@@ -80,14 +75,11 @@ def results_snapshot() -> dict[str, float]:
 
 def test_every_script_is_listed() -> None:
     assert "studies/network_race.py" in SCRIPTS and "augment_speed.py" in SCRIPTS
-    assert set(PENDING) <= {Path(s).name for s in SCRIPTS}, "a pending script was renamed: update PENDING"
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_smoke_writes_an_envelope(script: str, tmp_path: Path) -> None:
     name = Path(script).stem
-    if Path(script).name in PENDING:
-        pytest.skip(PENDING[Path(script).name])
     before = results_snapshot()
     out = tmp_path / f"{name}.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MVSSL_HUB_CACHE": str(tmp_path / "cache")}
