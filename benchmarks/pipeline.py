@@ -73,10 +73,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     if args.out is None and not args.smoke and not args.quick:
         suffix = "" if args.device == "cpu" else f"_{torch.device(args.device).type}"
         args.out = str(RESULTS / f"pipeline{suffix}.json")
-    base = ["--arch", "resnet18", "--small_images", "true", "--width", "64", "--proj_dim", "256",
-            "--method", "barlowtwins", "--beta", "auto", "--batch_size", "256", "--threads", "2",
-            "--data", str(EMBEDDED_DATA), "--view_preset", "cifar10", "--schedule", "constant"]
-    return args, [*base, *sizes, *recipe_args]
+    # a --config preset after -- is the network and batch to time; without one, ResNet-18 w64 at batch 256
+    base = [] if "--config" in recipe_args else [
+        "--arch", "resnet18", "--small_images", "true", "--width", "64", "--proj_dim", "256", "--method",
+        "barlowtwins", "--beta", "auto", "--batch_size", "256", "--threads", "2", "--view_preset", "cifar10"]
+    data = [] if "--data" in recipe_args else ["--data", str(EMBEDDED_DATA)]
+    schedule = ["--schedule", "constant", "--clock", "wall", "--time_budget", "none"]  # every step alike
+    return args, [*base, *data, *schedule, *sizes, *recipe_args]  # later flags win; a preset loads first
 
 
 def build(recipe_args: list[str], num_views: int, device: str, run_dir: str):
