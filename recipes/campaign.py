@@ -10,6 +10,10 @@ same machine finds it. Each chunk resumes from the newest complete ``step-*`` ru
 ``--chunk_seconds`` more of the preset's clock (``--time_budget`` = the seconds already trained + the chunk);
 the preset's ``save_every_seconds`` bounds what a kill loses.
 
+``--until_seconds`` ends the campaign at a total training time (a fixed-length run, e.g. the classic recipe's
+side of a race). If the run state is gone (a new machine) while the repository's records say there was a
+run, the campaign starts over and the lost attempt's records move to ``benchmarks/results/campaign/ENTRY/lost-N/``.
+
 After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, steps and training seconds before and
 after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is evaluated
 on the full protocol (kNN with the 50k bank and the linear probe, beside random init, ``recipes/evaluate.py
@@ -50,6 +54,7 @@ class CampaignConfig:
     data: str = "uoft-cs/cifar10"  # the preset's dataset: its Hub id, or a local copy (`make campaign` passes one)
     data_name: str = "uoft-cs/cifar10"  # the dataset's Hub id, for the card and config.json
     chunk_seconds: float = 3600.0  # training seconds (the preset's clock) this chunk adds
+    until_seconds: float | None = None  # stop the campaign at this many training seconds in all (a fixed-length race)
     milestone_seconds: float = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
     root: str | None = None  # where campaign runs live (default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub, /campaign)
     results: str = str(ROOT / "benchmarks" / "results" / "campaign")  # where the records are copied
@@ -64,6 +69,8 @@ class CampaignConfig:
             raise ConfigError(f"config key 'entry' = {self.entry!r}: no such preset; known: {presets}")
         if not 0 < self.chunk_seconds < 1e7:
             raise ConfigError(f"config key 'chunk_seconds' = {self.chunk_seconds!r}: must be in (0, 1e7)")
+        if self.until_seconds is not None and not 0 < self.until_seconds < 1e8:
+            raise ConfigError(f"config key 'until_seconds' = {self.until_seconds!r}: must be in (0, 1e8)")
         if not 0 < self.milestone_seconds < 1e8:
             raise ConfigError(f"config key 'milestone_seconds' = {self.milestone_seconds!r}: must be in (0, 1e8)")
 
@@ -95,15 +102,35 @@ def last_knn(run: Path) -> float | None:
     return values[-1] if values else None
 
 
+def keep_lost_attempt(out: Path) -> Path:
+    """Move the records of an attempt whose run state was lost into ``out/lost-N/``, so that a restart
+    neither overwrites them nor mixes its curve into theirs; returns that folder."""
+    n = 1 + sum(1 for p in out.glob("lost-*") if p.is_dir())
+    lost = out / f"lost-{n}"
+    lost.mkdir()
+    for name in ("campaign.jsonl", "metrics.jsonl", "training_curves.png"):
+        if (out / name).is_file():
+            (out / name).rename(lost / name)
+    return lost
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(CampaignConfig, argv, prog="recipes/campaign.py", summary=__doc__.split("\n\n")[0])
     run = run_dir(cfg)
     run.mkdir(parents=True, exist_ok=True)
     step0, seconds0 = trained_so_far(run)
     resume = ["--resume"] if (run / "checkpoints").is_dir() else []
-    if not resume and (run / "logs").is_dir():
-        print(f"# {run}: no run state found; the campaign starts over (a new machine, or the state was lost)")
-    budget = seconds0 + cfg.chunk_seconds
+    out = Path(cfg.results) / cfg.entry
+    if not resume and (out / "metrics.jsonl").is_file():  # the records say there was a run; its state is gone
+        lost = keep_lost_attempt(out)
+        print(f"# {run}: no run state found; the campaign starts over (a new machine, or the state was lost); "
+              f"the lost attempt's records are kept in {lost}")
+    budget = seconds0 + cfg.chunk_seconds if cfg.until_seconds is None else min(seconds0 + cfg.chunk_seconds,
+                                                                                    cfg.until_seconds)
+    if budget <= seconds0:
+        print(f"# {cfg.entry}: {seconds0:.0f} s trained, until_seconds {cfg.until_seconds:g} reached: nothing to do")
+        return {"step_before": step0, "step_after": step0, "train_seconds_before": seconds0,
+                "train_seconds_after": seconds0, "exit_code": 0, "restarted": False, "finished": True}
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config",
            str(ROOT / "recipes" / "configs" / "zoo" / f"{cfg.entry}.yaml"), "--data", cfg.data,
            "--data_name", cfg.data_name, "--output_dir", str(run), "--time_budget", f"{budget:.0f}", "--progress",
@@ -115,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
                                    say=lambda m: print(m, file=log, flush=True))
     step1, seconds1 = trained_so_far(run)
     record = {"chunk_started": started, "chunk_ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": code, "paused_seconds": round(waited), "restarted": not resume,
+              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": code, "paused_seconds": round(waited),
+              "restarted": not resume,
               "step_before": step0, "step_after": step1, "train_seconds_before": round(seconds0, 1),
               "train_seconds_after": round(seconds1, 1), "knn_top1": last_knn(run)}
     if code == 0 and int(seconds1 // cfg.milestone_seconds) > int(seconds0 // cfg.milestone_seconds):
@@ -131,7 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
             record["milestone"] = {"error": evaluation.stderr[-500:]}
     with open(run / "campaign.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-    out = Path(cfg.results) / cfg.entry
     out.mkdir(parents=True, exist_ok=True)
     for src in (run / "campaign.jsonl", run / "logs" / "metrics.jsonl", run / "logs" / "training_curves.png"):
         if src.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,24 @@ def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> N
 def test_an_unknown_entry_lists_the_presets() -> None:
     with pytest.raises(ConfigError, match=r"'entry' = 'nope': no such preset; known: \[.*cifar10_bt_resnet18_w16"):
         campaign.main(["nope"])
+
+
+def chunk_until(tmp_path: Path, until: str) -> dict:
+    reset_accelerate_state()
+    return campaign.main(["cifar10_bt_resnet18_w16", "--data", str(ROOT / "recipes" / "data" / "cifar10-5k"),
+                          "--root", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
+                          "--chunk_seconds", "3", "--until_seconds", until, f"--extra={TINY}"])
+
+
+def test_until_seconds_caps_the_campaign_and_a_lost_state_keeps_its_records(tmp_path: Path) -> None:
+    first = chunk_until(tmp_path, "2")  # the chunk is cut to the 2 s left
+    assert first["exit_code"] == 0 and 2 <= first["train_seconds_after"] < 3
+    assert chunk_until(tmp_path, "2")["finished"]  # nothing left to train: no run
+    results = tmp_path / "results" / "cifar10_bt_resnet18_w16"
+    old_metrics = (results / "metrics.jsonl").read_text()
+    shutil.rmtree(tmp_path / "cache")  # a new machine: the run state is gone, the repository's records are not
+    again = chunk_until(tmp_path, "2")
+    assert again["restarted"] and again["step_before"] == 0
+    assert (results / "lost-1" / "metrics.jsonl").read_text() == old_metrics
+    assert len((results / "lost-1" / "campaign.jsonl").read_text().splitlines()) == 1
+    assert len((results / "campaign.jsonl").read_text().splitlines()) == 1  # the new attempt's own record
