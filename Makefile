@@ -37,11 +37,13 @@ zoo: $(STAMP)
 # One chunk of a zoo entry's long training (recipes/campaign.py): resumes where the last chunk stopped.
 # CAMPAIGN_DATA: this machine's local CIFAR-10 copy (the recipe itself defaults to the Hub id), as an absolute
 # path: a run resumes only with the data argument it started with.
-ENTRY ?= cifar10_bt_resnet18_w16
+# UNTIL: total training seconds at which the campaign ends (empty: the preset's epochs end it).
+ENTRY ?= barlowtwins_resnet18_cifar10
 CHUNK ?= 3600
+UNTIL ?=
 CAMPAIGN_DATA ?= $(abspath ../shared/data/cifar10)
 campaign: $(STAMP)
-	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK) --data $(CAMPAIGN_DATA)
+	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK) --data $(CAMPAIGN_DATA) $(if $(UNTIL),--until_seconds $(UNTIL))
 
 clean:
 	rm -rf $(VENV) runs

@@ -583,6 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
     if state["global_step"] == 0 and cfg.knn_random_init and data.bank is not None:
         state["knn_random_init"] = knn(cfg, run, data, trainer)  # the same network untrained: the baseline
         run.say(f"# kNN top-1 at random init (same seed): {state['knn_random_init']:.2f}%")
+        run.accelerator.log({"knn_random_init": state["knn_random_init"], "train_seconds": 0.0}, step=0)
 
     stopped_by = train(cfg, run, data, trainer, run_states)
     trainer.batches.close()

@@ -19,7 +19,7 @@ from harness import RESULTS, check_envelope  # noqa: E402
 
 NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
                "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check"}
-ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"]}  # their command line starts with an action
+ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"], "recipe_race.py": ["analyze"]}  # their command line starts with an action
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)
 
@@ -65,7 +65,13 @@ def monitor_overhead(result: dict, out: Path) -> None:  # the A/B, then the reci
     assert recipe["monitor_calls_during_training"] == 1
 
 
-CHECKS = {"channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale,
+def recipe_race(result: dict, out: Path) -> None:  # two tiny campaigns of the real presets, then the ratios
+    assert set(result["curves"]) == {"barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_cifar10_classic"}
+    assert result["rows"] and all(r["ratio"] is not None for r in result["rows"])
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+CHECKS = {"recipe_race": recipe_race, "channels_last_safety": channels_last_safety, "network_race": network_race, "data_scale": data_scale,
           "demo_gain": demo_gain, "monitor_overhead": monitor_overhead, "pipeline": pipeline}
 
 

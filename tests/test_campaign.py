@@ -23,7 +23,8 @@ def chunk(tmp_path: Path) -> dict:
     reset_accelerate_state()
     return campaign.main(["cifar10_bt_resnet18_w16", "--data", str(ROOT / "recipes" / "data" / "cifar10-5k"),
                           "--root", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
-                          "--chunk_seconds", "3", "--milestone_seconds", "5", f"--extra={TINY}", "--eval_limit", "64"])
+                          "--chunk_seconds", "3", "--milestone_seconds", "5", f"--extra={TINY}", "--eval_limit", "64",
+                          "--quiet", "false"])
 
 
 def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def chunk_until(tmp_path: Path, until: str) -> dict:
     reset_accelerate_state()
     return campaign.main(["cifar10_bt_resnet18_w16", "--data", str(ROOT / "recipes" / "data" / "cifar10-5k"),
                           "--root", str(tmp_path / "cache"), "--results", str(tmp_path / "results"),
-                          "--chunk_seconds", "3", "--until_seconds", until, f"--extra={TINY}"])
+                          "--chunk_seconds", "3", "--until_seconds", until, f"--extra={TINY}", "--quiet", "false"])
 
 
 def test_until_seconds_caps_the_campaign_and_a_lost_state_keeps_its_records(tmp_path: Path) -> None:
