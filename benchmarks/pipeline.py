@@ -12,8 +12,9 @@ machine noise hits them alike:
 - ``backbone``: the backbone alone, forward + backward of its features on the same pre-made views, under the
   same autocast (no projector, loss or optimiser): the floor a training step can approach.
 
-Reported per M: median seconds per step of each variant, views/s, ``ratio_data_over_premade`` (premade s /
-recipe s) and ``ratio_recipe_over_backbone`` (backbone s / recipe s: 1.0 would mean the step costs no more
+Reported per M: median seconds per step of each variant, views/s, and two throughput ratios:
+``ratio_data_over_premade`` (recipe views/s over premade views/s = premade s / recipe s) and
+``ratio_recipe_over_backbone`` (recipe views/s over backbone views/s: 1.0 would mean the step costs no more
 than the network's own forward+backward).
 
     python benchmarks/pipeline.py                                  # ResNet-18 w64, batch 256, M = 2, 4, 8
@@ -24,7 +25,8 @@ than the network's own forward+backward).
 
 Everything after ``--`` is passed to the recipe (its flags and ``--config`` presets); the defaults before it
 are ResNet-18 full width, small-image stem, 32 px, d = 256 (Barlow Twins, recommended beta), batch 256 images,
-the embedded 5k cut, precision and memory format as the recipe chooses them on this machine, 2 threads.
+the embedded 5k cut, precision and memory format as the recipe chooses them on this machine, 2 threads; with a
+``--config`` preset, the preset's own settings (threads included) instead.
 """
 
 from __future__ import annotations
@@ -107,7 +109,9 @@ def time_variants(variants: dict, steps: int, repeats: int, warmup: int, device:
 
 def measure(args: argparse.Namespace, recipe_args: list[str], m: int, run_dir: str) -> tuple[dict, dict]:
     cfg, run, data, trainer = build(recipe_args, m, args.device, run_dir)
-    counter = iter(range(10**9))
+    if cfg.compile:  # the backbone variant runs eager: the two would not be comparable
+        raise SystemExit("pipeline.py: --compile true is not supported (the backbone-only variant runs eager)")
+    steps = iter(range(1, 10**9))  # the recipe variant's own steps, consecutive: a streamed source never restarts
     _, _, images, labels = trainer.batches(0)  # one batch and its views, made once for the pre-made variants
     fixed = trainer.augment(images, m, generator=make_generator(cfg.seed + 1, 0, 0, 0))
     premade = dataclasses.replace(trainer, batches=lambda step: (0, 0, images, labels),
@@ -120,8 +124,8 @@ def measure(args: argparse.Namespace, recipe_args: list[str], m: int, run_dir: s
         features.float().sum().backward()  # the gradient's values do not change its cost
         backbone.zero_grad(set_to_none=True)
 
-    variants = {"recipe": lambda: pretrain.train_step(cfg, run, trainer, next(counter)),
-                "premade": lambda: pretrain.train_step(cfg, run, premade, next(counter)),
+    variants = {"recipe": lambda: pretrain.train_step(cfg, run, trainer, next(steps)),
+                "premade": lambda: pretrain.train_step(cfg, run, premade, 0),  # its batch and views are fixed
                 "backbone": backbone_step}
     times = time_variants(variants, args.steps, args.repeats, args.warmup, run.device)
     trainer.batches.close()
@@ -150,8 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(row)
             v = row["views_per_s"]
             print(f"M={m}: recipe {v['recipe']:.1f} views/s, premade {v['premade']:.1f}, backbone alone "
-                  f"{v['backbone']:.1f}; data path ratio {row['ratio_data_over_premade']:.3f}, step / backbone "
-                  f"{row['ratio_recipe_over_backbone']:.3f}", flush=True)
+                  f"{v['backbone']:.1f}; throughput ratios: recipe / premade {row['ratio_data_over_premade']:.3f}, "
+                  f"recipe / backbone {row['ratio_recipe_over_backbone']:.3f}", flush=True)
     values = {"what": "recipes/pretrain.py's train_step (batch + views on the fly + fwd + loss + bwd + guarded Adam) "
                       "vs the same step on pre-made views vs the backbone alone (fwd + bwd on the pre-made views); "
                       "interleaved repeats, medians",

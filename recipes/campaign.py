@@ -12,7 +12,8 @@ the preset's ``save_every_seconds`` bounds what a kill loses.
 
 ``--until_seconds`` ends the campaign at a total training time (a fixed-length run, e.g. the classic recipe's
 side of a race). If the run state is gone (a new machine) while the repository's records say there was a
-run, the campaign starts over and the lost attempt's records move to ``benchmarks/results/campaign/ENTRY/lost-N/``.
+run, the campaign starts over and the lost attempt's records move to ``benchmarks/results/campaign/ENTRY/lost-N/``
+(and the run folder's own, to its ``lost-N/``), except for a fixed-length campaign whose records say it ended.
 
 After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, steps and training seconds before and
 after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is evaluated
@@ -103,16 +104,28 @@ def last_knn(run: Path) -> float | None:
     return values[-1] if values else None
 
 
-def keep_lost_attempt(out: Path) -> Path:
-    """Move the records of an attempt whose run state was lost into ``out/lost-N/``, so that a restart
-    neither overwrites them nor mixes its curve into theirs; returns that folder."""
-    n = 1 + sum(1 for p in out.glob("lost-*") if p.is_dir())
-    lost = out / f"lost-{n}"
-    lost.mkdir()
-    for name in ("campaign.jsonl", "metrics.jsonl", "training_curves.png"):
-        if (out / name).is_file():
-            (out / name).rename(lost / name)
-    return lost
+def keep_lost_attempt(*folders: Path) -> list[Path]:
+    """Move an attempt's records (``campaign.jsonl``, the metrics log, the curves, the run's log folder) out of
+    each of ``folders`` into ``lost-N/`` beside them, so that a restart neither overwrites them nor mixes its
+    curve into theirs; returns the folders that received something."""
+    kept = []
+    for folder in folders:
+        names = [n for n in ("campaign.jsonl", "metrics.jsonl", "training_curves.png", "logs", "train.log")
+                 if (folder / n).exists()]
+        if not names:
+            continue
+        n = 1 + max((int(p.name[5:]) for p in folder.glob("lost-*") if p.name[5:].isdigit()), default=0)
+        lost = folder / f"lost-{n}"
+        lost.mkdir()
+        for name in names:
+            (folder / name).rename(lost / name)
+        kept.append(lost)
+    return kept
+
+
+def last_record(path: Path) -> dict | None:
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1]) if lines else None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,10 +135,14 @@ def main(argv: list[str] | None = None) -> dict:
     step0, seconds0 = trained_so_far(run)
     resume = ["--resume"] if (run / "checkpoints").is_dir() else []
     out = Path(cfg.results) / cfg.entry
-    if not resume and (out / "metrics.jsonl").is_file():  # the records say there was a run; its state is gone
-        lost = keep_lost_attempt(out)
-        print(f"# {run}: no run state found; the campaign starts over (a new machine, or the state was lost); "
-              f"the lost attempt's records are kept in {lost}")
+    done = last_record(out / "campaign.jsonl") if not resume and cfg.until_seconds is not None else None
+    if done and done.get("exit_code") == 0 and done.get("train_seconds_after", 0) >= cfg.until_seconds:
+        step0, seconds0 = done["step_after"], done["train_seconds_after"]  # a fixed-length campaign that ended
+    elif not resume:
+        lost = keep_lost_attempt(out, run)  # the records say there was a run (or a chunk that never saved)
+        if lost:
+            print(f"# {run}: no run state found; the campaign starts over (a new machine, or the state was lost); "
+                  f"the lost attempt's records are kept in {', '.join(map(str, lost))}")
     budget = seconds0 + cfg.chunk_seconds if cfg.until_seconds is None else min(seconds0 + cfg.chunk_seconds,
                                                                                     cfg.until_seconds)
     if budget <= seconds0:
@@ -134,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "train_seconds_after": seconds0, "exit_code": 0, "restarted": False, "finished": True}
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config",
            str(ROOT / "recipes" / "configs" / "zoo" / f"{cfg.entry}.yaml"), "--data", cfg.data,
-           "--data_name", cfg.data_name, "--output_dir", str(run), "--time_budget", f"{budget:.0f}", "--progress",
+           "--data_name", cfg.data_name, "--output_dir", str(run), "--time_budget", f"{budget:.1f}", "--progress",
            "false", *cfg.extra.split(), *resume]
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     print(f"# chunk: steps {step0}, {seconds0:.0f} s trained -> budget {budget:.0f} s\n# {' '.join(cmd)}", flush=True)

@@ -255,6 +255,12 @@ class Trainer:
         return accelerator.unwrap_model(self.model).backbone
 
 
+def fresh_state() -> dict[str, Any]:
+    """A run's counters before its first step (a resumed run's saved state replaces them)."""
+    return {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
+            "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
+
+
 def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
     """ConfigError before anything large is allocated when the model and one step's views cannot fit in the
     device's free memory: the network is built on the meta device (shapes only) to count its parameters."""
@@ -376,7 +382,7 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
                                                        distributed=run.world > 1),
         augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=channels_last),
         eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
-        batches=batches,
+        batches=batches, state=fresh_state(),
     )
 
 
@@ -416,8 +422,7 @@ def knn(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, always_moni
 
 def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunStateManager:
     """Restore the newest complete run state (--resume), or start clean; the log keeps no step twice."""
-    trainer.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "images_seen": 0, "nan_skipped": 0,
-                     "nan_streak": 0, "train_seconds": 0.0, "knn_random_init": None, "knn": None}
+    trainer.state = fresh_state()
     run_states, saved, latest = open_run_state(
         run.accelerator, name="pretrain", output_dir=cfg.output_dir, log_file="metrics", config=config_to_dict(cfg),
         keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,

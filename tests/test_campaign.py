@@ -64,7 +64,10 @@ def test_until_seconds_caps_the_campaign_and_a_lost_state_keeps_its_records(tmp_
     results = tmp_path / "results" / "cifar10_bt_resnet18_w16"
     old_metrics = (results / "metrics.jsonl").read_text()
     shutil.rmtree(tmp_path / "cache")  # a new machine: the run state is gone, the repository's records are not
-    again = chunk_until(tmp_path, "2")
+    ended = chunk_until(tmp_path, "2")  # the records say this fixed-length campaign ended: it is not redone
+    assert ended["finished"] and ended["step_after"] == first["step_after"]
+    assert (results / "metrics.jsonl").read_text() == old_metrics and not (results / "lost-1").exists()
+    again = chunk_until(tmp_path, "5")  # a longer campaign: the lost attempt's records move aside, it starts over
     assert again["restarted"] and again["step_before"] == 0
     assert (results / "lost-1" / "metrics.jsonl").read_text() == old_metrics
     assert len((results / "lost-1" / "campaign.jsonl").read_text().splitlines()) == 1
