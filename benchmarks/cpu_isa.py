@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RESULTS, add_common_args, default_out, emit, run_worker, write_result
+from harness import RESULTS, add_common_args, default_out, emit, interleaved_seconds, run_worker, write_result
 
 # level: (CPU flags it needs, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY); lowest first
 LEVELS: dict[str, tuple[frozenset[str], str, str]] = {
@@ -82,16 +82,7 @@ def level_env(name: str) -> dict[str, str]:
 
 def interleaved(variants: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
     """Median seconds per call of each variant, calls interleaved (order reversed every other round)."""
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for r in range(repeats):
-        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-            t = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in interleaved_seconds(variants, repeats, warmup).items()}
 
 
 def train_variants(width: int, batch: int, views: list[int], bf16_default: bool, smoke: bool,

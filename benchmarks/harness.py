@@ -6,7 +6,8 @@
   beside them. Flat, so that the README tables (``readme_tables.py``) read older results files, written before
   the envelope, and newer ones alike. :func:`check_envelope` is what the smoke test holds every script to.
 - **Timer**: :class:`Timer` times a block (``perf_counter``, or the process's CPU clock), synchronising a CUDA
-  device around it; :func:`median_seconds` runs a callable a few times and takes the median.
+  device around it; :func:`median_seconds` runs a callable a few times and takes the median;
+  :func:`interleaved_seconds` times several variants in turns (A/B in one run, the order flipped each repeat).
 - **Workers**: :func:`run_worker` runs one case in a child process (an instruction-set level, a convolution
   that may hang, a fresh process for a peak-memory reading) under a timeout; the child prints its result as
   the one line ``WORKER_JSON {...}`` (:func:`emit`), and a hang or a crash comes back as an outcome, not an
@@ -135,6 +136,24 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 0, device:
     for _ in range(warmup):
         fn()
     return statistics.median(timed(fn, device) for _ in range(repeats))
+
+
+def interleaved_seconds(variants: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 0, steps: int = 1,
+                        device: Any = None) -> dict[str, list[float]]:
+    """Seconds per call of each variant, one entry per repeat (``steps`` calls each), after ``warmup`` untimed
+    calls of each; the variants take turns and the order flips every repeat (A, B, B, A, ...), so that machine
+    noise hits them alike."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(repeats):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            with Timer(device=device) as t:
+                for _ in range(steps):
+                    variants[name]()
+            times[name].append(t.seconds / steps)
+    return times
 
 
 def emit(result: Mapping[str, Any]) -> None:

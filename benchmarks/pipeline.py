@@ -45,7 +45,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from mvssl_hub.data.sampling import make_generator  # noqa: E402
 from recipes import load_recipe  # noqa: E402
 
-from harness import EMBEDDED_DATA, RESULTS, ROOT, Timer, default_out, write_result  # noqa: E402
+from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, interleaved_seconds, write_result  # noqa: E402
 
 pretrain = load_recipe("pretrain")
 VARIANTS = ("recipe", "premade", "backbone")
@@ -92,21 +92,6 @@ def build(recipe_args: list[str], num_views: int, device: str, run_dir: str):
                            "--progress", "false", "--log_level", "warning"])
 
 
-def time_variants(variants: dict, steps: int, repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds per step of each variant, one list entry per repeat; the order flips every repeat."""
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for r in range(repeats):
-        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-            with Timer(device=device) as t:
-                for _ in range(steps):
-                    variants[name]()
-            times[name].append(t.seconds / steps)
-    return times
-
-
 def measure(args: argparse.Namespace, recipe_args: list[str], m: int, run_dir: str) -> tuple[dict, dict]:
     cfg, run, data, trainer = build(recipe_args, m, args.device, run_dir)
     if cfg.compile:  # the backbone variant runs eager: the two would not be comparable
@@ -127,7 +112,7 @@ def measure(args: argparse.Namespace, recipe_args: list[str], m: int, run_dir: s
     variants = {"recipe": lambda: pretrain.train_step(cfg, run, trainer, next(steps)),
                 "premade": lambda: pretrain.train_step(cfg, run, premade, 0),  # its batch and views are fixed
                 "backbone": backbone_step}
-    times = time_variants(variants, args.steps, args.repeats, args.warmup, run.device)
+    times = interleaved_seconds(variants, args.repeats, args.warmup, args.steps, run.device)
     trainer.batches.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"num_views": m, "seconds_per_step": times, "median_seconds_per_step": med,
