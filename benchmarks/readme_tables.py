@@ -29,6 +29,7 @@ TABLES = {
     "beta_study_vicreg": ("beta_study", "beta_study_vicreg.json"),
     "views_fraction": ("views_fraction", "views_fraction.json"),
     "pareto": ("pareto", "pareto.json"),
+    "network_race_amx": ("network_race", "network_race_amx.json"),
 }
 
 

@@ -156,11 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     print(f"# chunk: steps {step0}, {seconds0:.0f} s trained -> budget {budget:.0f} s\n# {' '.join(cmd)}", flush=True)
     with open(run / "train.log", "a") as log:  # paused while other work loads the machine (see quiet_run)
-        if cfg.quiet:
-            code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                       say=lambda m: print(m, file=log, flush=True))
-        else:  # beside a test suite the machine is never quiet, and a smoke run's numbers mean nothing
-            code, waited = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), 0.0
+        code, waited = run_quietly(cmd, enabled=cfg.quiet, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   say=lambda m: print(m, file=log, flush=True))
     step1, seconds1 = trained_so_far(run)
     record = {"chunk_started": started, "chunk_ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": code, "paused_seconds": round(waited),

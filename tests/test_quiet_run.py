@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +52,11 @@ def test_a_run_waits_while_another_process_is_busy_and_finishes_after(tmp_path) 
 def test_a_failing_command_reports_its_exit_code() -> None:
     code, waited = run_quietly([sys.executable, "-c", "raise SystemExit(3)"], interval=0.1, say=lambda m: None)
     assert code == 3 and waited == 0.0
+
+
+def test_disabled_it_runs_the_command_plainly_and_never_pauses(tmp_path: Path) -> None:
+    said: list[str] = []
+    script = f"open({str(tmp_path / 'ran.txt')!r}, 'w').write('yes'); raise SystemExit(5)"
+    code, waited = run_quietly([sys.executable, "-c", script], enabled=False, interval=0.01, say=said.append)
+    assert (code, waited, said) == (5, 0.0, [])
+    assert (tmp_path / "ran.txt").read_text() == "yes"

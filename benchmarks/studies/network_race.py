@@ -80,11 +80,8 @@ def run_one(name: str, args: list[str], budget: float, data: str, root: Path, sm
     cmd = command(args, run_dir, budget, data, smoke)
     print(f"# {name}: {' '.join(cmd)}", flush=True)
     with open(run_dir / "train.log", "a") as log:  # paused while other work loads the machine: quiet time only
-        if smoke:  # its numbers mean nothing, and beside a test suite the machine is never quiet
-            code, waited = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), 0.0
-        else:
-            code, waited = run_quietly(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                       say=lambda m: print(m, file=log, flush=True))
+        code, waited = run_quietly(cmd, enabled=not smoke, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   say=lambda m: print(m, file=log, flush=True))
     print(f"# {name}: exit code {code}, paused {waited:.0f} s while the machine was busy", flush=True)
     if code:
         raise subprocess.CalledProcessError(code, cmd)
@@ -138,6 +135,20 @@ def analyze(root: Path, out: Path = RESULTS, candidates: dict[str, list[str]] = 
     return result
 
 
+def markdown(result: dict) -> str:
+    """The race as a README table: each network's kNN at random init and at the end of its budget."""
+    cpu = f"{result['cpu']} [{result.get('cpu_isa') or '?'}]"
+    lines = [f"| network ({cpu}) | steps | kNN at random init | kNN at the end (CPU-s) | gain |",
+             "|---|---|---|---|---|"]
+    curves = result["curves_cpu_seconds_vs_knn"]
+    for name in sorted(curves, key=lambda k: -curves[k][-1][1]):
+        (_, first), (seconds, last) = curves[name][0], curves[name][-1]
+        mark = "**" if name == result.get("winner") else ""
+        end = f"{mark}{last:.1f}%{mark} ({seconds:,.0f}{'' if result['finished'][name] else ', unfinished'})"
+        lines.append(f"| {mark}{name}{mark} | {result['steps'][name]:,} | {first:.1f}% | {end} | {last - first:+.1f} |")
+    return "\n".join(lines)
+
+
 def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
     plot_curves(curves, path, title="Network race: Barlow Twins, d = 256, 8 views, CIFAR-10",
                 xlabel="training time (CPU minutes of a 2-thread process; 2 CPU-min = 1 wall-min on a quiet machine)")
@@ -151,6 +162,9 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=3600.0, help="CPU seconds of training per run")
     p.add_argument("--root", default=None, help="folder of the runs (default: the cache folder)")
     p.add_argument("--smoke", action="store_true", help="a few seconds per run on the embedded 5k cut (tests)")
+    p.add_argument("--only", nargs="+", choices=[slug(k) for k in CANDIDATES], default=None,
+                   help="race only these candidates (e.g. the last one left against the leader so far, on a new "
+                        "machine whose CPU kind makes earlier runs incomparable)")
     p.add_argument("--out", default=str(RESULTS),
                    help="where analyze writes network_race.json / .png (a folder, or the .json file's path)")
     a = p.parse_args()
@@ -161,6 +175,8 @@ if __name__ == "__main__":
         a.root, a.out = a.root or str(scratch / "runs"), a.out if a.out != str(RESULTS) else str(scratch / "out")
     root = Path(a.root) if a.root else cache_root()
     candidates = dict(list(CANDIDATES.items())[:2]) if a.smoke else CANDIDATES  # smoke: two, then the rerun
+    if a.only:
+        candidates = {k: v for k, v in candidates.items() if slug(k) in a.only}
     if a.action == "run":
         data = str(EMBEDDED_DATA) if a.smoke else a.data
         run(2.0 if a.smoke else a.budget, data, root, a.smoke, candidates)
