@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import RESULTS, ROOT, setup_paths
 
-# table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON)
-TABLES = {
+# table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON in benchmarks/results/ or a path)
+TABLES: dict[str, tuple[str, str | Path]] = {
     "demo_gain": ("demo_gain", "demo_gain.json"),
     "cpu_isa": ("cpu_isa", "cpu_isa.json"),
     "beta_study": ("beta_study", "beta_study.json"),
@@ -30,6 +30,7 @@ TABLES = {
     "views_fraction": ("views_fraction", "views_fraction.json"),
     "pareto": ("pareto", "pareto.json"),
     "network_race_amx": ("network_race", "network_race_amx.json"),
+    "zoo": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json"),
 }
 
 
@@ -37,7 +38,12 @@ def render(name: str) -> str:
     module_name, json_name = TABLES[name]
     setup_paths()
     module = importlib.import_module(module_name)
-    return module.markdown(json.loads((RESULTS / json_name).read_text()))
+    return module.markdown(json.loads(source(name).read_text()))
+
+
+def source(name: str) -> Path:
+    """The JSON file a table is made from."""
+    return RESULTS / TABLES[name][1]
 
 
 def update(text: str) -> tuple[str, list[str]]:
@@ -48,7 +54,7 @@ def update(text: str) -> tuple[str, list[str]]:
         name = match[1]
         if name not in TABLES:
             raise SystemExit(f"README.md: unknown table {name!r} (known: {', '.join(TABLES)})")
-        if not (RESULTS / TABLES[name][1]).exists():
+        if not source(name).exists():
             changed.append(name)  # no measurement yet: the table cannot be right
             return match[0]
         new = f"<!-- table:{name} -->\n{render(name)}\n<!-- /table:{name} -->"

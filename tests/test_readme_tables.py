@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -37,3 +38,19 @@ def test_an_edited_number_is_caught() -> None:
 def test_unknown_table_is_an_error() -> None:
     with pytest.raises(SystemExit, match="unknown table 'nope'"):
         readme_tables.update("<!-- table:nope -->\nx\n<!-- /table:nope -->")
+
+
+def test_the_zoo_table_shows_every_published_entry_with_its_knn_gain() -> None:
+    import zoo_table
+
+    weights = json.loads(zoo_table.ZOO_WEIGHTS.read_text())
+    table = zoo_table.markdown(weights)
+    rows = table.splitlines()[2:]
+    assert len(rows) == sum(len(e["entries"]) for e in weights.values())
+    for builder, entry in weights.items():
+        for name, w in entry["entries"].items():
+            meta = w["meta"]
+            knn = next(m for m in meta["metrics"] if (m["task"], m["metric"], m["dataset"], m["split"])
+                       == ("knn", "top1", meta["dataset"]["id"], "test"))
+            row = next(r for r in rows if r.startswith(f"| `{builder}`, `{name}` |"))
+            assert f"**{knn['value']:.1f}%** ({knn['random_init']:.1f}%, **{knn['value'] - knn['random_init']:+.1f}**)" in row
