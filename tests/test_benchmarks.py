@@ -18,7 +18,8 @@ sys.path.insert(0, str(BENCH))
 from harness import RESULTS, check_envelope  # noqa: E402
 
 NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
-               "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check"}
+               "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check",
+               "gpu_campaign.py": "pack / train / unpack: tests/test_gpu_campaign.py runs its smoke round trip"}
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"], "recipe_race.py": ["analyze"]}  # their command line starts with an action
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)
