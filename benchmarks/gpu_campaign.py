@@ -1,0 +1,640 @@
+"""The flagship zoo entry trained on one lent GPU in one call, and its export brought back.
+
+A session lent a GPU machine (one H200, 15 minutes in all, at most 10 per command) trains
+``barlowtwins_resnet18_cifar10`` there with ``recipes/campaign.py`` (the preset unchanged, timed by the wall
+clock) and brings the export back, to be evaluated on the full protocol and released here by the usual tools.
+Three steps:
+
+    python benchmarks/gpu_campaign.py pack           # here: data + wheels to carry; prints the device call
+    python3 benchmarks/gpu_campaign.py train --out "$OUT"    # on the device: the command `pack` printed
+    python benchmarks/gpu_campaign.py unpack FILES_AT  # here: check every part, extract, copy the records
+    python benchmarks/gpu_campaign.py train --smoke --out /tmp/x    # CPU, seconds: the same code path, tiny
+
+What travels (64 MiB at most with the checkout): ``.gpudata/cifar10/train.parquet`` (the full train split),
+``.gpudata/cifar10/test.parquet`` (its first 2,000 rows only: the kNN monitor's queries during training; the
+full evaluation runs later here) and ``.whl/`` (``datasets`` and the two packages it needs that the device image
+lacks: installed there into /tmp/site, without the network). What comes back (8 files at most, 16 MiB each):
+one tar stream of the run's export and records (campaign.jsonl, metrics.jsonl, the curves, train.log) split into
+``gpu_campaign.tar.part-aa``, ``-ab``, ... of 15 MiB, ``gpu_campaign.json`` (the harness's envelope, the GPU,
+every part's sha256 and the whole stream's, the campaign's exit code, steps and training seconds reached,
+wall seconds) and ``gpu_campaign.log``. ``unpack`` puts the run in
+``$MVSSL_HUB_CACHE/campaign-gpu/ENTRY/`` (beside the CPU campaign's ``campaign/ENTRY/``, outside the work tree)
+and its records in ``benchmarks/results/campaign/ENTRY_gpu/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import EMBEDDED_DATA, RESULTS, ROOT, write_result
+
+NAME = "gpu_campaign"
+ENTRY = "barlowtwins_resnet18_cifar10"
+DATA_NAME = "uoft-cs/cifar10"
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10"  # this machine's full CIFAR-10 (uoft-cs/cifar10 layout)
+GPU_DATA = ROOT / ".gpudata" / "cifar10"  # what travels: the full train split, the first test rows
+WHEELS = ROOT / ".whl"
+GPU_RUNS = ROOT / ".gpurun"  # the run folder on the device (ignored; a second call on a warm machine resumes it)
+DEVICE_SITE = "/tmp/site"  # where the wheels are installed on the device
+WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19")
+# what the device image has already (datasets' other requirements must be among these)
+DEVICE_HAS = {"torch", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
+              "fsspec", "xxhash", "pyyaml", "tqdm", "requests", "filelock", "matplotlib", "packaging"}
+MONITOR_ROWS = 2000  # test rows that travel: the kNN monitor's queries during training
+MIB = 1 << 20
+TRAVEL_LIMIT = 64 * MIB  # the checkout plus the carried paths
+RETURN_FILES = 8  # files that come back from $OUT, each at most 16 MiB
+PART_MIB = 15.0
+BUDGET = 360.0  # training seconds (wall clock); decoding, kNN and the export come on top
+DEADLINE = 520.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
+TIMEOUT_S = 560  # the device call's timeout_s
+SMOKE_EXTRA = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --proj_dim 16 --knn_k 10 --knn_every_seconds 1 "
+               "--monitors false --save_every_seconds 0 --save_every 8 --log_every 1 --precision fp32 "
+               "--decode_workers 1 --threads 1")
+MONITOR_NOTE = (f"kNN monitor during training: bank = the first 10,000 train images (the preset's eval_limit), "
+                f"queries = only the first {MONITOR_ROWS:,} rows of test.parquet (the copy that travels); "
+                f"the full protocol (recipes/evaluate.py) runs later, off the device")
+PACKED = ("export", "campaign.jsonl", "logs/metrics.jsonl", "logs/training_curves.png", "train.log")
+RECORDS = ("campaign.jsonl", "logs/metrics.jsonl", "logs/training_curves.png")  # copied to benchmarks/results
+
+
+# ------------------------------------------------------------------------------------------------------ pack
+
+def copy_train(source: Path, dest: Path) -> str:
+    """``dest`` as a byte copy of ``source`` (not a link: links do not travel); kept when already the same size."""
+    if dest.is_file() and not dest.is_symlink() and dest.stat().st_size == source.stat().st_size:
+        return "kept"
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+    return "copied"
+
+
+def head_rows(source: Path, dest: Path, rows: int) -> int:
+    """The first ``rows`` rows of a parquet file, same schema (and its Hugging Face metadata); returns the count."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    head = table.slice(0, min(rows, table.num_rows))
+    tmp = dest.with_name(dest.name + ".tmp")
+    pq.write_table(head, tmp)
+    os.replace(tmp, dest)
+    return head.num_rows
+
+
+def wheel_file(folder: Path, pin: str) -> Path | None:
+    name, version = pin.split("==")
+    found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    return found[0] if found else None
+
+
+def download_wheels(folder: Path) -> list[Path]:
+    """The pinned wheels for the device's CPython 3.12 on x86-64 Linux (pip download, no dependencies); skipped
+    when they are all there already."""
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [pin for pin in WHEEL_PINS if wheel_file(folder, pin) is None]
+    if missing:
+        platforms = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+                     for a in ("--platform", p)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+               "--implementation", "cp", *platforms, "-d", str(folder), *missing]
+        print("$ " + shlex.join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    return [wheel_file(folder, pin) for pin in WHEEL_PINS]  # type: ignore[misc]
+
+
+def unmet_requirements(wheels: list[Path]) -> list[str]:
+    """The unconditional requirements of the carried wheels that neither they nor the device image provide."""
+    from packaging.requirements import Requirement
+
+    def canon(name: str) -> str:
+        return name.lower().replace("_", "-").replace(".", "-")
+
+    carried = {canon(w.name.split("-")[0]) for w in wheels}
+    unmet = []
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = z.read(meta).decode().splitlines()
+        for line in lines:
+            if line.startswith("Requires-Dist:"):
+                req = Requirement(line.split(":", 1)[1].strip())
+                if req.marker is None and canon(req.name) not in carried | DEVICE_HAS:
+                    unmet.append(f"{wheel.name}: {req}")
+    return unmet
+
+
+def travel_bytes(paths: list[Path]) -> tuple[int, dict[str, int]]:
+    """Bytes of the checkout that the device tool copies (tracked and untracked-not-ignored files) and of each
+    carried path."""
+    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    tree = sum((ROOT / f).lstat().st_size for f in listed if f and (ROOT / f).is_file())
+    carried = {}
+    for path in paths:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        carried[path.name] = sum(p.lstat().st_size for p in files)
+    return tree, carried
+
+
+def device_command(budget: float) -> str:
+    """The device call's command line (the device's python3 has torch; ``$OUT`` is the folder that comes back)."""
+    budget_flag = f" --budget {budget:g}" if budget != BUDGET else ""
+    return f'python3 benchmarks/gpu_campaign.py train --out "$OUT"{budget_flag}'
+
+
+def pack(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the data and wheels to carry; print the device call, its carry list and the size that travels."""
+    source, data = Path(args.source), Path(args.data_dir)
+    for split in ("train", "test"):
+        if not (source / f"{split}.parquet").is_file():
+            raise SystemExit(f"pack: {source / f'{split}.parquet'} not found (--source: a CIFAR-10 parquet folder)")
+    data.mkdir(parents=True, exist_ok=True)
+    how = copy_train(source / "train.parquet", data / "train.parquet")
+    rows = head_rows(source / "test.parquet", data / "test.parquet", args.test_rows)
+    print(f"# {data / 'train.parquet'}: {how} from {source}; {data / 'test.parquet'}: first {rows} test rows "
+          "(the kNN monitor's queries on the device)")
+    carry_paths = [data.parent if data.parent.name == ".gpudata" else data]
+    unmet: list[str] = []
+    if not args.no_wheels:
+        wheels = download_wheels(Path(args.wheels))
+        unmet = unmet_requirements(wheels)
+        print("# wheels: " + ", ".join(w.name for w in wheels))
+        if unmet:
+            print("# WARNING: requirements the device may lack: " + "; ".join(unmet))
+        carry_paths.append(Path(args.wheels))
+    tree, carried = travel_bytes(carry_paths)
+    total = tree + sum(carried.values())
+    carry = []
+    for path in carry_paths:
+        try:
+            carry.append(path.resolve().relative_to(ROOT).as_posix())
+        except ValueError:
+            print(f"# WARNING: {path} is outside the checkout {ROOT}: it cannot be carried")
+    command = device_command(args.budget)
+    print(f"# travels: {total / MIB:.1f} MiB of {TRAVEL_LIMIT / MIB:.0f} (checkout {tree / MIB:.1f} MiB, "
+          + ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in carried.items()) + ")")
+    if total > TRAVEL_LIMIT:
+        print(f"# WARNING: over the {TRAVEL_LIMIT / MIB:.0f} MiB the device tool carries")
+    print("# the device call (one run; then `unpack FILES_AT` here):")
+    print(json.dumps({"command": command, "carry": carry, "timeout_s": TIMEOUT_S}))
+    return {"command": command, "carry": carry, "timeout_s": TIMEOUT_S, "travel_bytes": total, "tree_bytes": tree,
+            "carried_bytes": carried, "test_rows": rows, "unmet_requirements": unmet}
+
+
+# ----------------------------------------------------------------------------------------------------- train
+
+class Log:
+    """Lines to stdout and to a file at once (thread-safe: the campaign's output arrives from a reader thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "w")
+        self.lock = threading.Lock()
+
+    def __call__(self, text: str, echo: bool = True) -> None:
+        with self.lock:
+            if echo:
+                print(text, flush=True)
+            self.file.write(text + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def install_wheels(wheels: Path, site: Path, say: Log) -> None:
+    """Install the carried wheels into ``site`` (pip, no index, no dependencies); if pip fails, unzip them there
+    (they are pure-Python)."""
+    files = sorted(wheels.glob("*.whl"))
+    if not files:
+        raise SystemExit(f"no wheels in {wheels} and `datasets` is not importable: run `pack` before the call")
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
+           "--upgrade", "--target", str(site), *map(str, files)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    say(f"$ {shlex.join(cmd)}\n{done.stdout}{done.stderr}".rstrip())
+    if done.returncode != 0:
+        say(f"# pip exited with {done.returncode}: unzipping the wheels into {site} instead")
+        for wheel in files:
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(site)
+
+
+PREFLIGHT = """
+import importlib.metadata as md, json
+from packaging.requirements import Requirement
+import datasets, dill, multiprocess, pyarrow, huggingface_hub, fsspec
+have = {n: md.version(n) for n in ("datasets", "dill", "multiprocess", "pyarrow", "huggingface-hub", "fsspec",
+                                   "pandas", "numpy", "torch", "accelerate")}
+unmet = []
+for line in md.requires("datasets") or []:
+    r = Requirement(line)
+    if r.marker is None:
+        try:
+            v = md.version(r.name)
+        except md.PackageNotFoundError:
+            v = None
+        if v is None or (r.specifier and not r.specifier.contains(v, prereleases=True)):
+            unmet.append(f"{r} (have {v})")
+print(json.dumps({"versions": have, "unmet": unmet}))
+"""
+
+
+def preflight(env: dict[str, str], say: Log) -> dict[str, Any]:
+    """``datasets`` and its requirements as the campaign's processes will see them (versions, unmet pins)."""
+    done = subprocess.run([sys.executable, "-c", PREFLIGHT], env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        say(f"# preflight failed: {done.stderr[-3000:]}")
+        return {"error": done.stderr[-1000:]}
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    say(f"# packages: {found['versions']}")
+    if found["unmet"]:
+        say(f"# WARNING: datasets' requirements not met (trying anyway): {found['unmet']}")
+    return found
+
+
+class Parts:
+    """A binary sink that splits what is written into ``<prefix>aa``, ``ab``, ... of at most ``part_bytes`` each,
+    hashing every part and the whole stream."""
+
+    def __init__(self, prefix: Path, part_bytes: int) -> None:
+        self.prefix, self.part_bytes = prefix, part_bytes
+        self.whole = hashlib.sha256()
+        self.parts: list[dict[str, Any]] = []
+        self.file: BinaryIO | None = None
+        self.size = 0
+
+    def _next(self) -> None:
+        self._finish()
+        n = len(self.parts)
+        name = self.prefix.name + chr(97 + n // 26) + chr(97 + n % 26)
+        self.file = open(self.prefix.with_name(name), "wb")
+        self.hash = hashlib.sha256()
+        self.parts.append({"name": name, "bytes": 0})
+
+    def _finish(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.parts[-1]["sha256"] = self.hash.hexdigest()
+            self.file = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            if self.file is None or self.parts[-1]["bytes"] == self.part_bytes:
+                self._next()
+            take = view[: self.part_bytes - self.parts[-1]["bytes"]]
+            self.file.write(take)  # type: ignore[union-attr]
+            self.hash.update(take)
+            self.whole.update(take)
+            self.parts[-1]["bytes"] += len(take)
+            self.size += len(take)
+            view = view[len(take):]
+        return len(data)
+
+    def close(self) -> None:
+        self._finish()
+
+
+def pack_run(run: Path, folder: Path, part_bytes: int) -> dict[str, Any]:
+    """The run's export and records as one tar stream in parts under ``folder``; their names and hashes."""
+    for old in folder.glob(f"{NAME}.tar.part-*"):
+        old.unlink()
+    members = []
+    for name in PACKED:
+        path = run / name
+        members += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] * path.is_file()
+    sink = Parts(folder / f"{NAME}.tar.part-", part_bytes)
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+        for path in members:
+            tar.add(path, arcname=path.relative_to(run).as_posix(), recursive=False)
+    sink.close()
+    return {"sha256": sink.whole.hexdigest(), "tar_bytes": sink.size, "part_bytes": part_bytes,
+            "parts": sink.parts, "members": [p.relative_to(run).as_posix() for p in members]}
+
+
+def follow(proc: subprocess.Popen, say: Log) -> threading.Thread:
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            say(line.rstrip("\n"))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_group(proc: subprocess.Popen, say: Log) -> None:
+    """SIGTERM, then SIGKILL, to the campaign's process group (the campaign and its pretraining process)."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        say(f"# deadline: sending {sig.name} to the campaign's process group {proc.pid}")
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def campaign_extra(smoke: bool, knn_every: float, save_every: float, threads: int) -> str:
+    """The pretrain flags added to the preset's: the wall clock, then the GPU's cadence and threads (or the smoke
+    run's tiny settings)."""
+    if smoke:
+        return f"--clock wall {SMOKE_EXTRA}"
+    return (f"--clock wall --knn_every_seconds {knn_every:g} --save_every_seconds {save_every:g} "
+            f"--decode_workers {threads} --threads {threads}")
+
+
+def records_of(run: Path) -> list[dict[str, Any]]:
+    """The campaign's chunk records kept in its run folder."""
+    path = run / "campaign.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def out_paths(out: str | None) -> tuple[Path, Path]:
+    """(folder, JSON): ``--out`` is a folder (the JSON is ``gpu_campaign.json`` in it) or the JSON's path."""
+    out = out or os.environ.get("OUT") or tempfile.mkdtemp(prefix=f"{NAME}-")
+    path = Path(out)
+    return (path.parent, path) if path.suffix == ".json" else (path, path / f"{NAME}.json")
+
+
+def train(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """Run one campaign chunk of the entry, then pack its export and records into ``--out``."""
+    t0 = time.perf_counter()
+    folder, json_path = out_paths(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    say = Log(folder / f"{NAME}.log")
+    try:
+        return _train(args, argv, t0, folder, json_path, say)
+    finally:
+        say.close()
+
+
+def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: Path, json_path: Path,
+           say: Log) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    gpu = torch.cuda.get_device_name(0) if cuda else None
+    smoke = args.smoke or not cuda
+    if not cuda and not args.smoke:
+        say("# no CUDA GPU visible -> dry run of the same code path on the CPU (tiny flags)")
+    say(f"# {NAME}: entry {args.entry}; torch {torch.__version__}; GPU: {gpu or 'none'}; {os.cpu_count()} CPUs")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if not smoke:  # datasets' parquet -> arrow cache on the device's scratch disk, whatever HOME is there
+        env.setdefault("HF_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / f"{NAME}-hf-datasets"))
+    if importlib.util.find_spec("datasets") is None:
+        site = Path(args.site)
+        install_wheels(Path(args.wheels), site, say)
+        sys.path.insert(0, str(site))
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    found = preflight(env, say)
+    data = args.data or str(EMBEDDED_DATA if smoke else GPU_DATA.relative_to(ROOT))  # relative: resumable anywhere
+    cleanup: list[Path] = []
+    if args.root:
+        root = Path(args.root)
+    elif smoke:
+        root = Path(tempfile.mkdtemp(prefix=f"{NAME}-smoke-"))
+        cleanup.append(root)
+    else:
+        root = GPU_RUNS
+    results = Path(tempfile.mkdtemp(prefix=f"{NAME}-records-"))  # the campaign's copies: this packs the run's own
+    cleanup.append(results)
+    budget = 3.0 if smoke and args.budget == BUDGET else args.budget
+    extra = campaign_extra(smoke, args.knn_every, args.save_every, os.cpu_count() or 1)
+    cmd = [sys.executable, str(ROOT / "recipes" / "campaign.py"), args.entry, "--data", data, "--data_name", DATA_NAME,
+           "--root", str(root), "--results", str(results), "--quiet", "false", "--milestone_seconds", "1e7",
+           "--chunk_seconds", f"{budget:g}", f"--extra={extra} {args.extra}".rstrip()]
+    say(f"# {'smoke run: tiny flags, numbers mean nothing' if smoke else MONITOR_NOTE}")
+    say(f"$ {shlex.join(cmd)}")
+    from recipes.campaign import last_knn, trained_so_far
+
+    run = root / "campaign" / args.entry
+    log = run / "train.log"
+    log_start = log.stat().st_size if log.is_file() else 0
+    chunks_before = len(records_of(run))
+    started = time.time()
+    stopped = False
+    code: int | None = None
+    if "error" not in found:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        reader = follow(proc, say)
+        try:
+            proc.wait(max(1.0, args.deadline - (time.perf_counter() - t0)))
+        except subprocess.TimeoutExpired:
+            stopped = True
+            stop_group(proc, say)
+        reader.join(5)
+        code = proc.returncode
+    if log.is_file():  # the pretraining log of this call: whole in the log file, its end on the screen
+        with open(log, errors="replace") as f:
+            f.seek(log_start)
+            lines = f.read().splitlines()
+        say(f"# --- {log} ({len(lines)} lines) ---", echo=False)
+        for line in lines:
+            say(line, echo=False)
+        print("\n".join(["# ... recipes/pretrain.py, last lines:", *lines[-40:]]), flush=True)
+    steps, seconds = trained_so_far(run) if run.is_dir() else (0, 0.0)
+    chunks = records_of(run)
+    export = (run / "export" / "model.safetensors").is_file() and (run / "export" / "config.json").is_file()
+    trained = json.loads((run / "export" / "config.json").read_text()).get("training") or {} if export else {}
+    packed = pack_run(run, folder, int(args.part_mib * MIB)) if run.is_dir() else {"parts": []}
+    if len(packed["parts"]) + 2 > RETURN_FILES:
+        say(f"# WARNING: {len(packed['parts'])} parts + JSON + log exceed the {RETURN_FILES} files that come back")
+    values = {"gpu": gpu, "cuda": cuda, "smoke": smoke, "entry": args.entry, "campaign_exit_code": code,
+              "stopped_at_deadline": stopped, "steps": steps, "train_seconds": round(seconds, 1),
+              "knn_top1_monitor": last_knn(run) if run.is_dir() else None,
+              "knn_monitor": "smoke run: tiny flags" if smoke else MONITOR_NOTE,
+              "budget_s": budget, "deadline_s": args.deadline, "campaign_seconds": round(time.time() - started, 1),
+              "export": export, "export_steps": trained.get("steps"),
+              "export_train_seconds": trained.get("wall_clock_s"),
+              "campaign_record": chunks[-1] if len(chunks) > chunks_before else None,
+              "packages": found, "campaign_command": shlex.join(cmd), **packed,
+              "wall_seconds": round(time.perf_counter() - t0, 1)}
+    result = write_result(json_path, NAME, values, None if argv is None else ["benchmarks/gpu_campaign.py", *argv],
+                          quiet=True)
+    say(f"# {NAME}: {steps} steps, {seconds:.0f} s of training, kNN (monitor) {values['knn_top1_monitor']}, "
+        f"export {'packed' if export else 'MISSING'}, campaign exit {code}{' (stopped at the deadline)' * stopped}; "
+        f"{len(packed['parts'])} part(s) of {packed.get('tar_bytes', 0) / MIB:.1f} MiB, sha256 "
+        f"{packed.get('sha256')}; {values['wall_seconds']:.0f} s in all -> {folder}")
+    for path in cleanup:
+        shutil.rmtree(path, ignore_errors=True)
+    if not export or code != 0:
+        what = "did not start (the preflight failed)" if code is None else f"exited with {code}"
+        raise SystemExit(f"{NAME}: the campaign {what}" + ("" if export else "; no export was packed")
+                         + f" (see {folder / (NAME + '.log')})")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- unpack
+
+def verify(folder: Path, info: dict[str, Any]) -> list[Path]:
+    """Every listed part present, of its size and sha256, and their concatenation the stream's sha256."""
+    whole = hashlib.sha256()
+    paths = []
+    for part in info["parts"]:
+        path = folder / part["name"]
+        if not path.is_file():
+            raise SystemExit(f"unpack: part {path} is missing (listed in {NAME}.json); nothing was unpacked")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(MIB):
+                h.update(chunk)
+                whole.update(chunk)
+        if path.stat().st_size != part["bytes"] or h.hexdigest() != part["sha256"]:
+            raise SystemExit(f"unpack: part {path} is corrupted or truncated ({path.stat().st_size} bytes, sha256 "
+                             f"{h.hexdigest()}; expected {part['bytes']} bytes, {part['sha256']}); nothing was "
+                             "unpacked")
+        paths.append(path)
+    if not paths or whole.hexdigest() != info["sha256"]:
+        raise SystemExit(f"unpack: the parts in {folder} do not make the stream {NAME}.json names (sha256 "
+                         f"{whole.hexdigest()} != {info['sha256']}); nothing was unpacked")
+    return paths
+
+
+def extract(parts: list[Path], target: Path) -> None:
+    """Extract the stream into ``target``: regular files and folders under the packed names only."""
+    stream = target / f"{NAME}.tar"
+    with open(stream, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, MIB)
+    with tarfile.open(stream) as tar:
+        for member in tar.getmembers():
+            name = member.name
+            if (not (member.isfile() or member.isdir()) or name.startswith("/") or ".." in name.split("/")
+                    or not any(name == p or name.startswith(p + "/") for p in PACKED)):
+                raise SystemExit(f"unpack: unexpected member {name!r} in the stream; nothing was unpacked")
+        kw: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(target, **kw)
+    stream.unlink()
+
+
+def unpack(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the parts, extract the run into the long-runs home and copy its records into benchmarks/results."""
+    from mvssl_hub.safe_io import read_json_file, read_safetensors_header
+    from recipes.campaign import keep_lost_attempt, long_runs_home
+
+    folder = Path(args.parts_dir)
+    meta = folder / f"{NAME}.json"
+    if not meta.is_file():
+        raise SystemExit(f"unpack: {meta} not found (the folder `run` returned: its files_at)")
+    info = json.loads(meta.read_text())
+    if not info.get("export"):
+        raise SystemExit(f"unpack: {meta}: the run packed no export (campaign exit code "
+                         f"{info.get('campaign_exit_code')}); see {folder / (NAME + '.log')}")
+    if info.get("smoke") and not (args.runs_root and args.results):  # a smoke export is no zoo entry
+        raise SystemExit(f"unpack: {meta} is a smoke run's: pass --runs_root and --results (never the real ones)")
+    parts = verify(folder, info)
+    entry = info["entry"]
+    home = (Path(args.runs_root) if args.runs_root else long_runs_home()) / "campaign-gpu"
+    dest = home / entry
+    records = Path(args.results or RESULTS / "campaign") / f"{entry}_gpu"
+    earlier = [p for p in (dest, records / "campaign.jsonl") if p.exists()]
+    if earlier and not args.replace:
+        raise SystemExit(f"unpack: {' and '.join(map(str, earlier))} exist (an earlier GPU run); pass --replace to "
+                         f"keep its run as {dest.name}.previous-N and its records in lost-N/ and put this one in "
+                         "their place")
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry}.unpack-", dir=home))
+    try:
+        extract(parts, tmp)
+        for name in ("model.safetensors", "config.json"):
+            if not (tmp / "export" / name).is_file():
+                raise SystemExit(f"unpack: the stream has no export/{name}; nothing was unpacked")
+        read_safetensors_header(tmp / "export" / "model.safetensors")  # CheckpointError unless sound
+        read_json_file(tmp / "export" / "config.json")
+        shutil.copy2(meta, tmp / meta.name)
+        if dest.exists():
+            n = 1 + max((int(p.name.rsplit("-", 1)[1]) for p in home.glob(f"{entry}.previous-*")
+                         if p.name.rsplit("-", 1)[1].isdigit()), default=0)
+            dest.rename(home / f"{entry}.previous-{n}")
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    records.mkdir(parents=True, exist_ok=True)
+    if args.replace:
+        keep_lost_attempt(records)
+    for name in (*RECORDS, meta.name):
+        if (dest / name).is_file():
+            tmp_file = records / (Path(name).name + ".tmp")
+            shutil.copy2(dest / name, tmp_file)
+            os.replace(tmp_file, records / Path(name).name)
+    evaluate = (f"python recipes/evaluate.py {dest} --data {SHARED_DATA} --data_name {DATA_NAME} --protocol both "
+                "--record")
+    print(f"# {entry}: {info.get('steps')} steps, {info.get('train_seconds')} s of training on {info.get('gpu')}; "
+          f"run -> {dest}; records -> {records}\n# next, the full evaluation: {evaluate}")
+    return {"run": dest, "records": records, "evaluate": evaluate, "info": info}
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("pack", help="here, before the device call: data + wheels to carry; prints the call")
+    p.add_argument("--source", default=str(SHARED_DATA), help="the full CIFAR-10 parquet folder")
+    p.add_argument("--data_dir", default=str(GPU_DATA), help="what travels: train.parquet + the first test rows")
+    p.add_argument("--test_rows", type=int, default=MONITOR_ROWS, help="test rows that travel (kNN monitor queries)")
+    p.add_argument("--wheels", default=str(WHEELS), help="folder of the wheels that travel")
+    p.add_argument("--no_wheels", action="store_true", help="skip the wheel download (offline tests)")
+    p.add_argument("--budget", type=float, default=BUDGET, help="training seconds the printed command asks for")
+    t = sub.add_parser("train", help="on the device: one campaign chunk, then the export packed into --out")
+    t.add_argument("--entry", default=ENTRY, help="a preset of recipes/configs/zoo/")
+    t.add_argument("--data", default=None, help=f"default: {GPU_DATA.relative_to(ROOT)} (smoke: the embedded cut "
+                                                 "when that is absent)")
+    t.add_argument("--root", default=None, help=f"campaign root (default {GPU_RUNS.relative_to(ROOT)}; smoke: a "
+                                                "temporary folder)")
+    t.add_argument("--budget", type=float, default=BUDGET, help="training seconds (wall clock) of this chunk")
+    t.add_argument("--deadline", type=float, default=DEADLINE, help="wall seconds of this command after which the "
+                                                                    "campaign is stopped and what exists is packed")
+    t.add_argument("--knn_every", type=float, default=60.0, help="training seconds between kNN evaluations")
+    t.add_argument("--save_every", type=float, default=120.0, help="training seconds between run states")
+    t.add_argument("--extra", default="", help="further pretrain flags (after the GPU or smoke ones)")
+    t.add_argument("--part_mib", type=float, default=PART_MIB, help="size of each returned part, MiB (<= 16)")
+    t.add_argument("--wheels", default=str(WHEELS), help="wheels to install when `datasets` is missing")
+    t.add_argument("--site", default=DEVICE_SITE, help="where they are installed (put on the children's PYTHONPATH)")
+    t.add_argument("--smoke", action="store_true", help="CPU, seconds: tiny flags on the embedded cut (also the "
+                                                        "behaviour without a CUDA GPU)")
+    t.add_argument("--out", default=None, help="folder for the parts, JSON and log, or the JSON's path "
+                                               "(default: $OUT, else a temporary folder)")
+    u = sub.add_parser("unpack", help="here, after the call: check the parts, extract, copy the records")
+    u.add_argument("parts_dir", help="the folder holding the returned files (the run tool's files_at)")
+    u.add_argument("--runs_root", default=None, help="default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub; the run "
+                                                     "goes to <runs_root>/campaign-gpu/ENTRY")
+    u.add_argument("--results", default=None, help="the records go to <results>/ENTRY_gpu/ (default: "
+                                                   "benchmarks/results/campaign)")
+    u.add_argument("--replace", action="store_true", help="keep an earlier GPU run as ENTRY.previous-N and its "
+                                                          "records in lost-N/, and put this one in its place")
+    args = ap.parse_args(argv)
+    if args.action == "train" and not 0 < args.part_mib <= 16:
+        ap.error(f"--part_mib {args.part_mib:g}: must be in (0, 16] (the device returns files of 16 MiB at most)")
+    actions: dict[str, Callable[[], dict[str, Any]]] = {"pack": lambda: pack(args),
+                                                        "train": lambda: train(args, argv),
+                                                        "unpack": lambda: unpack(args)}
+    return actions[args.action]()
+
+
+if __name__ == "__main__":
+    main()
