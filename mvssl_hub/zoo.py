@@ -52,10 +52,10 @@ _HUB_KWARGS = ("cache_dir", "endpoint", "local_files_only", "token", "force_down
 
 
 def enum_name(builder: str) -> str:
-    """``barlowtwins_resnet18_w16`` -> ``BarlowTwins_ResNet18_W16_Weights``."""
+    """``barlowtwins_resnet18_w16`` -> ``BarlowTwins_ResNet18_W16_Weights``; ``..._cifar10`` -> ``..._CIFAR10_...``."""
     method, *rest = builder.split("_")
-    return "_".join([METHOD_TITLES[method]] + [p.replace("resnet", "ResNet").upper() if p.startswith("w") else
-                                               p.replace("resnet", "ResNet") for p in rest]) + "_Weights"
+    return "_".join([METHOD_TITLES[method]] + [p.replace("resnet", "ResNet") if p.startswith("resnet") else p.upper()
+                                               for p in rest]) + "_Weights"
 
 
 def _read_entries() -> dict[str, dict[str, Any]]:

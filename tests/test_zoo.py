@@ -99,3 +99,11 @@ def test_default_weights_load_offline_by_name_and_through_torch_hub(builder, nam
     by_name = mvssl_hub.get_model(builder, weights="DEFAULT")
     by_hub = torch.hub.load(str(ROOT), builder, source="local", weights="DEFAULT")
     assert torch.equal(by_name(x), by_hub(x)) and by_name(x).shape == (2, by_name.feature_dim)
+
+
+def test_enum_names_follow_torchvision_case() -> None:
+    from mvssl_hub.zoo import enum_name
+
+    assert enum_name("barlowtwins_resnet18_w16") == "BarlowTwins_ResNet18_W16_Weights"
+    assert enum_name("vicreg_resnet50") == "VICReg_ResNet50_Weights"
+    assert enum_name("barlowtwins_resnet18_cifar10") == "BarlowTwins_ResNet18_CIFAR10_Weights"
