@@ -30,6 +30,7 @@ TABLES: dict[str, tuple[str, str | Path]] = {
     "views_fraction": ("views_fraction", "views_fraction.json"),
     "pareto": ("pareto", "pareto.json"),
     "network_race_amx": ("network_race", "network_race_amx.json"),
+    "network_race_avx2": ("network_race", "network_race_avx2.json"),
     "zoo": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json"),
 }
 

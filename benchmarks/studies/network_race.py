@@ -141,7 +141,7 @@ def markdown(result: dict) -> str:
     lines = [f"| network ({cpu}) | steps | kNN at random init | kNN at the end (CPU-s) | gain |",
              "|---|---|---|---|---|"]
     curves = result["curves_cpu_seconds_vs_knn"]
-    for name in sorted(curves, key=lambda k: -curves[k][-1][1]):
+    for name in sorted((k for k in curves if len(curves[k]) > 1), key=lambda k: -curves[k][-1][1]):  # trained
         (_, first), (seconds, last) = curves[name][0], curves[name][-1]
         mark = "**" if name == result.get("winner") else ""
         end = f"{mark}{last:.1f}%{mark} ({seconds:,.0f}{'' if result['finished'][name] else ', unfinished'})"
