@@ -44,6 +44,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's recipes and mvssl_hub (the device
+# has neither installed, and `python3 benchmarks/gpu_campaign.py` puts only benchmarks/ on the path)
+
+from recipes.campaign import RECORDS, copy_records, keep_lost_attempt, last_knn, long_runs_home, trained_so_far
 
 from harness import EMBEDDED_DATA, RESULTS, ROOT, write_result
 
@@ -73,8 +77,7 @@ SMOKE_EXTRA = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --proj_dim 
 MONITOR_NOTE = (f"kNN monitor during training: bank = the first 10,000 train images (the preset's eval_limit), "
                 f"queries = only the first {MONITOR_ROWS:,} rows of test.parquet (the copy that travels); "
                 f"the full protocol (recipes/evaluate.py) runs later, off the device")
-PACKED = ("export", "campaign.jsonl", "logs/metrics.jsonl", "logs/training_curves.png", "train.log")
-RECORDS = ("campaign.jsonl", "logs/metrics.jsonl", "logs/training_curves.png")  # copied to benchmarks/results
+PACKED = ("export", *RECORDS, "train.log")  # the run's export, the records the campaign keeps, and its log
 
 
 # ------------------------------------------------------------------------------------------------------ pack
@@ -427,8 +430,6 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
            "--chunk_seconds", f"{budget:g}", f"--extra={extra} {args.extra}".rstrip()]
     say(f"# {'smoke run: tiny flags, numbers mean nothing' if smoke else MONITOR_NOTE}")
     say(f"$ {shlex.join(cmd)}")
-    from recipes.campaign import last_knn, trained_so_far
-
     run = root / "campaign" / args.entry
     log = run / "train.log"
     log_start = log.stat().st_size if log.is_file() else 0
@@ -534,7 +535,6 @@ def extract(parts: list[Path], target: Path) -> None:
 def unpack(args: argparse.Namespace) -> dict[str, Any]:
     """Check the parts, extract the run into the long-runs home and copy its records into benchmarks/results."""
     from mvssl_hub.safe_io import read_json_file, read_safetensors_header
-    from recipes.campaign import keep_lost_attempt, long_runs_home
 
     folder = Path(args.parts_dir)
     meta = folder / f"{NAME}.json"
@@ -576,11 +576,8 @@ def unpack(args: argparse.Namespace) -> dict[str, Any]:
     records.mkdir(parents=True, exist_ok=True)
     if args.replace:
         keep_lost_attempt(records)
-    for name in (*RECORDS, meta.name):
-        if (dest / name).is_file():
-            tmp_file = records / (Path(name).name + ".tmp")
-            shutil.copy2(dest / name, tmp_file)
-            os.replace(tmp_file, records / Path(name).name)
+    copy_records(dest, records)
+    shutil.copy2(dest / meta.name, records / meta.name)
     evaluate = (f"python recipes/evaluate.py {dest} --data {SHARED_DATA} --data_name {DATA_NAME} --protocol both "
                 "--record")
     print(f"# {entry}: {info.get('steps')} steps, {info.get('train_seconds')} s of training on {info.get('gpu')}; "

@@ -123,6 +123,25 @@ def keep_lost_attempt(*folders: Path) -> list[Path]:
     return kept
 
 
+RECORDS = ("campaign.jsonl", "logs/metrics.jsonl", "logs/training_curves.png")  # what the repository keeps of a run
+
+
+def copy_records(run: Path, out: Path) -> list[Path]:
+    """The run's records (``RECORDS``, those that exist) into the folder ``out``, each replaced whole (copied
+    beside, then renamed), so a kill never leaves a half-copied record; returns the copies."""
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in RECORDS:
+        src = run / name
+        if src.is_file():
+            dest = out / src.name
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dest)
+            copied.append(dest)
+    return copied
+
+
 def last_record(path: Path) -> dict | None:
     lines = path.read_text().splitlines() if path.is_file() else []
     return json.loads(lines[-1]) if lines else None
@@ -177,10 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
             record["milestone"] = {"error": evaluation.stderr[-500:]}
     with open(run / "campaign.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
-    out.mkdir(parents=True, exist_ok=True)
-    for src in (run / "campaign.jsonl", run / "logs" / "metrics.jsonl", run / "logs" / "training_curves.png"):
-        if src.is_file():
-            shutil.copy2(src, out / src.name)
+    copy_records(run, out)
     print(json.dumps(record, indent=2))
     if code != 0:
         raise SystemExit(f"pretrain exited with {code}; see {run / 'train.log'}")

@@ -87,3 +87,14 @@ def test_the_device_flags_are_the_preset_s_but_the_clock_and_cadence() -> None:
     assert (cfg.clock, cfg.knn_every_seconds, cfg.save_every_seconds, cfg.decode_workers) == ("wall", 60, 120, 16)
     changed = {k for k in vars(cfg) if getattr(cfg, k) != getattr(base, k)}
     assert changed - pretrain.RESUMABLE_CHANGES == {"clock"}  # the recipe itself is the preset's
+
+
+def test_the_script_starts_as_the_device_runs_it_with_nothing_installed_or_on_the_path() -> None:
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-I", "benchmarks/gpu_campaign.py", "train", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--deadline" in done.stdout
