@@ -59,7 +59,8 @@ GPU_DATA = ROOT / ".gpudata" / "cifar10"  # what travels: the full train split, 
 WHEELS = ROOT / ".whl"
 GPU_RUNS = ROOT / ".gpurun"  # the run folder on the device (ignored; a second call on a warm machine resumes it)
 DEVICE_SITE = "/tmp/site"  # where the wheels are installed on the device
-WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19")
+WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "fsspec==2026.9.0")  # fsspec: datasets
+# pins it <= 2026.9.0 and the device image's may be newer; the carried one comes first on the path
 # what the device image has already (datasets' other requirements must be among these)
 DEVICE_HAS = {"torch", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
               "fsspec", "xxhash", "pyyaml", "tqdm", "requests", "filelock", "matplotlib", "packaging"}
@@ -69,8 +70,11 @@ TRAVEL_LIMIT = 64 * MIB  # the checkout plus the carried paths
 RETURN_FILES = 8  # files that come back from $OUT, each at most 16 MiB
 PART_MIB = 15.0
 BUDGET = 360.0  # training seconds (wall clock); decoding, kNN and the export come on top
-DEADLINE = 520.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
-TIMEOUT_S = 560  # the device call's timeout_s
+DEADLINE = 560.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
+TIMEOUT_S = 600  # the device call's timeout_s
+CALIBRATE = 25.0  # training seconds of the calibration run that times the preset's step on this GPU
+SCHEDULE_SHARE = 0.9  # the share of the budget the schedule is sized to fill (the rest: headroom)
+MAX_EPOCHS = 400
 SMOKE_EXTRA = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --proj_dim 16 --knn_k 10 --knn_every_seconds 1 "
                "--monitors false --save_every_seconds 0 --save_every 8 --log_every 1 --precision fp32 "
                "--decode_workers 1 --threads 1")
@@ -368,6 +372,78 @@ def campaign_extra(smoke: bool, knn_every: float, save_every: float, threads: in
             f"--decode_workers {threads} --threads {threads}")
 
 
+def calibration_command(preset: Path, data: str, folder: Path, seconds: float, extra: str) -> list[str]:
+    """A short pretraining run of the preset, logged at its own cadence: the step alone (no periodic kNN, monitors,
+    export or saves)."""
+    return [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(preset), "--data", data,
+            "--data_name", DATA_NAME, "--output_dir", str(folder), "--progress", "false", *extra.split(),
+            "--time_budget", f"{seconds:g}", "--knn_every", "0", "--knn_every_seconds", "0", "--knn_random_init",
+            "false", "--monitors", "false", "--export", "false", "--save_every", "0", "--save_every_seconds", "0"]
+
+
+def step_rate(metrics: Path) -> tuple[float, float]:
+    """(steps per training second, steps per epoch) from a run's ``metrics.jsonl``: the rate over the second half of
+    its logged steps (the first half holds the warm-up: cuDNN's autotuning, the allocator's first growth)."""
+    rows = [r for r in map(json.loads, metrics.read_text().splitlines())
+            if r.get("loss") is not None and r.get("train_seconds") is not None and r.get("epoch")]
+    if len(rows) < 3:
+        raise ValueError(f"{metrics}: {len(rows)} logged training steps; at least 3 are needed to time the step")
+    first, last = rows[len(rows) // 2 - 1], rows[-1]
+    seconds = last["train_seconds"] - first["train_seconds"]
+    if seconds <= 0:
+        raise ValueError(f"{metrics}: no training time between steps {first['step']} and {last['step']}")
+    return (last["step"] - first["step"]) / seconds, last["step"] / last["epoch"]
+
+
+def epochs_for(rate: float, steps_per_epoch: float, budget: float, share: float = SCHEDULE_SHARE,
+               most: int = MAX_EPOCHS) -> int:
+    """Whole epochs whose steps fit ``share`` of ``budget`` training seconds at ``rate`` steps/s (1 to ``most``)."""
+    return max(1, min(most, int(rate * budget * share // steps_per_epoch)))
+
+
+def resumed_epochs(run: Path) -> int | None:
+    """The epochs an earlier call's run was started with (its metrics log's config record), or None."""
+    log = run / "logs" / "metrics.jsonl"
+    if not (run / "checkpoints").is_dir() or not log.is_file():
+        return None
+    for row in map(json.loads, log.read_text().splitlines()):
+        if "config" in row:
+            return int(row["config"]["epochs"])
+    return None
+
+
+def calibrate(args: argparse.Namespace, data: str, env: dict[str, str], extra: str, budget: float,
+              say: Log) -> dict[str, Any]:
+    """Time the preset's step here, then size the campaign's schedule (epochs) to fill the training budget.
+
+    The cosine schedule is defined by the epochs: sized too long, the budget cuts it before the learning rate has
+    come down; too short, the GPU idles for the rest of the call. A failure here ends the call early (the same code
+    path as the campaign: what breaks here would break there), leaving device time for a second call."""
+    preset = ROOT / "recipes" / "configs" / "zoo" / f"{args.entry}.yaml"
+    folder = Path(tempfile.mkdtemp(prefix=f"{NAME}-calibrate-"))
+    cmd = calibration_command(preset, data, folder, args.calibrate, extra)
+    say(f"# calibration: {args.calibrate:g} s of the preset's step, to size the schedule\n$ {shlex.join(cmd)}")
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in done.stdout.splitlines()[-25:]:
+        say(line)
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"the calibration run exited with {done.returncode}")
+        rate, per_epoch = step_rate(folder / "logs" / "metrics.jsonl")
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"{NAME}: calibration failed: {e}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    epochs = epochs_for(rate, per_epoch, budget)
+    found = {"seconds": args.calibrate, "wall_seconds": round(time.perf_counter() - t0, 1),
+             "steps_per_second": round(rate, 2), "steps_per_epoch": round(per_epoch, 2), "epochs": epochs,
+             "schedule_share": SCHEDULE_SHARE, "command": shlex.join(cmd)}
+    say(f"# calibration: {rate:.1f} steps/s, {per_epoch:.0f} steps/epoch -> --epochs {epochs} "
+        f"({epochs * per_epoch / rate:.0f} s of the {budget:g} s budget)")
+    return found
+
+
 def records_of(run: Path) -> list[dict[str, Any]]:
     """The campaign's chunk records kept in its run folder."""
     path = run / "campaign.jsonl"
@@ -425,12 +501,20 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
     cleanup.append(results)
     budget = 3.0 if smoke and args.budget == BUDGET else args.budget
     extra = campaign_extra(smoke, args.knn_every, args.save_every, os.cpu_count() or 1)
+    calibration = None
+    run = root / "campaign" / args.entry
+    earlier = resumed_epochs(run)
+    if earlier is not None:  # a second call on a warm machine: the run's schedule stays as it was started
+        say(f"# resuming {run}: its schedule of {earlier} epochs stays")
+        extra += f" --epochs {earlier}"
+    elif args.calibrate > 0 and "error" not in found:
+        calibration = calibrate(args, data, env, f"{extra} {args.extra}", budget, say)
+        extra += f" --epochs {calibration['epochs']}"
     cmd = [sys.executable, str(ROOT / "recipes" / "campaign.py"), args.entry, "--data", data, "--data_name", DATA_NAME,
            "--root", str(root), "--results", str(results), "--quiet", "false", "--milestone_seconds", "1e7",
            "--chunk_seconds", f"{budget:g}", f"--extra={extra} {args.extra}".rstrip()]
     say(f"# {'smoke run: tiny flags, numbers mean nothing' if smoke else MONITOR_NOTE}")
     say(f"$ {shlex.join(cmd)}")
-    run = root / "campaign" / args.entry
     log = run / "train.log"
     log_start = log.stat().st_size if log.is_file() else 0
     chunks_before = len(records_of(run))
@@ -471,7 +555,7 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
               "export": export, "export_steps": trained.get("steps"),
               "export_train_seconds": trained.get("wall_clock_s"),
               "campaign_record": chunks[-1] if len(chunks) > chunks_before else None,
-              "packages": found, "campaign_command": shlex.join(cmd), **packed,
+              "packages": found, "calibration": calibration, "campaign_command": shlex.join(cmd), **packed,
               "wall_seconds": round(time.perf_counter() - t0, 1)}
     result = write_result(json_path, NAME, values, None if argv is None else ["benchmarks/gpu_campaign.py", *argv],
                           quiet=True)
@@ -606,6 +690,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t.add_argument("--budget", type=float, default=BUDGET, help="training seconds (wall clock) of this chunk")
     t.add_argument("--deadline", type=float, default=DEADLINE, help="wall seconds of this command after which the "
                                                                     "campaign is stopped and what exists is packed")
+    t.add_argument("--calibrate", type=float, default=None, help=f"training seconds of a first run that times the "
+                   f"step and sizes the schedule (--epochs) to {SCHEDULE_SHARE:.0%} of --budget; 0: the preset's "
+                   f"epochs (default {CALIBRATE:g}; smoke: 2)")
     t.add_argument("--knn_every", type=float, default=60.0, help="training seconds between kNN evaluations")
     t.add_argument("--save_every", type=float, default=120.0, help="training seconds between run states")
     t.add_argument("--extra", default="", help="further pretrain flags (after the GPU or smoke ones)")
@@ -625,6 +712,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     u.add_argument("--replace", action="store_true", help="keep an earlier GPU run as ENTRY.previous-N and its "
                                                           "records in lost-N/, and put this one in its place")
     args = ap.parse_args(argv)
+    if args.action == "train" and args.calibrate is None:
+        args.calibrate = 2.0 if args.smoke else CALIBRATE
     if args.action == "train" and not 0 < args.part_mib <= 16:
         ap.error(f"--part_mib {args.part_mib:g}: must be in (0, 16] (the device returns files of 16 MiB at most)")
     actions: dict[str, Callable[[], dict[str, Any]]] = {"pack": lambda: pack(args),
