@@ -9,6 +9,7 @@ dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub"]
 
 from mvssl_hub.zoo import (  # noqa: E402,F401
     barlowtwins_resnet18,
+    barlowtwins_resnet18_cifar10,
     barlowtwins_resnet18_w16,
     barlowtwins_resnet50,
     from_pretrained,

@@ -31,7 +31,13 @@ def _probe(meta: dict[str, Any], task: str) -> str:
 
 
 def _training(meta: dict[str, Any]) -> str:
-    r = meta["recipe"]
+    """What the run cost: from the entry's ``training`` record (steps and wall-clock as run, the hardware) when it
+    has one, else from its recipe's budget and step cap."""
+    r, t = meta["recipe"], meta.get("training") or {}
+    if t.get("steps") and t.get("wall_clock_s"):
+        where = str(t.get("hardware") or "").split(", torch")[0]  # "1 process(es) on NVIDIA H200"
+        return (f"{t['wall_clock_s']:,.0f} wall-seconds{f' ({where})' if where else ''}, {t['steps']:,} steps × "
+                f"{r['batch_size']} images × {meta['num_views']} views ({t['epochs']:g} epochs)")
     clock = {"process": "CPU-minutes", "wall": "wall-minutes"}.get(r.get("clock"), "minutes")
     spent = f"{r['time_budget'] / 60:,.0f} {clock}, " if r.get("time_budget") else ""
     return f"{spent}{r['max_steps']:,} steps × {r['batch_size']} images × {meta['num_views']} views"

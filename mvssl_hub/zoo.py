@@ -42,6 +42,7 @@ ENTRIES_FILE = Path(str(resources.files("mvssl_hub") / "zoo_weights.json"))  # p
 BUILDER_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "barlowtwins_resnet18": ("barlowtwins", {"arch": "resnet18"}),
     "barlowtwins_resnet18_w16": ("barlowtwins", {"arch": "resnet18", "width": 16, "small_images": True}),
+    "barlowtwins_resnet18_cifar10": ("barlowtwins", {"arch": "resnet18", "width": 64, "small_images": False}),
     "barlowtwins_resnet50": ("barlowtwins", {"arch": "resnet50"}),
     "vicreg_resnet18": ("vicreg", {"arch": "resnet18"}),
     "vicreg_resnet18_w16": ("vicreg", {"arch": "resnet18", "width": 16, "small_images": True}),
@@ -80,6 +81,8 @@ _PUBLISHED = _read_entries()
 BarlowTwins_ResNet18_Weights = _weights_enum("barlowtwins_resnet18", _PUBLISHED.get("barlowtwins_resnet18", {}))
 BarlowTwins_ResNet18_W16_Weights = _weights_enum("barlowtwins_resnet18_w16",
                                                  _PUBLISHED.get("barlowtwins_resnet18_w16", {}))
+BarlowTwins_ResNet18_CIFAR10_Weights = _weights_enum("barlowtwins_resnet18_cifar10",
+                                                     _PUBLISHED.get("barlowtwins_resnet18_cifar10", {}))
 BarlowTwins_ResNet50_Weights = _weights_enum("barlowtwins_resnet50", _PUBLISHED.get("barlowtwins_resnet50", {}))
 VICReg_ResNet18_Weights = _weights_enum("vicreg_resnet18", _PUBLISHED.get("vicreg_resnet18", {}))
 VICReg_ResNet18_W16_Weights = _weights_enum("vicreg_resnet18_w16", _PUBLISHED.get("vicreg_resnet18_w16", {}))
@@ -130,6 +133,18 @@ def barlowtwins_resnet18_w16(*, weights: BarlowTwins_ResNet18_W16_Weights | str 
     Trained on CIFAR-10 by the zoo's recipe (``recipes/configs/zoo/``); see the weights' ``.meta``.
     """
     return _build("barlowtwins_resnet18_w16", weights, kwargs)
+
+
+@register_model(weights=BarlowTwins_ResNet18_CIFAR10_Weights)
+def barlowtwins_resnet18_cifar10(*, weights: BarlowTwins_ResNet18_CIFAR10_Weights | str | None = None,
+                                 progress: bool = True, **kwargs: Any) -> ResNetBackbone:
+    """The zoo's CIFAR-10 flagship: ResNet-18, torchvision's standard stem, full width: backbone (N, 3, H, W) ->
+    (N, 512), multi-view Barlow Twins (8 views, d = 256).
+
+    torchvision-compatible keys: the state dict loads ``strict=True`` into ``torchvision.models.resnet18()`` less
+    its ``fc``. Trained on CIFAR-10 by ``recipes/campaign.py``; see the weights' ``.meta`` and model card.
+    """
+    return _build("barlowtwins_resnet18_cifar10", weights, kwargs)
 
 
 @register_model(weights=BarlowTwins_ResNet50_Weights)
@@ -214,9 +229,11 @@ def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None
 
 
 __all__ = [
-    "BUILDER_SPECS", "from_pretrained", "zoo_entry", "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
+    "BUILDER_SPECS", "from_pretrained", "zoo_entry", "BarlowTwins_ResNet18_CIFAR10_Weights",
+    "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
     "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE", "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights",
-    "VICReg_ResNet50_Weights", "barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50",
+    "VICReg_ResNet50_Weights", "barlowtwins_resnet18", "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16",
+    "barlowtwins_resnet50",
     "enum_name", "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16",
     "vicreg_resnet50",
 ]

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"publishing {ckpt} -> {cfg.repo_id}" + (f" (tag {tag})" if tag else ""), file=sys.stderr)
 
     commit = push_to_hub(ckpt, cfg.repo_id, revision_tag=tag, private=cfg.private,
-                         commit_message=cfg.commit_message, token=cfg.token, endpoint=cfg.endpoint)
+                         commit_message=cfg.commit_message, token=cfg.token, endpoint=cfg.endpoint,
+                         builder=cfg.builder)
     print(f"commit {commit}", file=sys.stderr)
     if is_timm_arch(ckpt_cfg["backbone"]["arch"]):  # no zoo builder: the repo id is how it is loaded
         name = ckpt_cfg["backbone"]["arch"][len(TIMM_PREFIX):]

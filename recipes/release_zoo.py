@@ -7,7 +7,9 @@
 For each entry of ``ZOO``, each step is the user-facing command, run as a subprocess:
 
 1. ``recipes/pretrain.py --config <preset>`` (resumed when its run folder has checkpoints; skipped when the run
-   has an export and ``--retrain`` is not given);
+   has an export and ``--retrain`` is not given). An entry trained by a campaign (``recipes/campaign.py``, hours
+   over many sessions, or ``benchmarks/gpu_campaign.py`` on a lent GPU) is never trained here: its run's export
+   is released as it is (the campaign's run folder, or ``--only ENTRY --run FOLDER``);
 2. ``recipes/evaluate.py --record``: kNN + linear probe on the full CIFAR-10 test split (bank / probe: the
    50,000 training images), and kNN on the embedded 1,000-image test cut (bank: its 5,000 training images,
    fp32) that CI re-checks;
@@ -42,12 +44,15 @@ ENTRIES = ROOT / "mvssl_hub" / "zoo_weights.json"
 BUNDLED = ROOT / "mvssl_hub" / "bundled"
 CARDS = ROOT / "model_cards"
 EMBEDDED = "recipes/data/cifar10-5k"
-# builder, preset, Hub repo, enum member; the run folder is the preset's output_dir
+# builder, preset, Hub repo, enum member, trained by: "preset" (here; the run folder is the preset's output_dir) or
+# "campaign" (recipes/campaign.py; the run folder is the campaign's, under the long-runs home)
 ZOO = [
+    ("barlowtwins_resnet18_cifar10", "recipes/configs/zoo/barlowtwins_resnet18_cifar10.yaml",
+     "mvssl-hub/barlowtwins-resnet18-cifar10", "CIFAR10_V1", "campaign"),
     ("barlowtwins_resnet18_w16", "recipes/configs/zoo/cifar10_bt_resnet18_w16.yaml",
-     "mvssl-hub/barlowtwins-resnet18-w16-cifar10", "CIFAR10_V1"),
+     "mvssl-hub/barlowtwins-resnet18-w16-cifar10", "CIFAR10_V1", "preset"),
     ("vicreg_resnet18_w16", "recipes/configs/zoo/cifar10_vicreg_resnet18_w16.yaml",
-     "mvssl-hub/vicreg-resnet18-w16-cifar10", "CIFAR10_V1"),
+     "mvssl-hub/vicreg-resnet18-w16-cifar10", "CIFAR10_V1", "preset"),
 ]
 
 
@@ -59,6 +64,7 @@ class ReleaseConfig:
     data_name: str = "uoft-cs/cifar10"  # the name cards record
     runs: str = ""  # root that the presets' output_dir (runs/zoo/...) is relative to (default: the checkout)
     only: str = ""  # one builder name, to release just that entry
+    run: str = ""  # with --only: the run folder to release (e.g. ~/.cache/mvssl-hub/campaign-gpu/ENTRY)
     retrain: bool = False  # train even when the run already has an export
     skip_eval: bool = False  # reuse the metrics already recorded in the export
     refresh_export: bool = False  # export again from the last checkpoint (a newer recipe's files), no training
@@ -73,16 +79,28 @@ def sh(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
 
 
-def run_dir(cfg: ReleaseConfig, preset: str) -> Path:
+def run_dir(cfg: ReleaseConfig, builder: str, preset: str, trainer: str) -> Path:
+    """``--run``, else the campaign's run folder (campaign entries), else the preset's output_dir under ``--runs``."""
     import yaml
 
+    if cfg.run:
+        return Path(cfg.run)
+    if trainer == "campaign":
+        from recipes.campaign import long_runs_home
+
+        return long_runs_home() / "campaign" / builder
     out = Path(yaml.safe_load((ROOT / preset).read_text())["output_dir"])
     return (Path(cfg.runs) if cfg.runs else ROOT) / out
 
 
-def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member: str, endpoint: str | None) -> None:
-    run = run_dir(cfg, preset)
+def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member: str, trainer: str,
+            endpoint: str | None) -> None:
+    run = run_dir(cfg, builder, preset, trainer)
     export = run / "export"
+    if trainer == "campaign" and (cfg.retrain or cfg.refresh_export or not (export / "config.json").is_file()):
+        raise ConfigError(f"{builder} is trained by a campaign, never here: {export / 'config.json'} not found, or "
+                          f"--retrain/--refresh_export given (train it with `make campaign ENTRY={builder}` or "
+                          "benchmarks/gpu_campaign.py; then --only ENTRY [--run FOLDER])")
     hub = [*(["--endpoint", endpoint] if endpoint else []), *(["--token", cfg.token] if cfg.token else [])]
     train = ["recipes/pretrain.py", "--config", preset, "--data", cfg.data, "--data_name", cfg.data_name,
              "--output_dir", str(run), "--progress", "false"]
@@ -129,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     entries = [e for e in ZOO if not cfg.only or e[0] == cfg.only]
     if not entries:
         raise ConfigError(f"config key 'only' = {cfg.only!r}: not a zoo entry; known: {[e[0] for e in ZOO]}")
+    if cfg.run and not cfg.only:
+        raise ConfigError(f"config key 'run' = {cfg.run!r}: names one entry's run folder; give --only ENTRY too")
     server = None
     endpoint = cfg.endpoint
     if cfg.loopback:
@@ -139,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         endpoint = server.url
         os.environ.update(HF_ENDPOINT=server.url, HF_TOKEN=cfg.token or "hf_loopback_release", HF_HUB_DISABLE_XET="1")
     try:
-        for builder, preset, repo_id, member in entries:
-            release(cfg, builder, preset, repo_id, member, endpoint)
+        for builder, preset, repo_id, member, trainer in entries:
+            release(cfg, builder, preset, repo_id, member, trainer, endpoint)
     finally:
         if server is not None:
             server.stop()

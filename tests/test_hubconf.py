@@ -13,8 +13,8 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[1]
-BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "from_pretrained",
-            "vicreg_resnet18", "vicreg_resnet18_w16", "vicreg_resnet50"]
+BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16", "barlowtwins_resnet50",
+            "from_pretrained", "vicreg_resnet18", "vicreg_resnet18_w16", "vicreg_resnet50"]
 
 
 def test_importing_hubconf_imports_neither_accelerate_nor_datasets():

@@ -127,7 +127,7 @@ def _monitors_table(cfg: Mapping[str, Any]) -> str:
                  _fmt((res.get("lidar") or {}).get("value"))]
         rows.append(f"| {space} | " + " | ".join(cells) + " |")
     p = mon.get("protocol") or {}
-    return ("\n\nLabel-free measures (no labels used; `mvssl_hub.monitor`), on "
+    return ("\n\nLabel-free measures (no labels used; `mvssl_hub.eval.monitor`), on "
             f"{p.get('num_images', '?')} held-out images, {p.get('num_views', '?')} views, seed {p.get('seed', '?')}:\n\n"
             + "\n".join(rows))
 
@@ -147,8 +147,10 @@ def _recipe_command(cfg: Mapping[str, Any]) -> str:
 
 
 def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
-                template: str | os.PathLike[str] | None = None) -> str:
-    """README.md text for a validated config; ``repo_id`` fills the load snippets."""
+                template: str | os.PathLike[str] | None = None, builder: str | None = None) -> str:
+    """README.md text for a validated config; ``repo_id`` fills the load snippets, and ``builder`` (the zoo builder
+    it is published under, when that is not the generic one of its architecture, e.g. a builder that fixes stem and
+    width) the load-by-name snippets."""
     classifier = cfg.get("num_classes") is not None
     timm = is_timm_arch(cfg["backbone"]["arch"])
     default = CLASSIFIER_TEMPLATE_PATH if classifier else (TIMM_TEMPLATE_PATH if timm else TEMPLATE_PATH)
@@ -159,7 +161,8 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
     ds = cfg.get("dataset") or {}
     tf = cfg.get("transforms") or {}
     tr = cfg.get("training") or {}
-    builder = builder_name(cfg)
+    generic = builder_name(cfg)
+    builder = builder or generic
     if timm:
         name = repo_id.split("/")[-1] if repo_id else builder
         timm_kwargs = "".join(f", {k}={v!r}" for k, v in bb["kwargs"].items())
@@ -171,7 +174,8 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
         arch_desc = f"{bb['arch']} ({stem}{width})"
         timm_kwargs = ""
-        kwargs = "" if bb["width"] == 64 and bb["small_images"] else f", small_images={bb['small_images']}, width={bb['width']}"
+        kwargs = ("" if (bb["width"] == 64 and bb["small_images"]) or builder != generic  # a named builder fixes them
+                  else f", small_images={bb['small_images']}, width={bb['width']}")
         if bb["width"] == 64:
             tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
                        ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "

@@ -231,11 +231,13 @@ def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
 def push_to_hub(
     save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+    builder: str | None = None,
 ) -> str:
     """Upload a checkpoint folder as one commit (repo created if needed), tag it, return the commit sha.
 
     The folder is verified first (config valid, sha256 of every weights file); README.md is re-rendered
-    with the repo id in its load snippets. An existing ``revision_tag`` is never moved: ValueError.
+    with the repo id in its load snippets (and ``builder``, the zoo builder it is published under, if given).
+    An existing ``revision_tag`` is never moved: ValueError.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -257,7 +259,7 @@ def push_to_hub(
         if revision_tag in existing:
             raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
     api.create_repo(repo_id, private=private, exist_ok=True)
-    card = render_card(cfg, repo_id=repo_id, revision=revision_tag).encode("utf-8")
+    card = render_card(cfg, repo_id=repo_id, revision=revision_tag, builder=builder).encode("utf-8")
     uploads = upload_list(folder, cfg)
     ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in uploads]
     ops += [CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=str(folder / CONFIG_FILE)),

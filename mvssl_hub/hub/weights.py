@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 BUNDLED_DIR = Path(str(resources.files("mvssl_hub") / "bundled"))  # package data (pyproject: package-data)
 META_KEYS = ("backbone", "feature_dim", "method", "beta", "num_views", "projector", "metrics", "transforms",
              "recipe", "dataset", "num_params", "library_version")
+OPTIONAL_META_KEYS = ("training",)  # hardware, wall-clock, steps, epochs of the run (config.json's "training")
 
 
 class NoPublishedWeightsError(ValueError):
@@ -114,9 +115,10 @@ def validate_entry(w: Weights, builder_config: Callable[[str], tuple[str, dict[s
         if name not in (CONFIG_FILE, MODEL_FILE, PROJECTOR_FILE) or not SHA256_HEX.match(str(digest)):
             raise ValueError(f"{where}: sha256[{name!r}] = {digest!r} must be a 64-hex digest of a checkpoint file")
     missing = [k for k in META_KEYS if k not in w.meta]
-    unknown = sorted(set(w.meta) - set(META_KEYS))
+    unknown = sorted(set(w.meta) - set(META_KEYS) - set(OPTIONAL_META_KEYS))
     if missing or unknown:
-        raise ValueError(f"{where}: meta missing {missing}, unknown {unknown}; expected keys {list(META_KEYS)}")
+        raise ValueError(f"{where}: meta missing {missing}, unknown {unknown}; expected keys {list(META_KEYS)} "
+                         f"(optional: {list(OPTIONAL_META_KEYS)})")
     bcfg = BackboneConfig(**w.meta["backbone"])
     if builder_config is not None:
         method, fixed = builder_config(w.builder)
@@ -256,6 +258,7 @@ def weights_entry_from_checkpoint(repo_id: str, revision: str | None = None, *, 
             "beta": cfg["beta"], "num_views": cfg["num_views"], "projector": cfg["projector"],
             "metrics": list(cfg["metrics"]), "transforms": cfg["transforms"], "recipe": cfg.get("train_config"),
             "dataset": cfg["dataset"], "num_params": num_params, "library_version": cfg["library_version"],
+            **({"training": dict(cfg["training"])} if cfg.get("training") else {}),
         },
     }
 

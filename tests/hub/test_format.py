@@ -132,6 +132,21 @@ def test_card_parses_and_matches_config(tiny_ckpt):
         assert needle in body, needle
 
 
+def test_card_names_the_zoo_builder_it_is_published_under(tiny_ckpt):
+    from mvssl_hub.hub.card import builder_name, render_card
+
+    cfg = load_config(tiny_ckpt)
+    generic = render_card(cfg, repo_id="org/name")
+    bb = cfg["backbone"]
+    kwargs = f", small_images={bb['small_images']}, width={bb['width']}"
+    assert f'get_model("{builder_name(cfg)}", weights="DEFAULT"{kwargs})' in generic
+    named = render_card(cfg, repo_id="org/name", builder="barlowtwins_resnet18_cifar10")  # it fixes stem and width
+    assert 'get_model("barlowtwins_resnet18_cifar10", weights="DEFAULT")' in named
+    assert '"barlowtwins_resnet18_cifar10", source="local", weights="DEFAULT")' in named
+    assert render_card(cfg, repo_id="org/name", builder=builder_name(cfg)) == generic
+    assert "mvssl_hub.weights" not in generic  # the old module path
+
+
 def test_update_metrics_merges_and_regenerates_card(tiny_ckpt):
     from huggingface_hub import ModelCard
 

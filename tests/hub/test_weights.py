@@ -27,8 +27,8 @@ from conftest import same_state
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "vicreg_resnet18",
-            "vicreg_resnet18_w16", "vicreg_resnet50"]
+BUILDERS = ["barlowtwins_resnet18", "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16", "barlowtwins_resnet50",
+            "vicreg_resnet18", "vicreg_resnet18_w16", "vicreg_resnet50"]
 
 
 def test_builders_without_entries_say_how_to_load_instead(tmp_path):
