@@ -15,9 +15,9 @@ side of a race). If the run state is gone (a new machine) while the repository's
 run, the campaign starts over and the lost attempt's records move to ``benchmarks/results/campaign/ENTRY/lost-N/``
 (and the run folder's own, to its ``lost-N/``), except for a fixed-length campaign whose records say it ended.
 
-After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, steps and training seconds before and
-after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is evaluated
-on the full protocol (kNN with the 50k bank and the linear probe, beside random init, ``recipes/evaluate.py
+After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, the GPU if any, steps and training seconds
+before and after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is
+evaluated on the full protocol (kNN with the 50k bank and the linear probe, beside random init, ``recipes/evaluate.py
 --record``). The records, the metrics log and the training-curves PNG are copied to
 ``benchmarks/results/campaign/ENTRY/`` for the repository (never the run state).
 """
@@ -178,9 +178,12 @@ def main(argv: list[str] | None = None) -> dict:
         code, waited = run_quietly(cmd, enabled=cfg.quiet, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    say=lambda m: print(m, file=log, flush=True))
     step1, seconds1 = trained_so_far(run)
+    import torch  # here, not at the top: the module's import stays light
+
     record = {"chunk_started": started, "chunk_ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "cpu": f"{cpu_name()} ({cpu_isa()})", "exit_code": code, "paused_seconds": round(waited),
-              "restarted": not resume,
+              "cpu": f"{cpu_name()} ({cpu_isa()})",
+              "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,  # the GPU, if any
+              "exit_code": code, "paused_seconds": round(waited), "restarted": not resume,
               "step_before": step0, "step_after": step1, "train_seconds_before": round(seconds0, 1),
               "train_seconds_after": round(seconds1, 1), "knn_top1": last_knn(run)}
     if code == 0 and int(seconds1 // cfg.milestone_seconds) > int(seconds0 // cfg.milestone_seconds):

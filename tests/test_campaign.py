@@ -43,6 +43,11 @@ def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> N
     assert saved["epochs"] == 100 and saved["schedule"] == "constant"  # the preset's schedule, whatever the chunk
     records = (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "campaign.jsonl").read_text().splitlines()
     assert len(records) == 2 and (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "metrics.jsonl").is_file()
+    import torch
+
+    assert all("accelerator" in r for r in (first, second, *map(json.loads, records)))  # the GPU is named, if any
+    if not torch.cuda.is_available():  # this CPU-only machine: no GPU to name
+        assert first["accelerator"] is None and second["accelerator"] is None
 
 
 def test_an_unknown_entry_lists_the_presets() -> None:

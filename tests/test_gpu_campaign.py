@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -42,6 +43,11 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     assert all(p.stat().st_size <= PART_MIB * 2**20 for p in parts) and len(parts) + 2 <= 8
     assert hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest() == info["sha256"]
     assert "--- " in (out / "gpu_campaign.log").read_text()  # the pretraining log is in it
+    calibration = info["calibration"]  # the smoke train calibrates for 2 s, and its epochs reach the campaign
+    assert isinstance(calibration, dict) and isinstance(calibration["epochs"], int) and calibration["epochs"] >= 1
+    assert f"--epochs {calibration['epochs']}" in info["campaign_command"]
+    assert calibration["schedule_share"] == gpu_campaign.SCHEDULE_SHARE and calibration["steps_per_second"] > 0
+    assert "accelerator" in info["campaign_record"]
 
     with pytest.raises(SystemExit, match="smoke run"):  # never into the real cache by mistake
         gpu_campaign.main(["unpack", str(out)])
@@ -98,3 +104,73 @@ def test_the_script_starts_as_the_device_runs_it_with_nothing_installed_or_on_th
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--deadline" in done.stdout
+
+
+def write_metrics(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def step_row(step: int, seconds: float, per_epoch: int = 50) -> dict:
+    return {"step": step, "time": 1e9 + seconds, "loss": 100.0 / step, "lr": 1e-3, "epoch": step / per_epoch,
+            "nan_skipped": 0, "train_seconds": seconds}
+
+
+def test_step_rate_times_the_second_half_of_the_logged_steps(tmp_path: Path) -> None:
+    # steps 10..100, 50 steps/epoch: a slow warm-up (5 steps/s to step 50), then 20 steps/s
+    seconds = {10 * i: 2.0 * i if i <= 5 else 10.0 + 0.5 * (i - 5) for i in range(1, 11)}
+    rows = [step_row(s, t) for s, t in seconds.items()]
+    rows.insert(2, {"step": 20, "time": 1e9 + 4.0, "knn_top1": 40.0, "train_seconds": 4.0})  # a kNN point: ignored
+    rows = [{"config": {"epochs": 7}}, {"step": 0, "time": 1e9, "knn_random_init": 10.0, "train_seconds": 0.0},
+            *rows]
+    metrics = write_metrics(tmp_path / "logs" / "metrics.jsonl", rows)
+    rate, per_epoch = gpu_campaign.step_rate(metrics)
+    assert rate == pytest.approx((100 - 50) / (12.5 - 10.0))  # 20 steps/s: from step 50 (row 5 of 10) to step 100
+    assert rate != pytest.approx(90 / 10.5)  # not the whole log's (warm-up included)
+    assert per_epoch == pytest.approx(50.0)
+
+
+def test_step_rate_refuses_fewer_than_three_steps_naming_the_file(tmp_path: Path) -> None:
+    metrics = write_metrics(tmp_path / "metrics.jsonl", [{"config": {"epochs": 7}}, step_row(10, 1.0),
+                                                         {"step": 10, "knn_top1": 40.0, "train_seconds": 1.0},
+                                                         step_row(20, 2.0)])
+    with pytest.raises(ValueError, match=re.escape(str(metrics)) + ": 2 logged training steps"):
+        gpu_campaign.step_rate(metrics)
+
+
+def test_epochs_for_applies_the_share_and_clamps() -> None:
+    share = gpu_campaign.SCHEDULE_SHARE
+    assert 0 < share < 1
+    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=1.0) == 10
+    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=0.5) == 5
+    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0) == int(10 * 100 * share // 100)  # the default share
+    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=0.39) == 3  # whole epochs, rounded down
+    assert gpu_campaign.epochs_for(0.01, 390.0, 10.0) == 1  # never 0 epochs
+    assert gpu_campaign.epochs_for(1e6, 10.0, 1e4) == gpu_campaign.MAX_EPOCHS
+    assert gpu_campaign.epochs_for(1e6, 10.0, 1e4, most=12) == 12
+    # the H200 call of 2026-12-04: calibration timed 59.8 steps/s, the campaign averaged 44.4 over a 330 s budget;
+    # the schedule sized now from the calibration ends inside that budget at the campaign's rate
+    epochs = gpu_campaign.epochs_for(59.82, 390.0, 330.0)
+    assert epochs * 390 / 44.4 <= 330 and epochs * 390 / 59.82 >= 0.6 * 330
+
+
+def test_resumed_epochs_need_a_checkpoints_folder_and_the_config_row(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert gpu_campaign.resumed_epochs(run) is None  # nothing there
+    write_metrics(run / "logs" / "metrics.jsonl", [{"config": {"epochs": 45, "batch_size": 128}}, step_row(10, 1.0)])
+    assert gpu_campaign.resumed_epochs(run) is None  # a log but no run state: nothing to resume
+    (run / "checkpoints").mkdir()
+    assert gpu_campaign.resumed_epochs(run) == 45
+    (run / "logs" / "metrics.jsonl").unlink()
+    assert gpu_campaign.resumed_epochs(run) is None  # a run state without its log
+
+
+def test_the_calibration_run_times_the_step_alone(tmp_path: Path) -> None:
+    cmd = gpu_campaign.calibration_command(Path("preset.yaml"), "data", tmp_path, 25.0, "--clock wall --threads 4")
+    flags = dict(zip(cmd[2::2], cmd[3::2]))  # after the interpreter and the script: flag, value, flag, value...
+    assert cmd[1].endswith("pretrain.py") and flags["--config"] == "preset.yaml" and flags["--data"] == "data"
+    assert flags["--output_dir"] == str(tmp_path)
+    assert flags["--time_budget"] == "25" and flags["--clock"] == "wall" and flags["--threads"] == "4"
+    assert all(flags[f] == "0" for f in ("--knn_every", "--knn_every_seconds", "--save_every", "--save_every_seconds"))
+    assert flags["--monitors"] == flags["--export"] == flags["--knn_random_init"] == "false"
