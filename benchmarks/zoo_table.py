@@ -9,6 +9,7 @@ random initialisation, and what its training cost. ``benchmarks/readme_tables.py
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,11 @@ def _training(meta: dict[str, Any]) -> str:
     has one, else from its recipe's budget and step cap."""
     r, t = meta["recipe"], meta.get("training") or {}
     if t.get("steps") and t.get("wall_clock_s"):
-        where = str(t.get("hardware") or "").split(", torch")[0]  # "1 process(es) on NVIDIA H200"
-        return (f"{t['wall_clock_s']:,.0f} wall-seconds{f' ({where})' if where else ''}, {t['steps']:,} steps × "
-                f"{r['batch_size']} images × {meta['num_views']} views ({t['epochs']:g} epochs)")
+        seconds = "CPU-seconds" if r.get("clock") == "process" else "wall-seconds"  # the recipe's training clock
+        hardware = str(t.get("hardware") or "").split(", torch")[0]  # "1 process(es) on NVIDIA H200"
+        hardware = re.sub(r" \(\d+ threads? per process\)", "", hardware).replace("1 process(es) on ", "")
+        return (f"{t['wall_clock_s']:,.0f} {seconds}{f' on {hardware}' if hardware else ''}, {t['steps']:,} steps × "
+                f"{r['batch_size']} images × {meta['num_views']} views ({t['epochs']:.3g} epochs)")
     clock = {"process": "CPU-minutes", "wall": "wall-minutes"}.get(r.get("clock"), "minutes")
     spent = f"{r['time_budget'] / 60:,.0f} {clock}, " if r.get("time_budget") else ""
     return f"{spent}{r['max_steps']:,} steps × {r['batch_size']} images × {meta['num_views']} views"

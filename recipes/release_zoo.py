@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(HF_ENDPOINT=server.url, HF_TOKEN=cfg.token or "hf_loopback_release", HF_HUB_DISABLE_XET="1")
     try:
         for builder, preset, repo_id, member, trainer in entries:
+            if trainer == "campaign" and not cfg.only and not (run_dir(cfg, builder, preset, trainer) / "export").is_dir():
+                print(f"# {builder}: skipped (trained by a campaign, and this machine has no run of it; its "
+                      "published entry stays as it is)", flush=True)
+                continue
             release(cfg, builder, preset, repo_id, member, trainer, endpoint)
     finally:
         if server is not None:

@@ -62,8 +62,11 @@ def test_the_zoo_table_states_the_runs_own_cost_when_the_entry_records_it() -> N
     meta = {"recipe": {"batch_size": 128, "time_budget": 440.0, "max_steps": None, "clock": "wall"}, "num_views": 8,
             "training": {"steps": 17550, "wall_clock_s": 407.5, "epochs": 45.0,
                          "hardware": "1 process(es) on NVIDIA H200, torch 2.11.0+cu130"}}
-    assert zoo_table._training(meta) == ("408 wall-seconds (1 process(es) on NVIDIA H200), 17,550 steps × 128 images "
-                                         "× 8 views (45 epochs)")
+    assert zoo_table._training(meta) == "408 wall-seconds on NVIDIA H200, 17,550 steps × 128 images × 8 views (45 epochs)"
+    meta["recipe"]["clock"] = "process"  # the recipe's training clock counted CPU-seconds
+    meta["training"].update(hardware="1 process(es) on AMD EPYC [AVX2] (2 threads per process), torch 2.14.1", epochs=9.9282)
+    assert zoo_table._training(meta) == ("408 CPU-seconds on AMD EPYC [AVX2], 17,550 steps × 128 images × 8 views "
+                                         "(9.93 epochs)")
     del meta["training"]  # an entry published before entries kept it: the recipe's budget and step cap
     meta["recipe"].update(max_steps=1936, time_budget=3600.0, clock="process")
     assert zoo_table._training(meta) == "60 CPU-minutes, 1,936 steps × 128 images × 8 views"
