@@ -502,6 +502,8 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
     cleanup.append(results)
     budget = 3.0 if smoke and args.budget == BUDGET else args.budget
     extra = campaign_extra(smoke, args.knn_every, args.save_every, os.cpu_count() or 1)
+    if args.records_only:  # a comparison run (e.g. the classic recipe): its curve is the result, not its weights
+        extra += " --export false"
     calibration = None
     run = root / "campaign" / args.entry
     earlier = resumed_epochs(run)
@@ -553,7 +555,7 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
               "knn_top1_monitor": last_knn(run) if run.is_dir() else None,
               "knn_monitor": "smoke run: tiny flags" if smoke else MONITOR_NOTE,
               "budget_s": budget, "deadline_s": args.deadline, "campaign_seconds": round(time.time() - started, 1),
-              "export": export, "export_steps": trained.get("steps"),
+              "export": export, "records_only": args.records_only, "export_steps": trained.get("steps"),
               "export_train_seconds": trained.get("wall_clock_s"),
               "campaign_record": chunks[-1] if len(chunks) > chunks_before else None,
               "packages": found, "calibration": calibration, "campaign_command": shlex.join(cmd), **packed,
@@ -566,7 +568,7 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
         f"{packed.get('sha256')}; {values['wall_seconds']:.0f} s in all -> {folder}")
     for path in cleanup:
         shutil.rmtree(path, ignore_errors=True)
-    if not export or code != 0:
+    if (not export and not args.records_only) or code != 0:
         what = "did not start (the preflight failed)" if code is None else f"exited with {code}"
         raise SystemExit(f"{NAME}: the campaign {what}" + ("" if export else "; no export was packed")
                          + f" (see {folder / (NAME + '.log')})")
@@ -626,7 +628,8 @@ def unpack(args: argparse.Namespace) -> dict[str, Any]:
     if not meta.is_file():
         raise SystemExit(f"unpack: {meta} not found (the folder `run` returned: its files_at)")
     info = json.loads(meta.read_text())
-    if not info.get("export"):
+    records_only = bool(info.get("records_only"))
+    if not info.get("export") and not records_only:
         raise SystemExit(f"unpack: {meta}: the run packed no export (campaign exit code "
                          f"{info.get('campaign_exit_code')}); see {folder / (NAME + '.log')}")
     if info.get("smoke") and not (args.runs_root and args.results):  # a smoke export is no zoo entry
@@ -645,11 +648,12 @@ def unpack(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry}.unpack-", dir=home))
     try:
         extract(parts, tmp)
-        for name in ("model.safetensors", "config.json"):
+        for name in ("model.safetensors", "config.json") if not records_only else ():
             if not (tmp / "export" / name).is_file():
                 raise SystemExit(f"unpack: the stream has no export/{name}; nothing was unpacked")
-        read_safetensors_header(tmp / "export" / "model.safetensors")  # CheckpointError unless sound
-        read_json_file(tmp / "export" / "config.json")
+        if not records_only:
+            read_safetensors_header(tmp / "export" / "model.safetensors")  # CheckpointError unless sound
+            read_json_file(tmp / "export" / "config.json")
         shutil.copy2(meta, tmp / meta.name)
         if dest.exists():
             n = 1 + max((int(p.name.rsplit("-", 1)[1]) for p in home.glob(f"{entry}.previous-*")
@@ -697,6 +701,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t.add_argument("--knn_every", type=float, default=60.0, help="training seconds between kNN evaluations")
     t.add_argument("--save_every", type=float, default=120.0, help="training seconds between run states")
     t.add_argument("--extra", default="", help="further pretrain flags (after the GPU or smoke ones)")
+    t.add_argument("--records_only", action="store_true", help="a comparison run: no export (--export false); only "
+                   "its records and log come back")
     t.add_argument("--part_mib", type=float, default=PART_MIB, help="size of each returned part, MiB (<= 16)")
     t.add_argument("--wheels", default=str(WHEELS), help="wheels to install when `datasets` is missing")
     t.add_argument("--site", default=DEVICE_SITE, help="where they are installed (put on the children's PYTHONPATH)")

@@ -81,6 +81,23 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     assert (records / "lost-1" / "campaign.jsonl").is_file() and (run / "export" / "config.json").is_file()
 
 
+
+def test_a_records_only_run_brings_back_its_curve_without_weights(tmp_path: Path) -> None:
+    """A comparison run (the classic recipe): no export is made or packed; its metrics come back and unpack."""
+    out = tmp_path / "out"
+    info = gpu_campaign.main(["train", "--smoke", "--records_only", "--calibrate", "0", "--budget", "1", "--entry",
+                              "barlowtwins_resnet18_cifar10_classic", "--extra", "--proj_dim 64",
+                              "--root", str(tmp_path / "device"), "--out", str(out)])
+    assert info["records_only"] and not info["export"] and info["campaign_exit_code"] == 0
+    assert "--export false" in info["campaign_command"] and info["calibration"] is None
+    assert not any(m.startswith("export/") for m in info["members"]) and "logs/metrics.jsonl" in info["members"]
+    where = ["--runs_root", str(tmp_path / "cache"), "--results", str(tmp_path / "results")]
+    gpu_campaign.main(["unpack", str(out), *where])
+    records = tmp_path / "results" / "barlowtwins_resnet18_cifar10_classic_gpu"
+    rows = [json.loads(line) for line in (records / "metrics.jsonl").read_text().splitlines()]
+    assert any("knn_random_init" in r for r in rows) and any("loss" in r for r in rows)
+    assert not (tmp_path / "cache" / "campaign-gpu" / "barlowtwins_resnet18_cifar10_classic" / "export").exists()
+
 def test_the_device_flags_are_the_preset_s_but_the_clock_and_cadence() -> None:
     from mvssl_hub.train.config import parse_config
     from recipes import load_recipe
