@@ -202,7 +202,8 @@ def pack(args: argparse.Namespace) -> dict[str, Any]:
     print(f"# travels: {total / MIB:.1f} MiB of {TRAVEL_LIMIT / MIB:.0f} (checkout {tree / MIB:.1f} MiB, "
           + ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in carried.items()) + ")")
     if total > TRAVEL_LIMIT:
-        print(f"# WARNING: over the {TRAVEL_LIMIT / MIB:.0f} MiB the device tool carries")
+        print(f"# WARNING: over the {TRAVEL_LIMIT / MIB:.0f} MiB the device tool carries: leave the tracked bundle "
+              "of the flagship behind for the call (benchmarks/README.md, 'Training the flagship on a lent GPU')")
     print("# the device call (one run; then `unpack FILES_AT` here):")
     print(json.dumps({"command": command, "carry": carry, "timeout_s": TIMEOUT_S}))
     return {"command": command, "carry": carry, "timeout_s": TIMEOUT_S, "travel_bytes": total, "tree_bytes": tree,
