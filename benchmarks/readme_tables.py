@@ -32,6 +32,7 @@ TABLES: dict[str, tuple[str, str | Path]] = {
     "network_race_amx": ("network_race", "network_race_amx.json"),
     "network_race_avx2": ("network_race", "network_race_avx2.json"),
     "zoo": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json"),
+    "recipe_race_h200": ("recipe_race", "recipe_race_h200.json"),
 }
 
 

@@ -70,3 +70,19 @@ def test_the_zoo_table_states_the_runs_own_cost_when_the_entry_records_it() -> N
     del meta["training"]  # an entry published before entries kept it: the recipe's budget and step cap
     meta["recipe"].update(max_steps=1936, time_budget=3600.0, clock="process")
     assert zoo_table._training(meta) == "60 CPU-minutes, 1,936 steps × 128 images × 8 views"
+
+
+def test_the_recipe_race_table_reads_its_rows_and_curves() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "studies"))
+    import recipe_race
+
+    result = {"curves": {recipe_race.RECOMMENDED: [[0.0, 30.0], [60.0, 40.0]],
+                         recipe_race.CLASSIC: [[0.0, 31.0], [60.0, 35.0], [120.0, 45.0]]},
+              "rows": [{"classic_seconds": 60.0, "classic_knn": 35.0, "recommended_seconds_to_reach": 30.0,
+                        "ratio": 0.5},
+                       {"classic_seconds": 120.0, "classic_knn": 45.0, "recommended_seconds_to_reach": None,
+                        "ratio": None}]}
+    rows = recipe_race.markdown(result).splitlines()[2:]
+    assert rows == ["| 0 s (random init) | 31.0% | 30.0% | — | — |",
+                    "| 60 s | 35.0% | 40.0% | 30 s | 0.50 |",
+                    "| 120 s | 45.0% | — | not reached | — |"]

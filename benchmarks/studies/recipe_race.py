@@ -120,6 +120,26 @@ def analyze(results: Path, out: Path, warmup_steps: int, until: float = COMPARE_
     return result
 
 
+def markdown(result: dict) -> str:
+    """The README's table: each classic kNN point after the warm-up, the recommended run's kNN where it was
+    evaluated at that time, and the time it needed to reach the classic's kNN (0 s: its random init was already
+    above it)."""
+    def knn_at(curve: list[list[float]], t: float) -> str:
+        return next((f"{a:.1f}%" for s, a in curve if abs(s - t) <= 0.02 * max(t, 1.0)), "—")
+
+    rec, cls = result["curves"][RECOMMENDED], result["curves"][CLASSIC]
+    lines = ["| training time | classic kNN | recommended kNN | recommended time to reach the classic's kNN | ratio |",
+             "|---|---|---|---|---|"]
+    if cls and cls[0][0] == 0:
+        lines.append(f"| 0 s (random init) | {cls[0][1]:.1f}% | {knn_at(rec, 0.0)} | — | — |")
+    for row in result["rows"]:
+        t, reached, ratio = row["classic_seconds"], row["recommended_seconds_to_reach"], row["ratio"]
+        to_reach = "not reached" if reached is None else f"{reached:,.0f} s"
+        lines.append(f"| {t:,.0f} s | {row['classic_knn']:.1f}% | {knn_at(rec, t)} | {to_reach} | "
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} |")
+    return "\n".join(lines)
+
+
 def smoke(folder: Path) -> tuple[Path, int]:
     """Two tiny campaigns (the real presets, width 4, 64 images, a few seconds) whose records analyze reads."""
     from recipes import load_recipe
