@@ -571,7 +571,8 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
         shutil.rmtree(path, ignore_errors=True)
     if (not export and not args.records_only) or code != 0:
         what = "did not start (the preflight failed)" if code is None else f"exited with {code}"
-        raise SystemExit(f"{NAME}: the campaign {what}" + ("" if export else "; no export was packed")
+        raise SystemExit(f"{NAME}: the campaign {what}" + ("" if export or args.records_only else
+                                                           "; no export was packed")
                          + f" (see {folder / (NAME + '.log')})")
     return result
 
@@ -649,10 +650,10 @@ def unpack(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry}.unpack-", dir=home))
     try:
         extract(parts, tmp)
-        for name in ("model.safetensors", "config.json") if not records_only else ():
-            if not (tmp / "export" / name).is_file():
-                raise SystemExit(f"unpack: the stream has no export/{name}; nothing was unpacked")
         if not records_only:
+            for name in ("model.safetensors", "config.json"):
+                if not (tmp / "export" / name).is_file():
+                    raise SystemExit(f"unpack: the stream has no export/{name}; nothing was unpacked")
             read_safetensors_header(tmp / "export" / "model.safetensors")  # CheckpointError unless sound
             read_json_file(tmp / "export" / "config.json")
         shutil.copy2(meta, tmp / meta.name)

@@ -31,8 +31,9 @@ from .zoo import (
 __all__ = [
     "VIEW_PRESETS", "BackboneConfig", "BarlowTwinsLoss", "CheckpointError", "CheckpointNotFoundError",
     "EvalTransform", "IntegrityError", "MultiViewAugment", "Projector", "SSLModel", "TimmBackbone", "TimmBackboneConfig", "UnknownModelError",
-    "VICRegLoss", "__version__", "barlow_twins_loss", "barlowtwins_resnet18",
-    "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "build_backbone", "build_loss", "build_ssl_model", "from_pretrained", "get_model",
+    "VICRegLoss", "__version__", "barlow_twins_loss", "barlowtwins_resnet18", "barlowtwins_resnet18_cifar10",
+    "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "build_backbone", "build_loss", "build_ssl_model",
+    "from_pretrained", "get_model",
     "get_model_builder", "get_model_weights", "get_view_preset", "list_models", "parse_projector_spec",
     "projector_spec", "push_to_hub", "recommended_beta", "register_model", "save_pretrained",
     "torchvision_compatible", "update_metrics", "vicreg_loss", "vicreg_resnet18", "vicreg_resnet18_w16",

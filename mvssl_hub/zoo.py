@@ -230,10 +230,8 @@ def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None
 
 __all__ = [
     "BUILDER_SPECS", "from_pretrained", "zoo_entry", "BarlowTwins_ResNet18_CIFAR10_Weights",
-    "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights",
-    "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE", "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights",
-    "VICReg_ResNet50_Weights", "barlowtwins_resnet18", "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16",
-    "barlowtwins_resnet50",
-    "enum_name", "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16",
-    "vicreg_resnet50",
+    "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights", "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE",
+    "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights", "VICReg_ResNet50_Weights", "barlowtwins_resnet18",
+    "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "enum_name",
+    "register_weights", "vicreg_resnet18", "vicreg_resnet18_w16", "vicreg_resnet50",
 ]

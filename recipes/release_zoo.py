@@ -97,6 +97,10 @@ def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member:
             endpoint: str | None) -> None:
     run = run_dir(cfg, builder, preset, trainer)
     export = run / "export"
+    if trainer == "campaign" and not cfg.only and not (export / "config.json").is_file():
+        print(f"# {builder}: skipped (trained by a campaign, and this machine has no run of it; its published entry "
+              "stays as it is)", flush=True)
+        return
     if trainer == "campaign" and (cfg.retrain or cfg.refresh_export or not (export / "config.json").is_file()):
         raise ConfigError(f"{builder} is trained by a campaign, never here: {export / 'config.json'} not found, or "
                           f"--retrain/--refresh_export given (train it with `make campaign ENTRY={builder}` or "
@@ -160,10 +164,6 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(HF_ENDPOINT=server.url, HF_TOKEN=cfg.token or "hf_loopback_release", HF_HUB_DISABLE_XET="1")
     try:
         for builder, preset, repo_id, member, trainer in entries:
-            if trainer == "campaign" and not cfg.only and not (run_dir(cfg, builder, preset, trainer) / "export").is_dir():
-                print(f"# {builder}: skipped (trained by a campaign, and this machine has no run of it; its "
-                      "published entry stays as it is)", flush=True)
-                continue
             release(cfg, builder, preset, repo_id, member, trainer, endpoint)
     finally:
         if server is not None:
