@@ -50,20 +50,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's r
 from recipes.campaign import RECORDS, copy_records, keep_lost_attempt, last_knn, long_runs_home, trained_so_far
 
 from harness import EMBEDDED_DATA, RESULTS, ROOT, write_result
+from learn_check import require
 
 NAME = "gpu_campaign"
-ENTRY = "barlowtwins_resnet18_cifar10"
+ENTRY = "barlowtwins_resnet18_cifar10_v2"
 DATA_NAME = "uoft-cs/cifar10"
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cifar10"  # this machine's full CIFAR-10 (uoft-cs/cifar10 layout)
 GPU_DATA = ROOT / ".gpudata" / "cifar10"  # what travels: the full train split, the first test rows
 WHEELS = ROOT / ".whl"
 GPU_RUNS = ROOT / ".gpurun"  # the run folder on the device (ignored; a second call on a warm machine resumes it)
 DEVICE_SITE = "/tmp/site"  # where the wheels are installed on the device
-WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "fsspec==2026.9.0")  # fsspec: datasets
-# pins it <= 2026.9.0 and the device image's may be newer; the carried one comes first on the path
+WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "fsspec==2026.9.0", "timm==1.0.31")
+# fsspec: datasets pins it <= 2026.9.0 and the device image's may be newer; the carried one comes first on the path.
+# timm: its Lars is the published Barlow Twins arm's optimiser (benchmarks/studies/fair_race.py)
 # what the device image has already (datasets' other requirements must be among these)
-DEVICE_HAS = {"torch", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
+DEVICE_HAS = {"torch", "torchvision", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
               "fsspec", "xxhash", "pyyaml", "tqdm", "requests", "filelock", "matplotlib", "packaging"}
+RACE_BUDGET = 50.0  # training seconds of each race arm (benchmarks/studies/fair_race.py)
+RACE_DEADLINE = 270.0  # wall seconds of `race` after which a running arm is stopped
+PIPELINE_SECONDS = 60.0  # wall seconds the step timing (benchmarks/pipeline.py) needs after the campaign
 MONITOR_ROWS = 2000  # test rows that travel: the kNN monitor's queries during training
 MIB = 1 << 20
 TRAVEL_LIMIT = 64 * MIB  # the checkout plus the carried paths
@@ -73,6 +78,7 @@ BUDGET = 360.0  # training seconds (wall clock); decoding, kNN and the export co
 DEADLINE = 560.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
 TIMEOUT_S = 600  # the device call's timeout_s
 CALIBRATE = 25.0  # training seconds of the calibration run that times the preset's step on this GPU
+COMPILE_PROBE = 45.0  # further training seconds of a second, compiled calibration run (inductor compiles inside it)
 # H200, 2026-12-04: calibration timed 59.8 steps/s, the campaign averaged 44.4 (kNN, saves, monitors, noise): 0.74
 SCHEDULE_SHARE = 0.7  # the share of the budget the schedule is sized to fill (the rest: headroom)
 MAX_EPOCHS = 400
@@ -414,17 +420,14 @@ def resumed_epochs(run: Path) -> int | None:
     return None
 
 
-def calibrate(args: argparse.Namespace, data: str, env: dict[str, str], extra: str, budget: float,
-              say: Log) -> dict[str, Any]:
-    """Time the preset's step here, then size the campaign's schedule (epochs) to fill the training budget.
-
-    The cosine schedule is defined by the epochs: sized too long, the budget cuts it before the learning rate has
-    come down; too short, the GPU idles for the rest of the call. A failure here ends the call early (the same code
-    path as the campaign: what breaks here would break there), leaving device time for a second call."""
+def time_preset(args: argparse.Namespace, data: str, env: dict[str, str], extra: str, seconds: float,
+                say: Log) -> dict[str, Any]:
+    """One calibration run of the preset: its step rate (second half of its logged steps), steps per epoch and the
+    training seconds at its first logged step (what a compiled run spends compiling shows there)."""
     preset = ROOT / "recipes" / "configs" / "zoo" / f"{args.entry}.yaml"
     folder = Path(tempfile.mkdtemp(prefix=f"{NAME}-calibrate-"))
-    cmd = calibration_command(preset, data, folder, args.calibrate, extra)
-    say(f"# calibration: {args.calibrate:g} s of the preset's step, to size the schedule\n$ {shlex.join(cmd)}")
+    cmd = calibration_command(preset, data, folder, seconds, extra)
+    say(f"$ {shlex.join(cmd)}")
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in done.stdout.splitlines()[-25:]:
@@ -432,15 +435,50 @@ def calibrate(args: argparse.Namespace, data: str, env: dict[str, str], extra: s
     try:
         if done.returncode != 0:
             raise ValueError(f"the calibration run exited with {done.returncode}")
-        rate, per_epoch = step_rate(folder / "logs" / "metrics.jsonl")
+        metrics = folder / "logs" / "metrics.jsonl"
+        rate, per_epoch = step_rate(metrics)
+        first = next(r["train_seconds"] for r in map(json.loads, metrics.read_text().splitlines())
+                     if r.get("loss") is not None and r.get("train_seconds") is not None)
     except (ValueError, OSError) as e:
         raise SystemExit(f"{NAME}: calibration failed: {e}") from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    epochs = epochs_for(rate, per_epoch, budget)
-    found = {"seconds": args.calibrate, "wall_seconds": round(time.perf_counter() - t0, 1),
-             "steps_per_second": round(rate, 2), "steps_per_epoch": round(per_epoch, 2), "epochs": epochs,
-             "schedule_share": SCHEDULE_SHARE, "command": shlex.join(cmd)}
+    return {"seconds": seconds, "wall_seconds": round(time.perf_counter() - t0, 1), "steps_per_second": round(rate, 2),
+            "steps_per_epoch": round(per_epoch, 2), "first_logged_step_seconds": round(first, 1),
+            "command": shlex.join(cmd)}
+
+
+def compile_pays(eager: dict[str, Any], compiled: dict[str, Any], budget: float) -> tuple[bool, float]:
+    """Whether the compiled step trains more steps in ``budget`` than the eager one, its compile time (measured:
+    how much later its first logged step came) paid again in the campaign's own process; and that compile time."""
+    overhead = max(0.0, compiled["first_logged_step_seconds"] - eager["first_logged_step_seconds"])
+    return compiled["steps_per_second"] * (budget - overhead) > eager["steps_per_second"] * budget, overhead
+
+
+def calibrate(args: argparse.Namespace, data: str, env: dict[str, str], extra: str, budget: float,
+              say: Log) -> dict[str, Any]:
+    """Time the preset's step here, eager and (``--compile_probe``) compiled, then size the campaign's schedule
+    (epochs) to fill the training budget at the faster one's rate.
+
+    The cosine schedule is defined by the epochs: sized too long, the budget cuts it before the learning rate has
+    come down; too short, the GPU idles for the rest of the call. A failure here ends the call early (the same code
+    path as the campaign: what breaks here would break there), leaving device time for a second call."""
+    say(f"# calibration: {args.calibrate:g} s of the preset's step, to size the schedule")
+    eager = time_preset(args, data, env, extra, args.calibrate, say)
+    found: dict[str, Any] = {"eager": eager, "compile": False, "compile_seconds": None}
+    rate, budget_left = eager["steps_per_second"], budget
+    if args.compile_probe > 0:
+        say(f"# calibration, compiled: {args.calibrate + args.compile_probe:g} s (torch.compile's own time inside)")
+        compiled = time_preset(args, data, env, f"{extra} --compile true", args.calibrate + args.compile_probe, say)
+        pays, overhead = compile_pays(eager, compiled, budget)
+        found.update(compiled=compiled, compile=pays, compile_seconds=round(overhead, 1))
+        if pays:
+            rate, budget_left = compiled["steps_per_second"], budget - overhead
+        say(f"# torch.compile: {compiled['steps_per_second']:.1f} vs {eager['steps_per_second']:.1f} steps/s eager, "
+            f"{overhead:.0f} s to compile -> {'on' if pays else 'off'}")
+    per_epoch = eager["steps_per_epoch"]
+    epochs = epochs_for(rate, per_epoch, budget_left)
+    found.update(steps_per_second=rate, steps_per_epoch=per_epoch, epochs=epochs, schedule_share=SCHEDULE_SHARE)
     say(f"# calibration: {rate:.1f} steps/s, {per_epoch:.0f} steps/epoch -> --epochs {epochs} "
         f"({epochs * per_epoch / rate:.0f} s of the {budget:g} s budget)")
     return found
@@ -471,6 +509,62 @@ def train(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         say.close()
 
 
+def learn_gate(name: str, say: Log) -> dict[str, Any]:
+    """The preset's passing CPU learn check (benchmarks/learn_check.py), or SystemExit before any GPU time."""
+    record = require(name)
+    say(f"# learn check: {name} learned on the embedded cut ({record['knn_random_init']:.1f}% at random init -> "
+        f"{record['knn_final']:.1f}%, width {record['width']}, {record['cpu_isa']}, {record['date'][:10]})")
+    return record
+
+
+def device_env(args: argparse.Namespace, smoke: bool, say: Log) -> dict[str, str]:
+    """The children's environment: offline, unbuffered, and the carried wheels installed and on the path when the
+    image lacks what they provide."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if not smoke:  # datasets' parquet -> arrow cache on the device's scratch disk, whatever HOME is there
+        env.setdefault("HF_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / f"{NAME}-hf-datasets"))
+    if any(importlib.util.find_spec(m) is None for m in ("datasets", "timm")):
+        site = Path(args.site)
+        install_wheels(Path(args.wheels), site, say)
+        sys.path.insert(0, str(site))
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def time_pipeline(args: argparse.Namespace, data: str, env: dict[str, str], folder: Path, left: float, smoke: bool,
+                  say: Log) -> dict[str, Any] | None:
+    """benchmarks/pipeline.py on the preset: the recipe's step against the backbone's own forward + backward, on
+    this device, when ``left`` wall seconds allow it; its JSON goes back beside the campaign's."""
+    if left < PIPELINE_SECONDS:
+        say(f"# pipeline timing skipped: {left:.0f} s left of the deadline (it needs {PIPELINE_SECONDS:g})")
+        return None
+    out = folder / "pipeline_gpu.json"
+    preset = ROOT / "recipes" / "configs" / "zoo" / f"{args.entry}.yaml"
+    views = str(read_yaml_key(preset, "num_views"))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--views", views, "--out", str(out),
+           *(["--smoke"] if smoke else ["--device", "cuda", "--steps", "10", "--repeats", "3", "--warmup", "3",
+                                        "--", "--config", str(preset), "--data", data])]
+    say(f"$ {shlex.join(cmd)}")
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=left - 15)
+    except subprocess.TimeoutExpired:
+        say("# pipeline timing: stopped at the deadline")
+        return None
+    for line in done.stdout.splitlines()[-12:]:
+        say(line)
+    if done.returncode != 0 or not out.is_file():
+        return None
+    row = json.loads(out.read_text())["results"][0]
+    return {"views_per_s": row["views_per_s"], "ratio_recipe_over_backbone": row.get("ratio_recipe_over_backbone")}
+
+
+def read_yaml_key(path: Path, key: str) -> Any:
+    from mvssl_hub.train.config import read_yaml
+
+    return read_yaml(path)[key]
+
+
 def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: Path, json_path: Path,
            say: Log) -> dict[str, Any]:
     import torch
@@ -481,14 +575,8 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
     if not cuda and not args.smoke:
         say("# no CUDA GPU visible -> dry run of the same code path on the CPU (tiny flags)")
     say(f"# {NAME}: entry {args.entry}; torch {torch.__version__}; GPU: {gpu or 'none'}; {os.cpu_count()} CPUs")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    if not smoke:  # datasets' parquet -> arrow cache on the device's scratch disk, whatever HOME is there
-        env.setdefault("HF_DATASETS_CACHE", str(Path(tempfile.gettempdir()) / f"{NAME}-hf-datasets"))
-    if importlib.util.find_spec("datasets") is None:
-        site = Path(args.site)
-        install_wheels(Path(args.wheels), site, say)
-        sys.path.insert(0, str(site))
-        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    learned = None if smoke else learn_gate(args.entry, say)
+    env = device_env(args, smoke, say)
     found = preflight(env, say)
     data = args.data or str(EMBEDDED_DATA if smoke else GPU_DATA.relative_to(ROOT))  # relative: resumable anywhere
     cleanup: list[Path] = []
@@ -513,7 +601,7 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
         extra += f" --epochs {earlier}"
     elif args.calibrate > 0 and "error" not in found:
         calibration = calibrate(args, data, env, f"{extra} {args.extra}", budget, say)
-        extra += f" --epochs {calibration['epochs']}"
+        extra += f" --epochs {calibration['epochs']}" + " --compile true" * calibration["compile"]
     cmd = [sys.executable, str(ROOT / "recipes" / "campaign.py"), args.entry, "--data", data, "--data_name", DATA_NAME,
            "--root", str(root), "--results", str(results), "--quiet", "false", "--milestone_seconds", "1e7",
            "--chunk_seconds", f"{budget:g}", f"--extra={extra} {args.extra}".rstrip()]
@@ -548,8 +636,9 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
     chunks = records_of(run)
     export = (run / "export" / "model.safetensors").is_file() and (run / "export" / "config.json").is_file()
     trained = json.loads((run / "export" / "config.json").read_text()).get("training") or {} if export else {}
+    pipeline = time_pipeline(args, data, env, folder, args.deadline - (time.perf_counter() - t0), smoke, say)
     packed = pack_run(run, folder, int(args.part_mib * MIB)) if run.is_dir() else {"parts": []}
-    if len(packed["parts"]) + 2 > RETURN_FILES:
+    if len(packed["parts"]) + 2 + (pipeline is not None) > RETURN_FILES:
         say(f"# WARNING: {len(packed['parts'])} parts + JSON + log exceed the {RETURN_FILES} files that come back")
     values = {"gpu": gpu, "cuda": cuda, "smoke": smoke, "entry": args.entry, "campaign_exit_code": code,
               "stopped_at_deadline": stopped, "steps": steps, "train_seconds": round(seconds, 1),
@@ -559,7 +648,7 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
               "export": export, "records_only": args.records_only, "export_steps": trained.get("steps"),
               "export_train_seconds": trained.get("wall_clock_s"),
               "campaign_record": chunks[-1] if len(chunks) > chunks_before else None,
-              "packages": found, "calibration": calibration, "campaign_command": shlex.join(cmd), **packed,
+              "packages": found, "calibration": calibration, "learn_check": learned, "pipeline": pipeline, "campaign_command": shlex.join(cmd), **packed,
               "wall_seconds": round(time.perf_counter() - t0, 1)}
     result = write_result(json_path, NAME, values, None if argv is None else ["benchmarks/gpu_campaign.py", *argv],
                           quiet=True)
@@ -575,6 +664,47 @@ def _train(args: argparse.Namespace, argv: list[str] | None, t0: float, folder: 
                                                            "; no export was packed")
                          + f" (see {folder / (NAME + '.log')})")
     return result
+
+
+# ------------------------------------------------------------------------------------------------------ race
+
+def race(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """The three-arm recipe race (benchmarks/studies/fair_race.py) on this device; its JSON, PNG, each arm's
+    metrics log and this call's log come back in ``--out``."""
+    import torch
+
+    t0 = time.perf_counter()
+    folder = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="fair-race-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    say = Log(folder / "fair_race.log")
+    try:
+        cuda = torch.cuda.is_available()
+        gpu = torch.cuda.get_device_name(0) if cuda else None
+        smoke = args.smoke or not cuda
+        say(f"# fair_race on {gpu or 'the CPU (smoke: tiny flags, numbers mean nothing)'}; torch {torch.__version__}")
+        env = device_env(args, smoke, say)
+        preflight(env, say)
+        runs = Path(tempfile.mkdtemp(prefix="fair-race-runs-"))
+        data = args.data or str(GPU_DATA.relative_to(ROOT))
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "studies" / "fair_race.py"), "run", str(runs),
+               "--out", str(folder / "fair_race.json"), "--budget", f"{args.budget:g}", "--knn_every",
+               f"{args.knn_every:g}", "--workers", str(min(16, os.cpu_count() or 1)),
+               "--deadline", f"{args.deadline - (time.perf_counter() - t0) - 20:g}",
+               *(["--smoke"] if smoke else ["--data", data, "--gpu", gpu])]
+        say(f"$ {shlex.join(cmd)}")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        reader = follow(proc, say)
+        code = proc.wait()
+        reader.join(5)
+        for arm in runs.iterdir():  # each arm's curve, whatever the analysis made of it
+            if (arm / "logs" / "metrics.jsonl").is_file():
+                shutil.copy2(arm / "logs" / "metrics.jsonl", folder / f"fair_race_{arm.name}.jsonl")
+        say(f"# fair_race: exit {code} after {time.perf_counter() - t0:.0f} s -> {folder}")
+        if code != 0:
+            raise SystemExit(f"{NAME} race: fair_race.py exited with {code} (see {folder / 'fair_race.log'})")
+        return json.loads((folder / "fair_race.json").read_text())
+    finally:
+        say.close()
 
 
 # ---------------------------------------------------------------------------------------------------- unpack
@@ -700,6 +830,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t.add_argument("--calibrate", type=float, default=None, help=f"training seconds of a first run that times the "
                    f"step and sizes the schedule (--epochs) to {SCHEDULE_SHARE:.0%}% of --budget; 0: the preset's "
                    f"epochs (default {CALIBRATE:g}; smoke: 2)")
+    t.add_argument("--compile_probe", type=float, default=None, help="further training seconds of a compiled "
+                   f"calibration run: torch.compile is used when it pays (default {COMPILE_PROBE:g}; smoke: 0; 0: off)")
     t.add_argument("--knn_every", type=float, default=60.0, help="training seconds between kNN evaluations")
     t.add_argument("--save_every", type=float, default=120.0, help="training seconds between run states")
     t.add_argument("--extra", default="", help="further pretrain flags (after the GPU or smoke ones)")
@@ -712,6 +844,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                         "behaviour without a CUDA GPU)")
     t.add_argument("--out", default=None, help="folder for the parts, JSON and log, or the JSON's path "
                                                "(default: $OUT, else a temporary folder)")
+    r = sub.add_parser("race", help="on the device: the three-arm recipe race (benchmarks/studies/fair_race.py)")
+    r.add_argument("--data", default=None, help=f"default: {GPU_DATA.relative_to(ROOT)}")
+    r.add_argument("--budget", type=float, default=RACE_BUDGET, help="training seconds of each arm (wall clock)")
+    r.add_argument("--knn_every", type=float, default=10.0, help="training seconds between kNN evaluations")
+    r.add_argument("--deadline", type=float, default=RACE_DEADLINE, help="wall seconds of this command after which "
+                                                                         "a running arm is stopped")
+    r.add_argument("--wheels", default=str(WHEELS), help="wheels to install when `datasets` or `timm` is missing")
+    r.add_argument("--site", default=DEVICE_SITE, help="where they are installed (put on the children's PYTHONPATH)")
+    r.add_argument("--smoke", action="store_true", help="CPU, seconds: tiny flags on the embedded cut")
+    r.add_argument("--out", default=None, help="folder for the results and log (default: $OUT, else a temporary one)")
     u = sub.add_parser("unpack", help="here, after the call: check the parts, extract, copy the records")
     u.add_argument("parts_dir", help="the folder holding the returned files (the run tool's files_at)")
     u.add_argument("--runs_root", default=None, help="default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub; the run "
@@ -723,10 +865,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     if args.action == "train" and args.calibrate is None:
         args.calibrate = 2.0 if args.smoke else CALIBRATE
+    if args.action == "train" and args.compile_probe is None:
+        args.compile_probe = 0.0 if args.smoke else COMPILE_PROBE
     if args.action == "train" and not 0 < args.part_mib <= 16:
         ap.error(f"--part_mib {args.part_mib:g}: must be in (0, 16] (the device returns files of 16 MiB at most)")
     actions: dict[str, Callable[[], dict[str, Any]]] = {"pack": lambda: pack(args),
                                                         "train": lambda: train(args, argv),
+                                                        "race": lambda: race(args, argv),
                                                         "unpack": lambda: unpack(args)}
     return actions[args.action]()
 

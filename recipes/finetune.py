@@ -55,7 +55,7 @@ from mvssl_hub.train.config import (
 )
 from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
@@ -213,14 +213,6 @@ def setup(cfg: FinetuneConfig, argv: list[str] | None) -> Setup:
                                        total_steps, warmup_steps=warmup))
     s.model, s.optimizer, s.scheduler = accelerator.prepare(model, optimizer, scheduler)
     return s
-
-
-def schedule_position(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
-    """Where the schedule stands, in steps of ``total_steps``: the step, or further along when a time budget is
-    spent faster, so that warm-up and decay span whichever of the two ends the run first."""
-    if time_budget is None:
-        return step
-    return max(step, min(1.0, elapsed / time_budget) * total_steps)
 
 
 def test_accuracy(cfg: FinetuneConfig, s: Setup) -> dict[str, float]:

@@ -12,6 +12,7 @@ finiteness decision, step) -> run states, kNN monitor -> export (safetensors + c
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -50,7 +51,7 @@ from mvssl_hub.hub.records import (
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
 from mvssl_hub.timm_backbone import is_timm_arch, parse_timm_kwargs
-from mvssl_hub.train.backends import apply_memory_format, make_adam
+from mvssl_hub.train.backends import apply_memory_format, make_adam, make_lars
 from mvssl_hub.train.config import (
     FRACTION,
     above,
@@ -69,7 +70,7 @@ from mvssl_hub.train.config import (
 from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor
+from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
 from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
@@ -121,7 +122,10 @@ class PretrainConfig:
     beta: float | str = "auto"  # a number, or "auto" = recommended_beta(method, proj_dim, num_views)
     loss_form: str = "auto"  # barlowtwins: auto, classic, mean, all_pairs; vicreg: auto, classic, leave_one_out, all_pairs
     num_views: Annotated[int, at_least(2, "multi-view pretraining needs at least 2 views"), at_most(MAX_TRAIN_VIEWS)] = 4
-    # optimisation (Agrawal et al. 2024: Adam 1e-3, wd 1e-6, constant)
+    # optimisation (Agrawal et al. 2024: Adam 1e-3, wd 1e-6, constant; Zbontar et al. 2021: LARS)
+    optimizer: Literal["adam", "lars"] = "adam"  # lars: timm's Lars; biases and BN parameters keep lr_bias, no decay, no adaptation
+    lr_bias: Annotated[float | None, finite(lambda v: v > 0, "must be a positive number")] = None  # lars: learning rate of biases and BN parameters (default: lr)
+    momentum: Annotated[float, between(0, 0.999)] = 0.9  # lars: SGD momentum
     epochs: Annotated[int, at_least(1)] = 100
     max_steps: Annotated[int | None, at_least(1)] = None  # stop early after this many steps (the schedule still spans `epochs`)
     batch_size: Annotated[int, at_least(2, "batch statistics need at least 2 images")] = 256
@@ -129,6 +133,7 @@ class PretrainConfig:
     weight_decay: Annotated[float, at_least(0)] = 1e-6
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: Annotated[int, at_least(0)] = 0
+    schedule_time: bool = False  # with time_budget: warm-up and decay span the budget too (by the clock), whichever ends first
     seed: int = 0
     # speed
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: accelerate's --mixed_precision, else bf16 where native
@@ -179,6 +184,11 @@ class PretrainConfig:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {e}") from None
         need(self.loss_form in LOSS_FORMS[self.method], "loss_form", f"not a {self.method} form; known: "
              f"{', '.join(LOSS_FORMS[self.method])}")
+        need(not self.schedule_time or self.time_budget is not None, "schedule_time",
+             "needs a time_budget for the schedule to span")
+        need(self.optimizer == "lars" or self.lr_bias is None, "lr_bias", "only optimizer 'lars' takes lr_bias")
+        if self.optimizer == "lars" and importlib.util.find_spec("timm") is None:
+            raise ConfigError("config key 'optimizer' = 'lars': uses timm's Lars; pip install 'mvssl-hub[timm]'")
 
     def resolved_beta(self) -> float:
         if self.beta == "auto":
@@ -248,6 +258,7 @@ class Trainer:
     augment: MultiViewAugment
     eval_transform: EvalTransform
     guard: StepGuard
+    clock: TrainingClock  # seconds of training (kNN and saves paused out); with schedule_time the schedule reads it
     batches: Any = None  # step -> StepBatch (mvssl_hub.data.batches): in memory or streamed, one interface
     state: dict[str, Any] = field(default_factory=dict)
 
@@ -355,7 +366,7 @@ def model_from_config(config: dict[str, Any]) -> torch.nn.Module:
 
 
 def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
-    """Model (global-batch BN across processes), loss, Adam, schedule, views; wrapped by accelerate."""
+    """Model (global-batch BN across processes), loss, Adam or LARS, schedule, views; wrapped by accelerate."""
     torch.manual_seed(cfg.seed)
     model = new_model(cfg)
     if run.world > 1:  # BatchNorm statistics over the global batch, like the loss
@@ -363,9 +374,15 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     # channels_last is faster on every CPU kind measured, except where a oneDNN kernel fault meets the network
     # (narrow strided 1x1 convolutions: wrong gradients or a hang); there the run goes contiguous.
     channels_last = apply_memory_format(model, run.device, cfg.channels_last)
-    optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, run.device)
+    if cfg.optimizer == "lars":  # Barlow Twins as published: biases and BN apart (lr_bias, no decay)
+        optimizer = make_lars(model, cfg.lr, cfg.weight_decay, lr_bias=cfg.lr_bias, momentum=cfg.momentum)
+    else:
+        optimizer = make_adam(model.parameters(), cfg.lr, cfg.weight_decay, run.device)
+    clock = TrainingClock(cfg.clock)  # train() restarts it at the run's training seconds so far
+    budget = cfg.time_budget if cfg.schedule_time else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, data.schedule_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
+        schedule_position(s, data.schedule_steps, clock.elapsed(), budget), data.schedule_steps,
+        warmup_steps=cfg.warmup_steps, schedule=cfg.schedule))
     model, optimizer, scheduler = run.accelerator.prepare(model, optimizer, scheduler)
     bn_buffers = [b for name, b in run.accelerator.unwrap_model(model).named_buffers()
                   if "running" in name or "num_batches" in name]
@@ -382,7 +399,7 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
                                                        distributed=run.world > 1),
         augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=channels_last),
         eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
-        batches=batches, state=fresh_state(),
+        clock=clock, batches=batches, state=fresh_state(),
     )
 
 
@@ -463,7 +480,8 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
     acc, state = run.accelerator, trainer.state
     bar = tqdm(total=data.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
                disable=not (acc.is_main_process and cfg.progress))
-    clock = TrainingClock(cfg.clock, state["train_seconds"])  # kNN and save time are not training time
+    clock = trainer.clock  # kNN and save time are not training time
+    clock.restart(state["train_seconds"])
     start_step, start_seconds = state["global_step"], state["train_seconds"]
     log_cadence = Cadence(steps=cfg.log_every)
     knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=clock, aligned=True)

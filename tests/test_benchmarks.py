@@ -21,7 +21,8 @@ NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
                "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check",
                "zoo_table.py": "not a measurement: renders mvssl_hub/zoo_weights.json (tests/test_readme_tables.py)",
                "gpu_campaign.py": "pack / train / unpack: tests/test_gpu_campaign.py runs its smoke round trip",
-               "independent_knn.py": "no harness (it imports nothing of mvssl_hub): tests/test_independent_knn.py runs it"}
+               "independent_knn.py": "no harness (it imports nothing of mvssl_hub): tests/test_independent_knn.py runs it",
+               "fair_race.py": "three pretraining runs: tests/test_gpu_campaign.py runs its smoke through the GPU call"}
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"], "recipe_race.py": ["analyze"]}  # their command line starts with an action
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)

@@ -40,7 +40,9 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     assert info["campaign_exit_code"] == 0 and info["export"] and info["steps"] > 0 and info["smoke"]
     parts = sorted(out.glob("gpu_campaign.tar.part-*"))
     assert [p.name for p in parts] == [p["name"] for p in info["parts"]] and len(parts) >= 2
-    assert all(p.stat().st_size <= PART_MIB * 2**20 for p in parts) and len(parts) + 2 <= 8
+    assert all(p.stat().st_size <= PART_MIB * 2**20 for p in parts) and len(parts) + 3 <= 8
+    timing = json.loads((out / "pipeline_gpu.json").read_text())["results"][0]  # the step against the backbone
+    assert info["pipeline"]["views_per_s"] == timing["views_per_s"] and timing["ratio_recipe_over_backbone"] > 0
     assert hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest() == info["sha256"]
     assert "--- " in (out / "gpu_campaign.log").read_text()  # the pretraining log is in it
     calibration = info["calibration"]  # the smoke train calibrates for 2 s, and its epochs reach the campaign
@@ -53,9 +55,9 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
         gpu_campaign.main(["unpack", str(out)])
     where = ["--runs_root", str(tmp_path / "cache"), "--results", str(tmp_path / "results")]
     done = gpu_campaign.main(["unpack", str(out), *where])
-    run = tmp_path / "cache" / "campaign-gpu" / "barlowtwins_resnet18_cifar10"
+    run = tmp_path / "cache" / "campaign-gpu" / "barlowtwins_resnet18_cifar10_v2"
     assert done["run"] == run and {"model.safetensors", "config.json"} <= {p.name for p in (run / "export").iterdir()}
-    records = tmp_path / "results" / "barlowtwins_resnet18_cifar10_gpu"
+    records = tmp_path / "results" / "barlowtwins_resnet18_cifar10_v2_gpu"
     assert {p.name for p in records.iterdir()} == {"campaign.jsonl", "metrics.jsonl", "training_curves.png",
                                                    "gpu_campaign.json"}
     assert (run / "logs" / "metrics.jsonl").read_bytes() == (records / "metrics.jsonl").read_bytes()
@@ -74,10 +76,10 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     shutil.copy2(out / info["parts"][1]["name"], middle)
     with pytest.raises(SystemExit, match=f"part {bad / info['parts'][-1]['name']} is missing"):
         gpu_campaign.main(["unpack", str(bad), *where, "--replace"])
-    assert not (run.parent / "barlowtwins_resnet18_cifar10.previous-1").exists()  # refused before touching the run
-    assert sorted(p.name for p in run.parent.iterdir()) == ["barlowtwins_resnet18_cifar10"]  # no temp leftovers
+    assert not (run.parent / "barlowtwins_resnet18_cifar10_v2.previous-1").exists()  # refused before touching the run
+    assert sorted(p.name for p in run.parent.iterdir()) == ["barlowtwins_resnet18_cifar10_v2"]  # no temp leftovers
     gpu_campaign.main(["unpack", str(out), *where, "--replace"])  # the same good parts again: the old run moves aside
-    assert (run.parent / "barlowtwins_resnet18_cifar10.previous-1" / "export" / "model.safetensors").is_file()
+    assert (run.parent / "barlowtwins_resnet18_cifar10_v2.previous-1" / "export" / "model.safetensors").is_file()
     assert (records / "lost-1" / "campaign.jsonl").is_file() and (run / "export" / "config.json").is_file()
 
 
@@ -109,7 +111,7 @@ def test_the_device_flags_are_the_preset_s_but_the_clock_and_cadence() -> None:
     cfg = parse_config(pretrain.PretrainConfig, ["--config", str(preset), *extra])
     assert (cfg.clock, cfg.knn_every_seconds, cfg.save_every_seconds, cfg.decode_workers) == ("wall", 60, 120, 16)
     changed = {k for k in vars(cfg) if getattr(cfg, k) != getattr(base, k)}
-    assert changed - pretrain.RESUMABLE_CHANGES == {"clock"}  # the recipe itself is the preset's
+    assert changed - pretrain.RESUMABLE_CHANGES <= {"clock"}  # the recipe itself is the preset's (its clock may be wall already)
 
 
 def test_the_script_starts_as_the_device_runs_it_with_nothing_installed_or_on_the_path() -> None:
@@ -191,3 +193,34 @@ def test_the_calibration_run_times_the_step_alone(tmp_path: Path) -> None:
     assert flags["--time_budget"] == "25" and flags["--clock"] == "wall" and flags["--threads"] == "4"
     assert all(flags[f] == "0" for f in ("--knn_every", "--knn_every_seconds", "--save_every", "--save_every_seconds"))
     assert flags["--monitors"] == flags["--export"] == flags["--knn_random_init"] == "false"
+
+
+def test_compile_pays_only_when_its_faster_steps_outrun_its_compile_time() -> None:
+    eager = {"steps_per_second": 10.0, "first_logged_step_seconds": 2.0}
+    fast = {"steps_per_second": 13.0, "first_logged_step_seconds": 32.0}  # 30 s later: the compile
+    assert gpu_campaign.compile_pays(eager, fast, budget=300) == (True, 30.0)  # 13 x 270 > 10 x 300
+    assert gpu_campaign.compile_pays(eager, fast, budget=100) == (False, 30.0)  # 13 x 70 < 10 x 100
+    slower = {"steps_per_second": 9.0, "first_logged_step_seconds": 1.0}
+    assert gpu_campaign.compile_pays(eager, slower, budget=300) == (False, 0.0)
+
+
+def test_a_preset_without_a_passing_learn_check_gets_no_gpu_time(tmp_path: Path) -> None:
+    """Outside smoke mode, train refuses an entry the CPU learn check has not passed, before anything runs."""
+    with pytest.raises(SystemExit, match="no preset named 'barlowtwins_resnet18_cifar10_classic'"):
+        gpu_campaign.learn_gate("barlowtwins_resnet18_cifar10_classic", print)
+
+
+def test_the_race_runs_its_three_arms_and_brings_back_results_curves_and_log(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = gpu_campaign.main(["race", "--smoke", "--out", str(out)])
+    assert {p.name for p in out.iterdir()} == {"fair_race.json", "fair_race.png", "fair_race.log",
+                                               "fair_race_recommended.jsonl", "fair_race_paper_baseline.jsonl",
+                                               "fair_race_published.jsonl"}  # 6 of the 8 files that come back
+    assert result["benchmark"] == "fair_race" and set(result["arms"]) == {"recommended", "paper_baseline", "published"}
+    assert all(r["exit"] == 0 for r in result["ran"]["runs"].values())
+    for arm, found in result["arms"].items():  # each arm's own recipe ran, beside its random init
+        rows = [json.loads(line) for line in (out / f"fair_race_{arm}.jsonl").read_text().splitlines()]
+        cfg = next(r["config"] for r in rows if "config" in r)
+        assert found["knn_random_init"] is not None and found["steps"] > 0
+        assert cfg["optimizer"] == ("lars" if arm == "published" else "adam") and cfg["schedule_time"]
+    assert set(result["recommended_vs"]) == {"paper_baseline", "published"}

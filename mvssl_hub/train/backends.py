@@ -11,6 +11,8 @@ the accelerator.
   previous settings, whose :meth:`BackendSettings.restore` puts them back.
 - :func:`make_adam`: ``torch.optim.Adam`` with the fused kernel on CUDA (one launch per step, and
   :class:`mvssl_hub.train.step_guard.StepGuard` can skip a non-finite step on the device), foreach elsewhere.
+- :func:`make_lars`: timm's ``Lars`` (Barlow Twins as published: biases and BatchNorm parameters in a group of
+  their own, with their own learning rate and neither weight decay nor the trust-ratio adaptation).
 - :func:`make_accelerator`: the ``accelerate.Accelerator`` of a recipe; ``accelerate`` is imported only inside
   it (importing mvssl_hub must not import it).
 """
@@ -32,7 +34,7 @@ from ..errors import ConfigError
 
 __all__ = ["CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS", "PRECISIONS", "BackendSettings", "apply_memory_format",
            "channels_last_hazards", "choose_precision", "configure_backends", "current_backends", "make_accelerator",
-           "make_adam", "use_channels_last"]
+           "make_adam", "make_lars", "use_channels_last"]
 
 # cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2); read when cuBLAS starts.
 _CUBLAS_DETERMINISTIC = ":4096:8"
@@ -112,6 +114,28 @@ def make_adam(params: Iterable[torch.nn.Parameter] | Iterable[dict], lr: float, 
     if device.type == "cuda":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def make_lars(model: torch.nn.Module, lr: float, weight_decay: float, *, lr_bias: float | None = None,
+              momentum: float = 0.9, trust_coeff: float = 1e-3) -> torch.optim.Optimizer:
+    """timm's ``Lars`` over ``model``'s parameters, set up as Barlow Twins trains (Zbontar et al., 2021):
+
+    - weights (tensors of 2+ dims): ``lr``, L2 ``weight_decay``, the layer-wise trust ratio ``trust_coeff``;
+    - biases and BatchNorm parameters (1-dim tensors): ``lr_bias`` (default ``lr``), no weight decay and no
+      trust-ratio adaptation (timm adapts a group only when its weight decay is non-zero).
+
+    timm is imported here: ImportError names the extra that installs it. Its trust ratio divides by
+    ``|g| + wd |w|`` where Barlow Twins' own code divides by ``|g + wd w|``: equal up to the triangle inequality.
+    """
+    try:
+        from timm.optim import Lars
+    except ImportError as e:
+        raise ImportError("optimizer 'lars' uses timm's Lars: pip install 'mvssl-hub[timm]'") from e
+    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    flat = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": weights, "lr": lr, "weight_decay": weight_decay},
+              {"params": flat, "lr": lr if lr_bias is None else lr_bias, "weight_decay": 0.0}]
+    return Lars([g for g in groups if g["params"]], lr=lr, momentum=momentum, trust_coeff=trust_coeff)
 
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

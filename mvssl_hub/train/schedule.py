@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Cadence", "TrainingClock", "expected_total_steps", "lr_factor"]
+__all__ = ["Cadence", "TrainingClock", "expected_total_steps", "lr_factor", "schedule_position"]
 
 
 def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: str = "cosine") -> float:
@@ -29,6 +29,14 @@ def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: s
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def schedule_position(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
+    """Where the schedule stands, in steps of ``total_steps``: the step, or further along when a time budget is
+    spent faster, so that warm-up and decay span whichever of the two ends the run first."""
+    if time_budget is None:
+        return step
+    return max(step, min(1.0, elapsed / time_budget) * total_steps)
 
 
 def expected_total_steps(step: int, total_steps: int, time_budget: float | None, elapsed: float, start_step: int,
@@ -58,6 +66,10 @@ class TrainingClock:
     def elapsed(self) -> float:
         """Seconds of training so far (``offset`` included)."""
         return self._offset + self._now() - self._start
+
+    def restart(self, offset: float = 0.0) -> None:
+        """Count from ``offset`` seconds, now (a resumed run's training time so far)."""
+        self._offset, self._start = offset, self._now()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
