@@ -1,25 +1,28 @@
-"""The flagship zoo entry trained on one lent GPU in one call, and its export brought back.
+"""A zoo entry trained on a remote GPU machine reachable only by copying files, and the three-arm recipe race on the
+same machine, each in one call; what they make is brought back here.
 
-A session lent a GPU machine (one H200, 15 minutes in all, at most 10 per command) trains
-``barlowtwins_resnet18_cifar10`` there with ``recipes/campaign.py`` (the preset unchanged, timed by the wall
-clock) and brings the export back, to be evaluated on the full protocol and released here by the usual tools.
-Three steps:
+The machine takes a copy of the checkout plus named folders (64 MiB in all), runs one command (at most 10
+minutes), and returns the files its command leaves in ``$OUT`` (8 files, 16 MiB each). The steps:
 
-    python benchmarks/gpu_campaign.py pack           # here: data + wheels to carry; prints the device call
-    python3 benchmarks/gpu_campaign.py train --out "$OUT"    # on the device: the command `pack` printed
-    python benchmarks/gpu_campaign.py unpack FILES_AT  # here: check every part, extract, copy the records
+    python benchmarks/gpu_campaign.py pack           # here: data + wheels to carry; prints both device calls
+    python3 benchmarks/gpu_campaign.py train --out "$OUT"    # call 1, there: calibrate, train, time the step, pack
+    python3 benchmarks/gpu_campaign.py race --out "$OUT"     # call 2, there: the race's three arms in turn
+    python benchmarks/gpu_campaign.py unpack FILES_AT  # here, after call 1: check every part, extract, copy records
     python benchmarks/gpu_campaign.py train --smoke --out /tmp/x    # CPU, seconds: the same code path, tiny
+    python benchmarks/gpu_campaign.py race --smoke --out /tmp/y     # CPU, seconds: the same code path, tiny
 
-What travels (64 MiB at most with the checkout): ``.gpudata/cifar10/train.parquet`` (the full train split),
-``.gpudata/cifar10/test.parquet`` (its first 2,000 rows only: the kNN monitor's queries during training; the
-full evaluation runs later here) and ``.whl/`` (``datasets`` and the two packages it needs that the device image
-lacks: installed there into /tmp/site, without the network). What comes back (8 files at most, 16 MiB each):
-one tar stream of the run's export and records (campaign.jsonl, metrics.jsonl, the curves, train.log) split into
-``gpu_campaign.tar.part-aa``, ``-ab``, ... of 15 MiB, ``gpu_campaign.json`` (the harness's envelope, the GPU,
-every part's sha256 and the whole stream's, the campaign's exit code, steps and training seconds reached,
-wall seconds) and ``gpu_campaign.log``. ``unpack`` puts the run in
-``$MVSSL_HUB_CACHE/campaign-gpu/ENTRY/`` (beside the CPU campaign's ``campaign/ENTRY/``, outside the work tree)
-and its records in ``benchmarks/results/campaign/ENTRY_gpu/``.
+``train`` and ``race`` refuse a preset without a passing CPU learn check (``benchmarks/learn_check.py``). The whole
+procedure, with the exact calls, is docs/gpu_calls.md.
+
+What travels: ``.gpudata/cifar10/train.parquet`` (the full train split), ``.gpudata/cifar10/test.parquet`` (its first
+2,000 rows only: the kNN monitor's queries during training; the full evaluation runs later here) and ``.whl/``
+(``datasets``, the packages it needs that the machine's image lacks, and ``timm`` for LARS: installed there into
+/tmp/site, without the network). What ``train`` brings back: one tar stream of the run's export and records
+(campaign.jsonl, metrics.jsonl, the curves, train.log) split into ``gpu_campaign.tar.part-aa``, ``-ab``, ... of 15
+MiB, ``gpu_campaign.json`` (the harness's envelope, the GPU, every part's sha256 and the whole stream's, the
+campaign's exit code, steps and training seconds reached, the calibration, the step timing, wall seconds),
+``pipeline_gpu.json`` and ``gpu_campaign.log``. ``unpack`` puts the run in ``$MVSSL_HUB_CACHE/campaign-gpu/ENTRY/``
+(outside the work tree) and its records in ``benchmarks/results/campaign/ENTRY_gpu/``.
 """
 
 from __future__ import annotations
@@ -66,19 +69,26 @@ WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "fsspec
 # what the device image has already (datasets' other requirements must be among these)
 DEVICE_HAS = {"torch", "torchvision", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
               "fsspec", "xxhash", "pyyaml", "tqdm", "requests", "filelock", "matplotlib", "packaging"}
+# The device time of a session is 900 s in all, its start included: the flagship's call (DEADLINE, TIMEOUT_S) and the
+# race's (RACE_*) fit it after a start of up to ~100 s. Per-process overhead on the H200 (2026-12-04 records): ~22 s
+# (imports, 10 s to decode the train split, cuDNN's autotuning) on top of each run's training seconds.
 RACE_BUDGET = 50.0  # training seconds of each race arm (benchmarks/studies/fair_race.py)
-RACE_DEADLINE = 270.0  # wall seconds of `race` after which a running arm is stopped
-PIPELINE_SECONDS = 60.0  # wall seconds the step timing (benchmarks/pipeline.py) needs after the campaign
+RACE_DEADLINE = 240.0  # wall seconds of `race` after which a running arm is stopped
+RACE_TIMEOUT_S = 255  # the race call's timeout_s
+PIPELINE_SECONDS = 45.0  # wall seconds the step timing (benchmarks/pipeline.py) needs after the campaign
 MONITOR_ROWS = 2000  # test rows that travel: the kNN monitor's queries during training
 MIB = 1 << 20
 TRAVEL_LIMIT = 64 * MIB  # the checkout plus the carried paths
 RETURN_FILES = 8  # files that come back from $OUT, each at most 16 MiB
 PART_MIB = 15.0
-BUDGET = 360.0  # training seconds (wall clock); decoding, kNN and the export come on top
-DEADLINE = 560.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
-TIMEOUT_S = 600  # the device call's timeout_s
-CALIBRATE = 25.0  # training seconds of the calibration run that times the preset's step on this GPU
-COMPILE_PROBE = 45.0  # further training seconds of a second, compiled calibration run (inductor compiles inside it)
+BUDGET = 350.0  # training seconds (wall clock); decoding, kNN, the export and the step timing come on top
+DEADLINE = 520.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
+TIMEOUT_S = 545  # the device call's timeout_s
+CALIBRATE = 20.0  # training seconds of the calibration run that times the preset's step on this GPU
+# A compiled calibration run costs its compile (~60 s for a ResNet-18's forward + backward is typical of inductor)
+# plus ~40 s more: at a 350 s budget, compile would have to run > 1.4x faster than eager just to repay the probe and
+# its own compile in the campaign. Off by default; `--compile_probe 40` measures it where a call has time to spare.
+COMPILE_PROBE = 0.0  # further training seconds of a second, compiled calibration run (inductor compiles inside it)
 # H200, 2026-12-04: calibration timed 59.8 steps/s, the campaign averaged 44.4 (kNN, saves, monitors, noise): 0.74
 SCHEDULE_SHARE = 0.7  # the share of the budget the schedule is sized to fill (the rest: headroom)
 MAX_EPOCHS = 400
@@ -170,10 +180,10 @@ def travel_bytes(paths: list[Path]) -> tuple[int, dict[str, int]]:
     return tree, carried
 
 
-def device_command(budget: float) -> str:
-    """The device call's command line (the device's python3 has torch; ``$OUT`` is the folder that comes back)."""
-    budget_flag = f" --budget {budget:g}" if budget != BUDGET else ""
-    return f'python3 benchmarks/gpu_campaign.py train --out "$OUT"{budget_flag}'
+def device_command(budget: float, action: str = "train") -> str:
+    """A device call's command line (the device's python3 has torch; ``$OUT`` is the folder that comes back)."""
+    budget_flag = f" --budget {budget:g}" if budget != {"train": BUDGET, "race": RACE_BUDGET}[action] else ""
+    return f'python3 benchmarks/gpu_campaign.py {action} --out "$OUT"{budget_flag}'
 
 
 def pack(args: argparse.Namespace) -> dict[str, Any]:
@@ -204,16 +214,19 @@ def pack(args: argparse.Namespace) -> dict[str, Any]:
             carry.append(path.resolve().relative_to(ROOT).as_posix())
         except ValueError:
             print(f"# WARNING: {path} is outside the checkout {ROOT}: it cannot be carried")
-    command = device_command(args.budget)
+    calls = [{"command": device_command(args.budget), "carry": carry, "timeout_s": TIMEOUT_S},
+             {"command": device_command(RACE_BUDGET, "race"), "carry": carry, "timeout_s": RACE_TIMEOUT_S}]
     print(f"# travels: {total / MIB:.1f} MiB of {TRAVEL_LIMIT / MIB:.0f} (checkout {tree / MIB:.1f} MiB, "
           + ", ".join(f"{k} {v / MIB:.1f} MiB" for k, v in carried.items()) + ")")
     if total > TRAVEL_LIMIT:
         print(f"# WARNING: over the {TRAVEL_LIMIT / MIB:.0f} MiB the device tool carries: leave the tracked bundle "
-              "of the flagship behind for the call (benchmarks/README.md, 'Training the flagship on a lent GPU')")
-    print("# the device call (one run; then `unpack FILES_AT` here):")
-    print(json.dumps({"command": command, "carry": carry, "timeout_s": TIMEOUT_S}))
-    return {"command": command, "carry": carry, "timeout_s": TIMEOUT_S, "travel_bytes": total, "tree_bytes": tree,
-            "carried_bytes": carried, "test_rows": rows, "unmet_requirements": unmet}
+              "of the zoo behind for the call (docs/gpu_calls.md)")
+    print("# the device calls, in this order (the flagship, then the race on the still-warm machine; after the first,"
+          " `unpack FILES_AT` here; after the second, copy its files: docs/gpu_calls.md):")
+    for call in calls:
+        print(json.dumps(call))
+    return {**calls[0], "calls": calls, "travel_bytes": total, "tree_bytes": tree, "carried_bytes": carried,
+            "test_rows": rows, "unmet_requirements": unmet}
 
 
 # ----------------------------------------------------------------------------------------------------- train

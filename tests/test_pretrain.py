@@ -233,3 +233,29 @@ def test_checkpoints_every_few_seconds_of_training(tmp_path: Path) -> None:
     recipe.main(tiny(out, "--max_steps", "3", "--save_every_seconds", "1e-6", "--keep_checkpoints", "5",
                      "--export", "false", "--knn_random_init", "false", "--eval_split", ""))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-0000000{i}" for i in (1, 2, 3)]
+
+
+def test_lars_trains_and_a_time_spanned_schedule_ends_with_the_budget(tmp_path: Path) -> None:
+    """optimizer lars (Barlow Twins as published) runs the recipe; with schedule_time the cosine spans the time
+    budget: the run stops far short of its planned steps, yet its last learning rate is near zero."""
+    pytest.importorskip("timm")
+    out = recipe.main(tiny(tmp_path / "lars", "--optimizer", "lars", "--lr", "0.1", "--lr_bias", "0.0024",
+                           "--schedule", "cosine", "--warmup_steps", "2", "--epochs", "1000", "--time_budget", "3",
+                           "--schedule_time", "--knn_random_init", "false", "--eval_split", ""))
+    planned = 1000 * 4  # epochs x steps per epoch
+    assert out["stopped_by"] == "time_budget" and out["state"]["global_step"] < planned // 100
+    rows = [json.loads(x) for x in (tmp_path / "lars" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    # by its steps the cosine would have barely begun (lr ~ 0.1); by the clock it has ended
+    assert lrs[-1] < 1e-6 and all(0 <= lr <= 0.1 for lr in lrs)
+    losses = torch.tensor([r["loss"] for r in rows if "loss" in r])
+    assert out["config"]["optimizer"] == "lars" and len(losses) > 0 and torch.isfinite(losses).all()
+
+
+@pytest.mark.parametrize(("flags", "key"), [(["--lr_bias", "0.01"], "lr_bias"),
+                                            (["--schedule_time"], "schedule_time")])
+def test_options_that_need_another_option_name_it(flags: list[str], key: str, tmp_path: Path) -> None:
+    from mvssl_hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        recipe.main(tiny(tmp_path / "bad", *flags))

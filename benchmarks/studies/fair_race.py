@@ -109,9 +109,16 @@ def ratios(recommended: list[tuple[float, float]], baseline: list[tuple[float, f
     return rows
 
 
+def metrics_log(folder: Path, arm: str) -> Path:
+    """An arm's metrics log: ``ARM/logs/metrics.jsonl`` of a run folder, or ``fair_race_ARM.jsonl`` as a GPU call
+    brings it back."""
+    flat = folder / f"fair_race_{arm}.jsonl"
+    return flat if flat.is_file() else folder / arm / "logs" / "metrics.jsonl"
+
+
 def analyze(folder: Path, out: Path, gpu: str | None = None, ran: dict[str, Any] | None = None) -> dict[str, Any]:
     """Curves, each arm's gain over its random init, and (a)'s time ratios against (b) and (c): JSON + PNG."""
-    logs = {arm: folder / arm / "logs" / "metrics.jsonl" for arm in ARMS}
+    logs = {arm: metrics_log(folder, arm) for arm in ARMS}
     missing = [str(p) for p in logs.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"fair_race: no metrics log for {missing}")
@@ -183,7 +190,8 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["run", "analyze"])
-    p.add_argument("folder", nargs="?", default=None, help="analyze: the run folder (one sub-folder per arm)")
+    p.add_argument("folder", nargs="?", default=None, help="the run folder (ARM/logs/metrics.jsonl) or the files a GPU "
+                                                           "call brought back (fair_race_ARM.jsonl)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10"),
                    help="CIFAR-10 in the uoft-cs/cifar10 layout")
     p.add_argument("--budget", type=float, default=60.0, help="training seconds of each arm (wall clock)")

@@ -56,3 +56,28 @@ def test_make_adam_fused_on_cuda_foreach_elsewhere() -> None:
     for opt in (cpu, cuda):
         assert (opt.defaults["lr"], opt.defaults["weight_decay"]) == (1e-3, 1e-6)
         assert isinstance(opt, torch.optim.Adam) and not isinstance(opt, torch.optim.AdamW)
+
+
+def test_make_lars_adapts_and_decays_weights_but_not_biases_or_batchnorm() -> None:
+    """One step of make_lars against the update written out by hand (Zbontar et al., 2021; timm's trust ratio):
+    a weight moves by lr * eta |w| / (|g| + wd |w|) * (g + wd w); a bias or BN parameter by lr_bias * g."""
+    pytest.importorskip("timm")
+    from mvssl_hub.train.backends import make_lars
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 2, bias=False))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    model(torch.randn(8, 6)).square().sum().backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+    lr, lr_bias, wd, eta = 0.1, 0.0024, 1e-2, 1e-3
+    opt = make_lars(model, lr, wd, lr_bias=lr_bias, momentum=0.9, trust_coeff=eta)
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 3]  # two weight matrices; bias, BN weight and bias
+    opt.step()
+    for name, p in model.named_parameters():
+        w, g = before[name], grads[name]
+        if p.ndim > 1:
+            trust = eta * w.norm() / (g.norm() + wd * w.norm())
+            expected = w - lr * trust * (g + wd * w)
+        else:
+            expected = w - lr_bias * g
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=name)
