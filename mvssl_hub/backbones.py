@@ -8,7 +8,6 @@ the same stem (see :func:`torchvision_compatible`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,34 +65,10 @@ class ResNetBackbone(ResNet):
 
     forward: (N, 3, H, W) -> (N, feature_dim).
 
-    huggingface_hub's mixin convention works too: ``ResNetBackbone.from_pretrained(repo_or_dir)``,
-    ``backbone.save_pretrained(folder)`` and ``backbone.push_to_hub("org/name")``, through mvssl-hub's
-    strict, sha256-verified checkpoint format (never a non-strict load). The format builds this class, so
-    the Hub wing stands above this module: these three methods import it when they are called (imports
-    declared in ``[tool.importlinter]``), never at import time.
+    Saving, loading and publishing are free functions that take or return the model
+    (:func:`mvssl_hub.save_pretrained`, :func:`mvssl_hub.from_pretrained`, :func:`mvssl_hub.push_to_hub`): the
+    model classes never import the hub wing.
     """
-
-    @classmethod
-    def from_pretrained(cls, repo_id_or_dir: str | os.PathLike[str], **kwargs: Any) -> ResNetBackbone:
-        """:func:`mvssl_hub.hub.loading.from_pretrained` (same keyword arguments: revision, token, cache_dir, ...)."""
-        from .hub.loading import from_pretrained
-
-        model = from_pretrained(repo_id_or_dir, **kwargs)
-        if not isinstance(model, cls):
-            raise TypeError(f"{repo_id_or_dir}: holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Any:
-        """:func:`mvssl_hub.save_pretrained` of this backbone (model.safetensors + config.json + card)."""
-        from .hub.format import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save to a temporary folder and upload it as one commit (:func:`mvssl_hub.push_to_hub`); the sha."""
-        from .hub.loading import push_model_to_hub
-
-        return push_model_to_hub(self, repo_id, **kwargs)
 
     def __init__(self, config: BackboneConfig, init_weights: bool = True) -> None:
         block, layers = _RESNET_LAYOUTS[config.arch]

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 import mvssl_hub
 from mvssl_hub.errors import CheckpointError, UnknownModelError
 from mvssl_hub.hub.format import save_pretrained
-from mvssl_hub.hub.loading import from_pretrained
-from mvssl_hub.hub.transport import push_to_hub
+from mvssl_hub.hub.loading import from_pretrained, push_to_hub
 from mvssl_hub.models import SSLModel
 from mvssl_hub.timm_backbone import TimmBackbone
 
