@@ -29,6 +29,7 @@ _RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]
 
 
 ARCHITECTURES: tuple[str, ...] = tuple(_RESNET_LAYOUTS)  # and any "timm:<name>" (see timm_backbone)
+TIMM_RESNETS = ("resnet18", "resnet34", "resnet50")  # timm builds these with torchvision's stem and key names
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class BackboneConfig:
     def feature_dim(self) -> int:
         block, _ = _RESNET_LAYOUTS[self.arch]
         return 8 * self.width * block.expansion
+
+    @property
+    def timm_name(self) -> str | None:
+        """The timm model that is this very network, key for key (torchvision's stem at full width: timm's
+        ``resnet18/34/50`` have torchvision's key names), or None (the small-image stem, other widths, ResNet-10)."""
+        return self.arch if self.arch in TIMM_RESNETS and self.width == 64 and not self.small_images else None
 
 
 class ResNetBackbone(ResNet):
