@@ -94,6 +94,10 @@ class WeightsEnum(Enum):
     def transforms(self) -> EvalTransform:
         return self.value.transforms()
 
+    def bundled_path(self) -> Path:
+        """The folder this entry's verified snapshot ships in (a checkpoint folder: ``local-dir:`` for timm)."""
+        return self.value.bundled_path()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
 
