@@ -25,7 +25,7 @@ def test_readme_tables_match_their_json() -> None:
         assert new == text
     assert sorted(names) == sorted(readme_tables.TABLES), names  # every generated table is on one page, once
     head = (ROOT / "README.md").read_text()[:3000]  # the first screen: what, how good (generated), how to install
-    assert "<!-- table:headline -->" in head and "pip install -e ." in head
+    assert "<!-- table:headline -->" in head and "pip install -e ." in head and "get_model(" in head
 
 
 def test_an_edited_number_is_caught() -> None:
