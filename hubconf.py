@@ -7,7 +7,7 @@ accelerate nor datasets.
 
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub"]
 
-from mvssl_hub.zoo import (  # noqa: E402,F401
+from mvssl_hub import (  # noqa: E402,F401
     barlowtwins_resnet18,
     barlowtwins_resnet18_cifar10,
     barlowtwins_resnet18_w16,

@@ -1,10 +1,11 @@
-"""Regenerate the README's measured tables from the JSON files in benchmarks/results/ (or check them).
+"""Regenerate the measured tables of README.md and docs/benchmarks.md from the JSON files in benchmarks/results/
+(or check them).
 
-Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in README.md and is the
-``markdown()`` of the benchmark that wrote the JSON, so a number in the README is always a number a run
-measured. ``--check`` exits 1 when a table differs from its JSON (the test suite runs it).
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in one of the two pages and is the
+``markdown()`` (or the named function) of the benchmark that wrote the JSON, so a number there is always a number
+a run measured. ``--check`` exits 1 when a table differs from its JSON (the test suite runs it).
 
-    python benchmarks/readme_tables.py            # rewrite the tables in README.md
+    python benchmarks/readme_tables.py            # rewrite the tables in README.md and docs/benchmarks.md
     python benchmarks/readme_tables.py --check
 """
 
@@ -21,8 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import RESULTS, ROOT, setup_paths
 
-# table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON in benchmarks/results/ or a path)
-TABLES: dict[str, tuple[str, str | Path]] = {
+DOCS = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")  # the pages whose tables are generated
+# table name: (benchmark module in benchmarks/ or benchmarks/studies/, its JSON in benchmarks/results/ or a path[,
+# the module's function that renders it; default markdown])
+TABLES: dict[str, tuple[str, str | Path] | tuple[str, str | Path, str]] = {
+    "headline": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json", "headline"),
     "demo_gain": ("demo_gain", "demo_gain.json"),
     "cpu_isa": ("cpu_isa", "cpu_isa.json"),
     "beta_study": ("beta_study", "beta_study.json"),
@@ -33,14 +37,15 @@ TABLES: dict[str, tuple[str, str | Path]] = {
     "network_race_avx2": ("network_race", "network_race_avx2.json"),
     "zoo": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json"),
     "recipe_race_h200": ("recipe_race", "recipe_race_h200.json"),
+    "recipe_race_h200_claim": ("recipe_race", "recipe_race_h200.json", "claim"),
 }
 
 
 def render(name: str) -> str:
-    module_name, json_name = TABLES[name]
+    module_name, _, *function = TABLES[name]
     setup_paths()
     module = importlib.import_module(module_name)
-    return module.markdown(json.loads(source(name).read_text()))
+    return getattr(module, function[0] if function else "markdown")(json.loads(source(name).read_text()))
 
 
 def source(name: str) -> Path:
@@ -70,18 +75,20 @@ def update(text: str) -> tuple[str, list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--doc", type=Path, action="append", help=f"a page to update (default: {', '.join(map(str, DOCS))})")
     args = ap.parse_args()
-    text = args.readme.read_text()
-    new, changed = update(text)
+    stale = []
+    for doc in args.doc or DOCS:
+        new, changed = update(doc.read_text())
+        if args.check:
+            stale += [f"{doc.name}: {name}" for name in changed]
+            continue
+        doc.write_text(new)
+        print(f"{doc}: updated {', '.join(changed) or 'nothing'}")
     if args.check:
-        if changed:
-            sys.exit(f"{args.readme}: tables differ from their JSON: {', '.join(changed)} "
-                     "(run python benchmarks/readme_tables.py)")
-        print("README tables match their JSON")
-        return
-    args.readme.write_text(new)
-    print(f"updated: {', '.join(changed) or 'nothing'}")
+        if stale:
+            sys.exit(f"tables differ from their JSON: {', '.join(stale)} (run python benchmarks/readme_tables.py)")
+        print("every generated table matches its JSON")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The README's zoo table, read from the entries the release path wrote (``mvssl_hub/zoo_weights.json``).
+"""The README's zoo table and headline, read from the entries the release path wrote (``mvssl_hub/zoo_weights.json``).
 
 One row per published weights: the CIFAR-10 test probes (kNN and linear, top-1) beside the same network at
-random initialisation, and what its training cost. ``benchmarks/readme_tables.py`` keeps the README in step.
+random initialisation, and what its training cost; the headline says the same of the flagship in one sentence.
+``benchmarks/readme_tables.py`` keeps the README in step.
 
     python benchmarks/zoo_table.py      # print the table
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mvssl_hub.hub.card import METHOD_NAMES
 
 from harness import ROOT
 
@@ -44,6 +47,32 @@ def _training(meta: dict[str, Any]) -> str:
     clock = {"process": "CPU-minutes", "wall": "wall-minutes"}.get(r.get("clock"), "minutes")
     spent = f"{r['time_budget'] / 60:,.0f} {clock}, " if r.get("time_budget") else ""
     return f"{spent}{r['max_steps']:,} steps × {r['batch_size']} images × {meta['num_views']} views"
+
+
+FLAGSHIP = "barlowtwins_resnet18_cifar10"
+
+
+def _top1(meta: dict[str, Any], task: str) -> dict[str, Any]:
+    return next(m for m in meta["metrics"] if (m["task"], m["metric"], m["dataset"], m["split"])
+                == (task, "top1", meta["dataset"]["id"], "test"))
+
+
+def headline(weights: dict[str, Any]) -> str:
+    """The flagship's default entry in one sentence: both probes beside random init, what trained it, the date."""
+    slot = weights[FLAGSHIP]
+    meta = slot["entries"][slot["default"]]["meta"]
+    knn, linear = _top1(meta, "knn"), _top1(meta, "linear_probe")
+    t, r, b = meta["training"], meta["recipe"], meta["backbone"]
+    hardware = re.sub(r"^1 process\(es\) on ", "one ", str(t["hardware"]).split(", torch")[0])
+    clock = "CPU-seconds of training" if r.get("clock") == "process" else "s of training (wall clock)"
+    stem = "small-image" if b["small_images"] else "torchvision's standard"
+    return (f"`{FLAGSHIP}`: kNN top-1 **{knn['value']:.1f}%** and linear probe **{linear['value']:.1f}%** on the "
+            f"CIFAR-10 test images, against {knn['random_init']:.1f}% and {linear['random_init']:.1f}% for the same "
+            f"network at random initialisation. A {b['arch']} (width {b['width']}, {stem} stem) pretrained with "
+            f"{METHOD_NAMES[meta['method']]} ({meta['num_views']} views per image, projector "
+            f"`{meta['projector']}`) for {t['epochs']:.3g} epochs ({t['steps']:,} steps of {r['batch_size']} images) "
+            f"in {t['wall_clock_s']:,.0f} {clock} on {hardware}; evaluated {knn['date']} "
+            f"(`mvssl_hub/zoo_weights.json`).")
 
 
 def markdown(weights: dict[str, Any]) -> str:

@@ -1,15 +1,19 @@
 """mvssl-hub: multi-view Barlow Twins / VICReg with small projectors, and a hub of their backbones.
 
+One loader and one pusher, free functions as in torchvision and timm: ``from_pretrained(folder_or_repo)`` and
+``push_to_hub(model_or_folder, repo_id)``; ``save_pretrained(model, folder)`` writes a checkpoint. The model
+classes never import the hub.
+
 Importing this package never imports accelerate or datasets (only the recipes use them), timm only when a
-``timm:<name>`` backbone is built, and the Hugging Face Hub client only when a Hub call is made. Four wings (``hub/``, ``data/``, ``train/``, ``eval/``)
-stand on a small flat core and never import each other; this face and ``zoo`` stand on the hub wing (see
-``[tool.importlinter]`` in pyproject.toml).
+``timm:<name>`` backbone is built, and the Hugging Face Hub client only when a Hub call is made. Four wings
+(``hub/``, ``data/``, ``train/``, ``eval/``) stand on a small flat core and never import each other; this face and
+``zoo`` stand on the hub wing (see ``[tool.importlinter]`` in pyproject.toml).
 """
 
 from .backbones import BackboneConfig, build_backbone, torchvision_compatible
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError, UnknownModelError
 from .hub.format import save_pretrained, update_metrics
-from .hub.transport import push_to_hub
+from .hub.loading import from_pretrained, push_to_hub
 from .losses import BarlowTwinsLoss, VICRegLoss, barlow_twins_loss, build_loss, recommended_beta, vicreg_loss
 from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec
@@ -22,7 +26,6 @@ from .zoo import (
     barlowtwins_resnet18_cifar10,
     barlowtwins_resnet18_w16,
     barlowtwins_resnet50,
-    from_pretrained,
     vicreg_resnet18,
     vicreg_resnet18_w16,
     vicreg_resnet50,

@@ -8,7 +8,6 @@ the same stem (see :func:`torchvision_compatible`).
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ _RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]
 
 
 ARCHITECTURES: tuple[str, ...] = tuple(_RESNET_LAYOUTS)  # and any "timm:<name>" (see timm_backbone)
+TIMM_RESNETS = ("resnet18", "resnet34", "resnet50")  # timm builds these with torchvision's stem and key names
 
 
 @dataclass(frozen=True)
@@ -60,40 +60,22 @@ class BackboneConfig:
         block, _ = _RESNET_LAYOUTS[self.arch]
         return 8 * self.width * block.expansion
 
+    @property
+    def timm_name(self) -> str | None:
+        """The timm model that is this very network, key for key (torchvision's stem at full width: timm's
+        ``resnet18/34/50`` have torchvision's key names), or None (the small-image stem, other widths, ResNet-10)."""
+        return self.arch if self.arch in TIMM_RESNETS and self.width == 64 and not self.small_images else None
+
 
 class ResNetBackbone(ResNet):
     """A torchvision ResNet with stage widths (w, 2w, 4w, 8w) and no classifier.
 
     forward: (N, 3, H, W) -> (N, feature_dim).
 
-    huggingface_hub's mixin convention works too: ``ResNetBackbone.from_pretrained(repo_or_dir)``,
-    ``backbone.save_pretrained(folder)`` and ``backbone.push_to_hub("org/name")``, through mvssl-hub's
-    strict, sha256-verified checkpoint format (never a non-strict load). The format builds this class, so
-    the Hub wing stands above this module: these three methods import it when they are called (imports
-    declared in ``[tool.importlinter]``), never at import time.
+    Saving, loading and publishing are free functions that take or return the model
+    (:func:`mvssl_hub.save_pretrained`, :func:`mvssl_hub.from_pretrained`, :func:`mvssl_hub.push_to_hub`): the
+    model classes never import the hub wing.
     """
-
-    @classmethod
-    def from_pretrained(cls, repo_id_or_dir: str | os.PathLike[str], **kwargs: Any) -> ResNetBackbone:
-        """:func:`mvssl_hub.hub.loading.from_pretrained` (same keyword arguments: revision, token, cache_dir, ...)."""
-        from .hub.loading import from_pretrained
-
-        model = from_pretrained(repo_id_or_dir, **kwargs)
-        if not isinstance(model, cls):
-            raise TypeError(f"{repo_id_or_dir}: holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> Any:
-        """:func:`mvssl_hub.save_pretrained` of this backbone (model.safetensors + config.json + card)."""
-        from .hub.format import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save to a temporary folder and upload it as one commit (:func:`mvssl_hub.push_to_hub`); the sha."""
-        from .hub.loading import push_model_to_hub
-
-        return push_model_to_hub(self, repo_id, **kwargs)
 
     def __init__(self, config: BackboneConfig, init_weights: bool = True) -> None:
         block, layers = _RESNET_LAYOUTS[config.arch]

@@ -35,3 +35,7 @@ class DatasetUnreachableError(ConnectionError):
 
 class HubUnreachableError(CheckpointNotFoundError):
     """A Hub file is not cached and the Hub cannot be asked (offline mode, or no connection)."""
+
+
+class HubRepoNotFoundError(CheckpointNotFoundError):
+    """The Hub answered: no such repo (or it is private and no token reached it), or no such revision in it."""

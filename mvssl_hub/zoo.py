@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .backbones import ResNetBackbone, build_backbone
-from .errors import HubUnreachableError
-from .hub.loading import from_pretrained as _load
-from .hub.schema import check_expected
-from .hub.transport import parse_source
 from .hub.weights import (
     Weights,
     WeightsEnum,
@@ -33,7 +26,7 @@ from .hub.weights import (
     resolve_weights,
     validate_entry,
 )
-from .registry import get_model_builder, get_model_weights, register_model, registered_weights, set_model_weights
+from .registry import get_model_builder, get_model_weights, register_model, set_model_weights
 from .vocabulary import METHOD_TITLES
 
 logger = logging.getLogger(__name__)
@@ -190,46 +183,8 @@ def register_weights(builder: str, enum: type[WeightsEnum] | Mapping[str, Mappin
     return set_model_weights(builder, enum)
 
 
-def zoo_entry(repo_id: str, revision: str | None = None) -> Weights | None:
-    """The published zoo entry pinned to ``repo_id`` at ``revision`` (None, the entry's commit, or the tag it was
-    published under: its recipe's ``recipe_version``), or None."""
-    for enum in registered_weights().values():
-        for member in enum:
-            w = member.value
-            tag = (w.meta.get("recipe") or {}).get("recipe_version")
-            if w.repo_id == repo_id and revision in (None, w.revision, tag):
-                return w
-    return None
-
-
-def from_pretrained(repo_id_or_dir: str | os.PathLike[str], revision: str | None = None, *,
-                    with_projector: bool = False, **kwargs: Any) -> torch.nn.Module:
-    """:func:`mvssl_hub.hub.loading.from_pretrained` (same arguments); for a zoo entry's Hub id, its verified bundled
-    snapshot answers when the Hub cannot be asked (offline mode, no connection) and the cache lacks the files,
-    and always at the entry's pinned commit (whose bytes the pinned sha256 fix): the zoo loads offline by repo
-    id as it does by name. Returns the backbone (N, 3, H, W) -> (N, D), or with ``with_projector`` the SSLModel."""
-    if isinstance(repo_id_or_dir, str) and not os.path.exists(repo_id_or_dir) and zoo_entry(repo_id_or_dir):
-        repo_id_or_dir = f"hf-hub:{repo_id_or_dir}"  # a zoo repo id, even beside a folder named like its org
-    src, rev, is_local = parse_source(repo_id_or_dir, revision)
-    entry = None if is_local else zoo_entry(src, rev)
-    # At the pinned commit the entry's own loader answers (its bundled snapshot, every sha256 checked, else the
-    # Hub at that commit); otherwise the Hub is asked first, and the entry answers only when it cannot be.
-    if entry is None or rev != entry.revision or kwargs.get("force_download"):
-        try:
-            return _load(repo_id_or_dir, revision, with_projector=with_projector, **kwargs)
-        except HubUnreachableError:
-            if entry is None:
-                raise
-            logger.info("%s: the Hub cannot be asked; loading zoo entry %s instead", src, entry.builder)
-    hub = {k: v for k, v in kwargs.items() if k in _HUB_KWARGS and k != "force_download"}
-    model = load_weights(entry, with_projector=with_projector, **hub)
-    check_expected(model.mvssl_config, {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS},
-                   f"{entry.repo_id}@{entry.revision}")
-    return model
-
-
 __all__ = [
-    "BUILDER_SPECS", "from_pretrained", "zoo_entry", "BarlowTwins_ResNet18_CIFAR10_Weights",
+    "BUILDER_SPECS", "BarlowTwins_ResNet18_CIFAR10_Weights",
     "BarlowTwins_ResNet18_W16_Weights", "BarlowTwins_ResNet18_Weights", "BarlowTwins_ResNet50_Weights", "ENTRIES_FILE",
     "VICReg_ResNet18_W16_Weights", "VICReg_ResNet18_Weights", "VICReg_ResNet50_Weights", "barlowtwins_resnet18",
     "barlowtwins_resnet18_cifar10", "barlowtwins_resnet18_w16", "barlowtwins_resnet50", "enum_name",

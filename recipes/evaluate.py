@@ -37,10 +37,10 @@ from mvssl_hub.errors import ConfigError
 from mvssl_hub.eval.monitor import monitor_model
 from mvssl_hub.eval.probes import extract_features, extract_multiview_features, knn_accuracy, linear_probe
 from mvssl_hub.hub.format import find_checkpoint, update_metrics
+from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resolves offline too
 from mvssl_hub.hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.train.config import as_config_error, parse_config, run_cli
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
 
 

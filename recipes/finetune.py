@@ -37,6 +37,7 @@ from mvssl_hub.distributed import any_process, convert_batchnorm
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
+from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resolves offline too
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
 from mvssl_hub.models import Classifier
 from mvssl_hub.train.backends import apply_memory_format
@@ -57,7 +58,6 @@ from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from mvssl_hub.zoo import from_pretrained  # a zoo entry's repo id resolves offline too
 from recipes.offline_data import load_or_embedded
 
 

@@ -324,10 +324,11 @@ def load_data(cfg: PretrainConfig, run: Run) -> Data:
         else:
             train = load_split(cfg.data, cfg.split, fraction=cfg.fraction, seed=cfg.seed, limit=cfg.limit, **kw)
         bank = queries = None
-        if cfg.eval_split:
+        if cfg.eval_split:  # the kNN monitor's labelled splits; --eval_split '' turns it off
             source = cfg.eval_data or cfg.data
-            bank = load_split(source, cfg.eval_train_split, limit=cfg.eval_limit, **kw)
-            queries = load_split(source, cfg.eval_split, limit=cfg.eval_limit, **kw)
+            with as_config_error("eval_split", cfg.eval_split):
+                bank = load_split(source, cfg.eval_train_split, limit=cfg.eval_limit, **kw)
+                queries = load_split(source, cfg.eval_split, limit=cfg.eval_limit, **kw)
     if bank is not None and (bank.labels is None or queries.labels is None):
         run.say(f"# kNN monitor off: {cfg.eval_data or cfg.data} has no labels")
         bank = queries = None

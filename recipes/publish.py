@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # `python recipes/publish.py` from a checkout wit
 
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.hub.format import find_checkpoint
+from mvssl_hub.hub.loading import push_to_hub
 from mvssl_hub.hub.schema import load_config
-from mvssl_hub.hub.transport import push_to_hub
 from mvssl_hub.hub.weights import weights_entry_from_checkpoint
 from mvssl_hub.timm_backbone import TIMM_PREFIX, is_timm_arch
 from mvssl_hub.train.config import parse_config, run_cli

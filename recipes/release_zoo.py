@@ -8,12 +8,14 @@ For each entry of ``ZOO``, each step is the user-facing command, run as a subpro
 
 1. ``recipes/pretrain.py --config <preset>`` (resumed when its run folder has checkpoints; skipped when the run
    has an export and ``--retrain`` is not given). An entry trained by a campaign (``recipes/campaign.py``, hours
-   over many sessions, or ``benchmarks/gpu_campaign.py`` on a lent GPU) is never trained here: its run's export
+   over many sessions, or ``benchmarks/gpu_campaign.py`` on a remote GPU) is never trained here: its run's export
    is released as it is (the campaign's run folder, or ``--only ENTRY --run FOLDER``);
 2. ``recipes/evaluate.py --record``: kNN + linear probe on the full CIFAR-10 test split (bank / probe: the
    50,000 training images), and kNN on the embedded 1,000-image test cut (bank: its 5,000 training images,
    fp32) that CI re-checks;
-3. ``recipes/publish.py``: one commit + tag, the weights entry merged into ``mvssl_hub/zoo_weights.json``;
+3. ``recipes/publish.py``: one commit + tag, the weights entry merged into ``mvssl_hub/zoo_weights.json``; an export
+   written by an older version first gets what this one derives from the same record (``refresh_checkpoint``:
+   timm's config.json keys, the card), its weights byte for byte unchanged;
 4. the pushed repo, downloaded at the pinned revision, becomes ``mvssl_hub/bundled/<org>--<name>/`` (what
    ``get_model(..., weights=...)`` loads offline after checking every sha256), and its card is copied to
    ``model_cards/<builder>.md``.
@@ -38,6 +40,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
 from mvssl_hub.errors import ConfigError  # noqa: E402
+from mvssl_hub.hub.format import refresh_checkpoint  # noqa: E402
 from mvssl_hub.train.config import parse_config, run_cli  # noqa: E402
 
 ENTRIES = ROOT / "mvssl_hub" / "zoo_weights.json"
@@ -119,6 +122,8 @@ def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member:
         sh("recipes/evaluate.py", str(export), "--data", cfg.data, "--data_name", cfg.data_name, "--protocol", "both",
            *common)
         sh("recipes/evaluate.py", str(export), "--data", EMBEDDED, "--protocol", "knn", "--bf16", "off", *common)
+    if refresh_checkpoint(export):
+        print(f"# {export}: config.json and card brought to this version's format (weights unchanged)", flush=True)
     sh("recipes/publish.py", str(export), "--repo_id", repo_id, "--member_name", member, "--builder", builder,
        "--entries", str(ENTRIES), "--default", *hub)
     bundle(builder, repo_id, endpoint, cfg.token)

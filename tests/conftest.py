@@ -146,7 +146,7 @@ def tiny_ckpt(tiny_model, tmp_path: Path) -> Path:
 @pytest.fixture
 def pushed(hub, tiny_model, tiny_ckpt):
     """The tiny checkpoint pushed to the loopback Hub as org/bt-r18-tiny with tag v1: (model, folder, repo, commit)."""
-    from mvssl_hub.hub.transport import push_to_hub
+    from mvssl_hub.hub.loading import push_to_hub
 
     repo = "org/bt-r18-tiny"
     commit = push_to_hub(tiny_ckpt, repo, revision_tag="v1")

@@ -105,7 +105,7 @@ def test_find_checkpoint_resolution(tmp_path: Path) -> None:
 
 
 def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path, hub) -> None:
-    from mvssl_hub.hub.transport import push_to_hub
+    from mvssl_hub.hub.loading import push_to_hub
 
     local = save_pretrained(_backbone(seed=2), tmp_path / "local", transforms=TRANSFORMS)
     push_to_hub(local, "org/tiny-eval")

@@ -15,7 +15,6 @@ import tomllib
 import torch
 
 import mvssl_hub
-from mvssl_hub.backbones import ResNetBackbone
 from mvssl_hub.device import isa_capped_below_bf16
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.train.backends import choose_precision
@@ -155,26 +154,36 @@ def test_resumed_run_logs_no_step_twice(tmp_path):
 
 # -------------------------------------------------------------------------------------- Hub conventions
 
-def test_backbone_in_the_huggingface_mixin_convention(hub, tmp_path):
+def test_one_loader_and_one_pusher_take_a_model_or_a_folder(hub, tmp_path):
+    """timm's shape: free functions that take the model; the model classes have no hub methods of their own."""
     torch.manual_seed(0)
     backbone = mvssl_hub.build_backbone("resnet18", width=8).eval()
-    sha = backbone.push_to_hub("org/mixin", revision_tag="v1", transforms={"preset": "cifar10", "eval_size": 32,
-                                                                          "mean": [0.5] * 3, "std": [0.25] * 3})
+    assert not any(hasattr(backbone, m) for m in ("from_pretrained", "save_pretrained", "push_to_hub"))
+    transforms = {"preset": "cifar10", "eval_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    sha = mvssl_hub.push_to_hub(backbone, "org/model", revision_tag="v1", save_kwargs={"transforms": transforms})
     assert re.fullmatch(r"[0-9a-f]{40}", sha)
-    loaded = ResNetBackbone.from_pretrained("org/mixin", revision="v1", force_download=True)
+    folder = mvssl_hub.save_pretrained(backbone, tmp_path / "local", transforms=transforms)
+    assert re.fullmatch(r"[0-9a-f]{40}", mvssl_hub.push_to_hub(folder, "org/folder", revision_tag="v1"))
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(loaded(x), backbone(x))
-    backbone.save_pretrained(tmp_path / "local")
-    assert torch.equal(ResNetBackbone.from_pretrained(tmp_path / "local")(x), backbone(x))
+    for source, revision in (("org/model", "v1"), ("org/folder", "v1"), (folder, None)):
+        assert torch.equal(mvssl_hub.from_pretrained(source, revision, force_download=True)(x), backbone(x))
+    with pytest.raises(ValueError, match="save_kwargs .*'transforms'.* pushed as it was saved"):
+        mvssl_hub.push_to_hub(folder, "org/folder2", save_kwargs={"transforms": transforms})
+    # the Hub arguments are named in the signatures (help() and IDEs show them), not hidden in **kwargs
+    import inspect
+
+    load, push = inspect.signature(mvssl_hub.from_pretrained), inspect.signature(mvssl_hub.push_to_hub)
+    assert {"revision", "token", "cache_dir", "local_files_only", "force_download", "endpoint"} <= set(load.parameters)
+    assert {"revision_tag", "token", "endpoint", "private", "commit_message"} <= set(push.parameters)
+    assert not any(p.kind is p.VAR_KEYWORD for p in push.parameters.values())
     # strict: a checkpoint whose weights file lacks a key is refused, never half-loaded
     from safetensors.torch import load_file, save_file
 
-    weights = load_file(str(tmp_path / "local" / "model.safetensors"))
-    weights.pop("fc.weight", None)
+    weights = load_file(str(folder / "model.safetensors"))
     weights.pop(next(iter(weights)))
-    save_file(weights, str(tmp_path / "local" / "model.safetensors"))
+    save_file(weights, str(folder / "model.safetensors"))
     with pytest.raises(mvssl_hub.CheckpointError):
-        ResNetBackbone.from_pretrained(tmp_path / "local")
+        mvssl_hub.from_pretrained(folder)
 
 
 def test_publish_token_reaches_every_request(hub, tiny_model, tmp_path):

@@ -1,4 +1,4 @@
-"""Every measured table in README.md is the markdown of the JSON its benchmark wrote."""
+"""Every measured table in README.md and docs/benchmarks.md is the markdown of the JSON its benchmark wrote."""
 
 from __future__ import annotations
 
@@ -16,17 +16,20 @@ import readme_tables  # noqa: E402
 
 
 def test_readme_tables_match_their_json() -> None:
-    text = (ROOT / "README.md").read_text()
-    names = re.findall(r"<!-- table:(\w+) -->", text)
-    assert set(names) == set(readme_tables.TABLES), names  # every generated table is in the README, once
-    assert len(names) == len(set(names))
-    new, changed = readme_tables.update(text)
-    assert changed == [], f"run python benchmarks/readme_tables.py; stale: {changed}"
-    assert new == text
+    names = []
+    for doc in readme_tables.DOCS:
+        text = doc.read_text()
+        names += re.findall(r"<!-- table:(\w+) -->", text)
+        new, changed = readme_tables.update(text)
+        assert changed == [], f"{doc.name}: run python benchmarks/readme_tables.py; stale: {changed}"
+        assert new == text
+    assert sorted(names) == sorted(readme_tables.TABLES), names  # every generated table is on one page, once
+    head = (ROOT / "README.md").read_text()[:3000]  # the first screen: what, how good (generated), how to install
+    assert "<!-- table:headline -->" in head and "pip install -e ." in head and "get_model(" in head
 
 
 def test_an_edited_number_is_caught() -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
     start = text.index("<!-- table:demo_gain -->")
     gain = re.compile(r"\*\*[+-][\d.]+\*\*").search(text, start)  # the first gain in the demo table
     assert gain is not None
@@ -86,3 +89,28 @@ def test_the_recipe_race_table_reads_its_rows_and_curves() -> None:
     assert rows == ["| 0 s (random init) | 31.0% | 30.0% | — | — |",
                     "| 60 s | 35.0% | 40.0% | 30 s | 0.50 |",
                     "| 120 s | 45.0% | — | not reached | — |"]
+
+
+def test_the_headline_and_the_recipe_race_claim_say_what_their_json_holds() -> None:
+    import zoo_table
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "studies"))
+    import recipe_race
+
+    weights = json.loads(zoo_table.ZOO_WEIGHTS.read_text())
+    flagship = weights[zoo_table.FLAGSHIP]["entries"][weights[zoo_table.FLAGSHIP]["default"]]["meta"]
+    knn = next(m for m in flagship["metrics"] if (m["task"], m["metric"], m["split"]) == ("knn", "top1", "test")
+               and m["dataset"] == flagship["dataset"]["id"])
+    line = zoo_table.headline(weights)
+    assert f"kNN top-1 **{knn['value']:.1f}%**" in line and f"against {knn['random_init']:.1f}%" in line
+    assert "NVIDIA H200" in line and knn["date"] in line
+    result = {"curves": {recipe_race.RECOMMENDED: [[0.0, 30.0], [60.0, 40.0]],
+                         recipe_race.CLASSIC: [[0.0, 30.0], [60.0, 35.0]]},
+              "rows": [{"classic_seconds": 60.0, "classic_knn": 35.0, "recommended_seconds_to_reach": 30.0,
+                        "ratio": 0.5}], "ratios": [0.5], "median_ratio": 0.5, "classic_points_below_random_init": 0}
+    said = recipe_race.claim(result)
+    assert "stood at 35.0%, none of them below" in said and "40.0% at 60 s" in said and "Median ratio 0.50" in said
+    result["rows"][0].update(classic_knn=20.0, ratio=0.0)
+    result.update(ratios=[0.0], median_ratio=0.0, classic_points_below_random_init=1)
+    assert "all of them below its own random-init features (30.0%)" in recipe_race.claim(result)
+    assert "not that the recommended recipe is infinitely faster" in recipe_race.claim(result)

@@ -124,7 +124,7 @@ def plot(store: dict[str, Any], path: Path, title: str) -> None:
 
 
 def markdown(store: dict[str, Any]) -> str:
-    lines = ["| views | fraction of images | steps | training CPU-s | kNN top-1 (random init) | kNN at half the steps |",
+    lines = ["| views | fraction of images | steps | training CPU-s | kNN top-1 (random init) | kNN at the middle evaluation |",
              "|---|---|---|---|---|---|"]
     for r in store["runs"].values():
         if r.get("status") != "done":

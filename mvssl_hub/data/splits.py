@@ -85,7 +85,13 @@ def _open_dataset(source: str, split: str, revision: str | None) -> Any:
         return datasets.load_dataset("parquet", data_files={split: [str(p) for p in parquet]}, split=split)
     if any(path.rglob("*.parquet")):
         raise ValueError(f"no parquet file for split {split!r} in {path} (expected {split}.parquet or {split}-*.parquet)")
-    return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+    try:
+        return datasets.load_dataset("imagefolder", data_dir=str(path), split=split)
+    except ValueError as e:
+        if "Unknown split" not in str(e):
+            raise
+        raise FileNotFoundError(f"{path}: no {split!r} split in this image folder (its splits are subfolders named "
+                                f"train/, test/, ...; a folder without them is all 'train'): {e}") from None
 
 
 def _pick_key(ds: Any, wanted: str | None, candidates: tuple[str, ...], kind: str, feature_type: str) -> str | None:

@@ -2,7 +2,9 @@
 
 The load path is a staircase; each step imports only the steps below it (``[tool.importlinter]``):
 
-- :mod:`.weights` (published entries, pinned and verified) and :mod:`.loading` (``from_pretrained``)
+- :mod:`.loading`: the two verbs, ``from_pretrained`` (any folder or repo; a zoo entry's repo id falls back to
+  its bundled snapshot) and ``push_to_hub`` (a model or a folder)
+- :mod:`.weights`: published entries, pinned and verified
 - :mod:`.transport`: download, upload, cache, sha256; it only moves files
 - :mod:`.format`: folder <-> validated config and state dicts
 - :mod:`.schema` (``config.json``), :mod:`.card` (the generated README), :mod:`.records` (what config.json records)

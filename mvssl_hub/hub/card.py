@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -132,10 +133,46 @@ def _monitors_table(cfg: Mapping[str, Any]) -> str:
             + "\n".join(rows))
 
 
+def _checkout_preset(name: str) -> str:
+    """A preset named without its folder (a run that copied it elsewhere) as its path from the checkout's root,
+    when this checkout has exactly one file of that name under recipes/configs/; else the name as given."""
+    root = Path(str(resources.files("mvssl_hub"))).parent / "recipes" / "configs"
+    found = sorted(root.rglob(name)) if root.is_dir() and "/" not in name else []
+    return str(found[0].relative_to(root.parents[1])) if len(found) == 1 else name
+
+
+def reproduction_command(cfg: Mapping[str, Any]) -> str | None:
+    """The recorded training command as a reproduction from the checkout's root: the preset by its path, without
+    ``--resume`` (how a chunk continued the run, not what the run was) and, when the run reached the end of its
+    schedule, without the ``--time_budget`` that stopped a chunk. None when no command was recorded."""
+    tc = cfg.get("train_config") or {}
+    if not isinstance(tc.get("command"), str):
+        return None
+    words, out = shlex.split(tc["command"]), []
+    done = (cfg.get("training") or {}).get("epochs") is not None and isinstance(tc.get("epochs"), (int, float)) \
+        and cfg["training"]["epochs"] >= tc["epochs"] - 1e-6
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("--resume", "--no-resume"):
+            i += 1
+            continue
+        if word == "--time_budget" and done and i + 1 < len(words):
+            i += 2
+            continue
+        out.append(word)
+        if word == "--config" and i + 1 < len(words):
+            out.append(_checkout_preset(words[i + 1]))
+            i += 1
+        i += 1
+    return shlex.join(out)
+
+
 def _recipe_command(cfg: Mapping[str, Any]) -> str:
     tc = cfg.get("train_config") or {}
-    if isinstance(tc.get("command"), str):
-        return tc["command"]
+    command = reproduction_command(cfg)
+    if command is not None:
+        return command
     if isinstance(tc.get("config"), str):
         return f"accelerate launch recipes/pretrain.py --config {tc['config']}"
     if tc:
@@ -144,6 +181,32 @@ def _recipe_command(cfg: Mapping[str, Any]) -> str:
                 "open('train_config.yaml', 'w'), sort_keys=False)\"\n"
                 "accelerate launch recipes/pretrain.py --config train_config.yaml")
     return "# not recorded: this checkpoint was saved without a train_config"
+
+
+def _training_time(cfg: Mapping[str, Any]) -> str | None:
+    """The run's training seconds, with the clock that counted them named."""
+    seconds = (cfg.get("training") or {}).get("wall_clock_s")
+    if seconds is None:
+        return None
+    clock = (cfg.get("train_config") or {}).get("clock")
+    if clock == "process":
+        return f"{seconds:,.0f} CPU-seconds of training (the process's CPU time; evaluation and saving excluded)"
+    if clock == "wall":
+        return f"{seconds:,.0f} s of training, wall clock (evaluation and saving excluded)"
+    return f"{seconds:,.0f} s of training"
+
+
+def _timm_lines(cfg: Mapping[str, Any], repo_id: str) -> tuple[str, str]:
+    """(the card snippet's timm line, or "", and a sentence on loading with timm) for a ResNet backbone."""
+    bb = cfg["backbone"]
+    if cfg.get("architecture"):  # config.json carries what timm reads: timm builds this very network
+        return (f'\n# 4. with timm alone (no mvssl-hub): config.json carries what timm reads\nimport timm\n'
+                f'backbone = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()\n', "")
+    why = [w for w, bad in (("the small-image stem (3×3 stride-1 conv, no max-pool)", bb["small_images"]),
+                            (f"width {bb['width']}", bb["width"] != 64), (f"{bb['arch']}", bb["arch"] == "resnet10"))
+           if bad]
+    return "", (f"timm has no ResNet with {' and '.join(why)}, so timm alone cannot build this network: load it "
+                "with mvssl-hub as above.\n\n")
 
 
 def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
@@ -163,6 +226,7 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
     tr = cfg.get("training") or {}
     generic = builder_name(cfg)
     builder = builder or generic
+    timm_line, timm_note = "", ""
     if timm:
         name = repo_id.split("/")[-1] if repo_id else builder
         timm_kwargs = "".join(f", {k}={v!r}" for k, v in bb["kwargs"].items())
@@ -174,6 +238,7 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
         arch_desc = f"{bb['arch']} ({stem}{width})"
         timm_kwargs = ""
+        timm_line, timm_note = _timm_lines(cfg, repo_id or "org/name")
         kwargs = ("" if (bb["width"] == 64 and bb["small_images"]) or builder != generic  # a named builder fixes them
                   else f", small_images={bb['small_images']}, width={bb['width']}")
         if bb["width"] == 64:
@@ -196,7 +261,7 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
                     + (f", {100 * frac:g}% of the images" if isinstance(frac, (int, float)) and frac != 1 else "") + ")"
                     if ds.get("id") else "(pretraining data not recorded)")
     training_rows = [
-        ("hardware", tr.get("hardware")), ("wall-clock", None if tr.get("wall_clock_s") is None else f"{tr['wall_clock_s']:.0f} s"),
+        ("hardware", tr.get("hardware")), ("training time", _training_time(cfg)),
         ("throughput", None if tr.get("images_per_s") is None else f"{tr['images_per_s']:.1f} images/s"),
         ("steps", tr.get("steps")), ("epochs", tr.get("epochs")),
         ("weights dtype", cfg["dtype"]),
@@ -220,6 +285,8 @@ def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision:
         "builder": builder,
         "builder_kwargs": kwargs,
         "tv_note": tv_note,
+        "timm_line": timm_line,
+        "timm_note": timm_note,
         "transform_desc": transform_desc,
         "results_table": _results_table(cfg) + _monitors_table(cfg),
         "recipe_command": _recipe_command(cfg),

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..backbones import ResNetBackbone, backbone_from_config
+from ..backbones import BackboneConfig, ResNetBackbone, backbone_from_config
 from ..errors import CheckpointError, IntegrityError
 from ..models import Classifier, SSLModel
 from ..projector import Projector
@@ -41,7 +41,7 @@ from ..safe_io import (
     strip_prefix,
     strip_prefixes,
 )
-from ..timm_backbone import TimmBackbone, timm_hub_config
+from ..timm_backbone import TimmBackbone, is_timm_arch, timm_hub_config
 from ..version import __version__
 from ..views import eval_transform_from
 from .card import render_card
@@ -62,7 +62,7 @@ from .schema import (
 )
 
 logger = logging.getLogger(__name__)
-
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's default, without transforms
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -166,6 +166,35 @@ def check_header_against(path: Path, header: SafetensorsHeader, expected: Expect
             problems.append(f"  {key!r}: expected dtype {exp_dtype}, found {t.dtype} ({t.torch_dtype})")
     if problems:
         raise CheckpointError(f"{path}: {len(problems)} tensor(s) do not match the model {hint}:\n" + "\n".join(problems))
+
+
+def resnet_timm_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config.json keys timm reads from a Hub repo or folder, for a ResNet that timm builds as it is
+    (:attr:`BackboneConfig.timm_name`; {} for any other): ``timm.create_model("hf-hub:<repo>", pretrained=True)``
+    (or ``"local-dir:<folder>"``) then builds timm's ResNet without classifier and loads model.safetensors
+    strictly. Input size and normalisation are the checkpoint's evaluation transform."""
+    bb = cfg["backbone"]
+    name = None if is_timm_arch(bb["arch"]) else BackboneConfig(**bb).timm_name
+    if name is None or cfg.get("num_classes"):  # a classifier's head is a file of its own, which timm does not read
+        return {}
+    tf = cfg.get("transforms") or {}
+    size = int(tf.get("eval_size") or 224)
+    pretrained = {
+        "input_size": [3, size, size], "interpolation": "bilinear",  # EvalTransform's antialiased bilinear resize
+        "mean": [float(x) for x in tf.get("mean", IMAGENET_MEAN)], "std": [float(x) for x in tf.get("std", IMAGENET_STD)],
+        "crop_pct": size / float(tf.get("eval_resize") or size), "crop_mode": "center", "num_classes": 0,
+        "first_conv": "conv1", "fixed_input_size": False,
+    }
+    return {"architecture": name, "num_features": cfg["feature_dim"], "model_args": {}, "pretrained_cfg": pretrained}
+
+
+def with_timm_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with timm's keys added where timm can build the ResNet; beside them a null top-level num_classes is
+    left out (timm reads a top-level num_classes)."""
+    out = {**cfg, **resnet_timm_fields(cfg)}
+    if out.get("architecture") is not None and "num_classes" in out and out["num_classes"] is None:
+        del out["num_classes"]
+    return out
 
 
 def _file_metadata(cfg: Mapping[str, Any], name: str) -> dict[str, str]:
@@ -308,10 +337,9 @@ def build_checkpoint_files(
         "class_names": model.class_names if isinstance(model, Classifier) else None,
         "monitors": monitors,
     }
-    if isinstance(backbone, TimmBackbone):  # the keys timm reads from a Hub repo; timm reads a top-level
-        cfg.update(timm_hub_config(backbone, transforms))  # num_classes too, so a backbone's null one is left out
-        if cfg["num_classes"] is None:
-            del cfg["num_classes"]
+    if isinstance(backbone, TimmBackbone):  # the keys timm reads from a Hub repo
+        cfg.update(timm_hub_config(backbone, transforms))
+    cfg = with_timm_fields(cfg)
     files = {MODEL_FILE: _tensor_bytes(strip_prefixes(backbone.state_dict()), dtype, _file_metadata(cfg, MODEL_FILE))}
     if include_projector:
         assert projector is not None
@@ -386,7 +414,26 @@ def update_metrics(save_dir: str | os.PathLike[str], metrics: list[dict] | dict,
     cfg = load_config(save_dir)
     if monitors is not None:
         cfg["monitors"] = monitors
-    cfg = with_metrics(cfg, records)
+    _rewrite_config(save_dir, with_metrics(with_timm_fields(cfg), records))
+
+
+def refresh_checkpoint(save_dir: str | os.PathLike[str]) -> bool:
+    """Bring a checkpoint folder written by an older version to what this one writes from the same record: the
+    config.json keys derived from the rest (timm's, for a ResNet that timm builds as it is) and the card. Nothing
+    recorded changes, and the weights files are carried over byte for byte (their sha256 checked first); the swap is
+    atomic. True when something changed."""
+    save_dir = Path(save_dir)
+    cfg = load_config(save_dir)
+    new = validate_config(parse_json(json_bytes(with_timm_fields(cfg)), "refreshed config"), "refreshed config")
+    card = save_dir / CARD_FILE
+    if new == cfg and card.is_file() and card.read_text(encoding="utf-8") == render_card(new):
+        return False
+    _rewrite_config(save_dir, new)
+    return True
+
+
+def _rewrite_config(save_dir: Path, cfg: dict[str, Any]) -> None:
+    """config.json and README.md of ``save_dir`` rewritten from ``cfg``; its weights files carried over unchanged."""
     files: dict[str, bytes] = {}
     for name, info in cfg["files"].items():
         verify_sha256(save_dir / name, info["sha256"], str(save_dir / CONFIG_FILE))
@@ -421,6 +468,7 @@ def model_from_state(state: CheckpointState) -> nn.Module:
 __all__ = [
     "CheckpointState", "build_checkpoint_files", "check_header_against", "check_metadata_against", "expected_state",
     "expected_tensors", "find_checkpoint", "is_checkpoint_folder", "local_weights_paths", "meta_backbone",
-    "model_from_state", "read_checkpoint", "read_checkpoint_folder", "read_weights", "save_pretrained",
-    "tidy_interrupted_save", "unwrap_model", "update_metrics", "verify_sha256", "weights_to_read", "with_metrics",
+    "model_from_state", "read_checkpoint", "read_checkpoint_folder", "read_weights", "refresh_checkpoint",
+    "resnet_timm_fields", "save_pretrained", "tidy_interrupted_save", "unwrap_model", "update_metrics", "verify_sha256",
+    "weights_to_read", "with_metrics", "with_timm_fields",
 ]

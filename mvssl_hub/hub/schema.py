@@ -135,8 +135,9 @@ _CONFIG_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "class_names": ((list,), True),  # and their names, in the head's order
     "base_model": ((str,), True),  # the checkpoint a fine-tuned model started from (Hub id or name)
     "monitors": ((dict,), True),  # label-free measures (mvssl_hub.eval.monitor report: definitions and sample)
-    # A timm backbone's checkpoint also carries the keys timm reads from a Hub repo (and only such a checkpoint):
-    # timm.create_model("hf-hub:<repo>", pretrained=True) builds model_args' architecture from them.
+    # A timm backbone's checkpoint also carries the keys timm reads from a Hub repo, and so does a ResNet that timm
+    # builds as it is (torchvision's stem at full width): timm.create_model("hf-hub:<repo>", pretrained=True) builds
+    # the architecture with model_args from them.
     "architecture": ((str,), True),  # the timm model name
     "num_features": ((int,), True),  # timm's num_features (a record; feature_dim is what the backbone returns)
     "model_args": ((dict,), True),  # the timm keyword arguments (= backbone.kwargs)
@@ -200,22 +201,32 @@ def _check_backbone(bb: Any, source: str) -> BackboneConfig | TimmBackboneConfig
 
 
 def _check_timm_fields(cfg: Mapping[str, Any], bcfg: BackboneConfig | TimmBackboneConfig, source: str) -> None:
-    """timm's Hub keys: present exactly for a timm backbone, and agreeing with its ``backbone`` record."""
+    """timm's Hub keys: present exactly for a timm backbone, absent or complete for a ResNet that timm builds as it
+    is (``BackboneConfig.timm_name``), never for another ResNet; agreeing with the ``backbone`` record."""
     present = [k for k in TIMM_HUB_FIELDS if cfg.get(k) is not None]
-    if not isinstance(bcfg, TimmBackboneConfig):
+    timm_name, model_args = ((bcfg.name, bcfg.kwargs) if isinstance(bcfg, TimmBackboneConfig)
+                             else (bcfg.timm_name, {}))
+    if timm_name is None:
         if present:
-            raise CheckpointError(f"{source}: field(s) {present} belong to timm backbones, but the backbone is "
-                                  f"{bcfg.arch!r}")
+            raise CheckpointError(f"{source}: field(s) {present} are what timm reads, but timm cannot build the "
+                                  f"backbone {cfg['backbone']!r:.120}")
         return
+    if not present and not isinstance(bcfg, TimmBackboneConfig):
+        return  # written before ResNets carried them
     missing = [k for k in TIMM_HUB_FIELDS if k not in present]
     if missing:
-        raise CheckpointError(f"{source}: a timm backbone's config needs field(s) {missing} (what timm reads)")
-    _need(cfg["architecture"] == bcfg.name, source, "architecture", cfg["architecture"],
-          f"must be the backbone's timm model {bcfg.name!r}")
-    _need(cfg["model_args"] == bcfg.kwargs, source, "model_args", cfg["model_args"],
-          f"must equal backbone.kwargs {bcfg.kwargs!r:.120}")
+        raise CheckpointError(f"{source}: a timm-loadable backbone's config needs field(s) {missing} (what timm reads)")
+    _need(cfg["architecture"] == timm_name, source, "architecture", cfg["architecture"],
+          f"must be the backbone's timm model {timm_name!r}")
+    _need(cfg["model_args"] == model_args, source, "model_args", cfg["model_args"],
+          f"must equal the backbone's timm arguments {model_args!r:.120}")
     _need(1 <= cfg["num_features"] <= MAX_PROJECTOR_DIM, source, "num_features", cfg["num_features"],
           f"must be in 1..{MAX_PROJECTOR_DIM}")
+    if isinstance(bcfg, BackboneConfig):
+        _need(cfg["num_features"] == bcfg.feature_dim, source, "num_features", cfg["num_features"],
+              f"must be the backbone's feature_dim {bcfg.feature_dim}")
+    _need("num_classes" not in cfg or cfg["num_classes"] is not None, source, "num_classes", None,
+          "must be left out (not null) beside timm's keys: timm reads a top-level num_classes")
     pc = cfg["pretrained_cfg"]
     unknown = sorted(set(pc) - set(PRETRAINED_CFG_KEYS))
     if unknown:

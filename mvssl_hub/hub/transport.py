@@ -1,5 +1,8 @@
 """Hub transport: download, upload, cache, revisions and sha256 verification. It only moves files.
 
+Before a load asks the Hub, one short connection attempt (:func:`unreachable_reason`) tells whether it can be
+asked at all; when not, only the cache answers, at once, instead of after the client's retries.
+
 What comes back is paths (and the validated config that names them); models are built a layer up
 (:mod:`mvssl_hub.hub.loading`, :mod:`mvssl_hub.hub.weights`). huggingface_hub is imported inside each function
 that makes a Hub call, so that importing mvssl_hub does not import it. The endpoint is read when a call
@@ -14,11 +17,15 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import threading
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from ..errors import CheckpointError, CheckpointNotFoundError, HubUnreachableError, IntegrityError
+from ..errors import CheckpointError, CheckpointNotFoundError, HubRepoNotFoundError, HubUnreachableError, IntegrityError
 from ..safe_io import looks_local, sha256_file
 from .card import render_card
 from .format import verify_sha256, weights_to_read
@@ -28,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+# How long a load waits to open a connection to the Hub (or the proxy that leads to it) before it takes the Hub
+# for unreachable and answers from the cache alone: huggingface_hub would otherwise retry a failed lookup for
+# about 25 s before giving up.
+PROBE_SECONDS = 2.0
 
 
 def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -> tuple[str, str | None, bool]:
@@ -51,6 +62,43 @@ def parse_source(repo_id_or_dir: str | os.PathLike[str], revision: str | None) -
     raise CheckpointNotFoundError(f"{src!r} is neither an existing folder nor a Hub repo id 'org/name'")
 
 
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The Hub endpoint a call uses: ``endpoint``, else huggingface_hub's (``HF_ENDPOINT`` or huggingface.co)."""
+    from huggingface_hub import constants
+
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def unreachable_reason(endpoint: str | None = None, timeout: float = PROBE_SECONDS) -> str | None:
+    """None when a TCP connection to the Hub opens within ``timeout`` seconds, else why it did not.
+
+    Behind a proxy (``HTTPS_PROXY`` and friends, unless ``NO_PROXY`` exempts the host) the proxy is what must
+    answer. The name lookup runs in a thread of its own, so a resolver that hangs costs ``timeout``, not minutes.
+    """
+    url = urlsplit(hub_endpoint(endpoint))
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        parsed = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parsed.hostname or "", parsed.port or 80
+    outcome: dict[str, BaseException | None] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["error"] = None
+        except OSError as e:
+            outcome["error"] = e
+
+    probe = threading.Thread(target=connect, name="mvssl-hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if "error" not in outcome:
+        return f"no connection to {host}:{port} within {timeout:g} s"
+    error = outcome["error"]
+    return None if error is None else f"{host}:{port}: {error}"
+
+
 def is_offline(local_files_only: bool) -> bool:
     """True when no request may be made: ``local_files_only`` or ``HF_HUB_OFFLINE``."""
     from huggingface_hub import constants
@@ -62,9 +110,10 @@ def is_offline(local_files_only: bool) -> bool:
 def hub_download(
     repo_id: str, filename: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None, local_files_only: bool = False, force_download: bool = False,
-    token: str | bool | None = None,
+    token: str | bool | None = None, unreachable: str | None = None,
 ) -> Path:
-    """hf_hub_download with errors translated: nothing cached offline / no such repo -> CheckpointNotFoundError."""
+    """hf_hub_download with errors translated: nothing cached offline -> HubUnreachableError (``unreachable``: why
+    the Hub was not asked, when a probe found it down), no such repo or revision -> HubRepoNotFoundError."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -77,21 +126,23 @@ def hub_download(
     try:
         return Path(hf_hub_download(
             repo_id, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-            local_files_only=local_files_only, force_download=force_download, token=token,
+            local_files_only=local_files_only or unreachable is not None, force_download=force_download, token=token,
         ))
     except LocalEntryNotFoundError:
+        why = f"the Hub at {hub_endpoint(endpoint)} cannot be reached ({unreachable})" if unreachable else (
+            "the Hub cannot be reached (offline mode or no connection)")
         raise HubUnreachableError(
-            f"{filename} of {where} is not in the local cache{f' {cache_dir}' if cache_dir else ''} and the Hub "
-            "cannot be reached (offline mode or no connection). Fetch it once with network access, e.g. "
-            f"mvssl_hub.from_pretrained({repo_id!r}{f', revision={revision!r}' if revision else ''}) or "
-            f"`hf download {repo_id}{f' --revision {revision}' if revision else ''}`, with HF_HUB_OFFLINE unset."
+            f"{filename} of {where} is not in the local cache{f' {cache_dir}' if cache_dir else ''} and {why}. "
+            f"Fetch it once with network access, e.g. mvssl_hub.from_pretrained({repo_id!r}"
+            f"{f', revision={revision!r}' if revision else ''}) or `hf download {repo_id}"
+            f"{f' --revision {revision}' if revision else ''}`, with HF_HUB_OFFLINE unset."
         ) from None
     except RepositoryNotFoundError:
-        raise CheckpointNotFoundError(
-            f"Hub repo {repo_id!r} not found (or private without a token), and there is no local folder {repo_id!r}"
+        raise HubRepoNotFoundError(
+            f"the Hub at {hub_endpoint(endpoint)} has no repo {repo_id!r} (or it is private and no token reached it)"
         ) from None
     except RevisionNotFoundError:
-        raise CheckpointNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
+        raise HubRepoNotFoundError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
     except EntryNotFoundError:
         raise CheckpointNotFoundError(
             f"{where} has no {filename}: not an mvssl-hub checkpoint (expected {MODEL_FILE} and {CONFIG_FILE})"
@@ -113,21 +164,23 @@ def evict_cached_file(path: Path) -> None:
 def fetch_verified(
     repo_id: str, filename: str, commit: str | None, sha256: str, *, cache_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None, local_files_only: bool = False, token: str | bool | None = None,
-    force_download: bool = False,
+    force_download: bool = False, unreachable: str | None = None,
 ) -> Path:
     """Download (or take from the cache) one file and check its sha256 before it is used.
 
     A cached file that fails the check is evicted and re-downloaded once, with a warning that says so;
     a fresh download that fails it is evicted too (the next call fetches again) and raises
-    IntegrityError naming the file and both hashes. Offline, a bad cached copy is an IntegrityError.
+    IntegrityError naming the file and both hashes. Offline (or ``unreachable``: why the Hub is not asked), a
+    bad cached copy is an IntegrityError.
     """
     from huggingface_hub import try_to_load_from_cache
 
     kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
     was_cached = (not force_download
                   and isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=commit), str))
+    local_files_only = local_files_only or unreachable is not None
     path = hub_download(repo_id, filename, commit, local_files_only=local_files_only, force_download=force_download,
-                        **kw)
+                        unreachable=unreachable, **kw)
     found = sha256_file(path)
     if found == sha256:
         return path
@@ -176,12 +229,13 @@ def resolve_hub_checkpoint(
     otherwise the weights are checked against the sha256 recorded in config.json.
     """
     offline = is_offline(local_files_only)
-    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, local_files_only=offline, token=token,
-                              force_download=force_download)
+    unreachable = None if offline else unreachable_reason(endpoint)  # then only the cache can answer, at once
+    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, local_files_only=offline or bool(unreachable),
+                              token=token, force_download=force_download and not unreachable)
     if config_sha256 is not None:  # pinned whenever given, whatever the revision
-        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, **kw)
+        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, unreachable=unreachable, **kw)
     else:
-        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
+        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, unreachable=unreachable, **kw)
     commit = snapshot_commit(cfg_path)
     cfg = read_config(cfg_path)
     paths = {}
@@ -194,7 +248,7 @@ def resolve_hub_checkpoint(
                 f"{repo_id}@{commit}: config.json records sha256 {want} for {name} but the published entry pins "
                 f"{files_sha256[name]}"
             )
-        paths[name] = fetch_verified(repo_id, name, commit, want, **kw)
+        paths[name] = fetch_verified(repo_id, name, commit, want, unreachable=unreachable, **kw)
     return cfg, paths, commit
 
 
@@ -228,12 +282,13 @@ def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-def push_to_hub(
+def upload_checkpoint(
     save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
-    commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+    commit_message: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
     builder: str | None = None,
 ) -> str:
-    """Upload a checkpoint folder as one commit (repo created if needed), tag it, return the commit sha.
+    """Upload a checkpoint folder as one commit (repo created if needed), tag it, return the commit sha
+    (:func:`mvssl_hub.push_to_hub` is the public verb, for a model or a folder).
 
     The folder is verified first (config valid, sha256 of every weights file); README.md is re-rendered
     with the repo id in its load snippets (and ``builder``, the zoo builder it is published under, if given).
@@ -278,6 +333,7 @@ def push_to_hub(
 
 
 __all__ = [
-    "COMMIT_SHA", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_file_hashes", "is_offline",
-    "parse_source", "push_to_hub", "resolve_hub_checkpoint", "snapshot_commit", "upload_list",
+    "COMMIT_SHA", "PROBE_SECONDS", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_endpoint",
+    "hub_file_hashes", "is_offline", "parse_source", "resolve_hub_checkpoint", "snapshot_commit", "unreachable_reason",
+    "upload_checkpoint", "upload_list",
 ]

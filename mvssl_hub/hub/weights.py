@@ -25,7 +25,7 @@ import torch
 
 from ..backbones import BackboneConfig, ResNetBackbone
 from ..errors import CheckpointError
-from ..registry import unknown_name_error
+from ..registry import registered_weights, unknown_name_error
 from ..safe_io import sha256_file
 from ..views import EvalTransform, eval_transform_from
 from .card import builder_name
@@ -93,6 +93,10 @@ class WeightsEnum(Enum):
 
     def transforms(self) -> EvalTransform:
         return self.value.transforms()
+
+    def bundled_path(self) -> Path:
+        """The folder this entry's verified snapshot ships in (a checkpoint folder: ``local-dir:`` for timm)."""
+        return self.value.bundled_path()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
@@ -189,6 +193,18 @@ def resolve_weights(builder: str, enum: type[WeightsEnum], weights: Any) -> Weig
     return w
 
 
+def published_entry(repo_id: str, revision: str | None = None) -> Weights | None:
+    """The registered weights entry pinned to ``repo_id`` at ``revision`` (None, the entry's commit, or the tag it
+    was published under: its recipe's ``recipe_version``), or None."""
+    for enum in registered_weights().values():
+        for member in enum:
+            w = member.value
+            tag = (w.meta.get("recipe") or {}).get("recipe_version")
+            if w.repo_id == repo_id and revision in (None, w.revision, tag):
+                return w
+    return None
+
+
 def bundled_files(w: Weights, with_projector: bool = False) -> dict[str, Path] | None:
     """The entry's shipped snapshot files, each matching its pinned sha256; None when not shipped or not intact."""
     folder = w.bundled_path()
@@ -265,5 +281,5 @@ def weights_entry_from_checkpoint(repo_id: str, revision: str | None = None, *, 
 
 __all__ = [
     "BUNDLED_DIR", "NoPublishedWeightsError", "Weights", "WeightsEnum", "bundled_files", "load_weights",
-    "make_weights_enum", "resolve_weights", "validate_entry", "weights_entry_from_checkpoint",
+    "make_weights_enum", "published_entry", "resolve_weights", "validate_entry", "weights_entry_from_checkpoint",
 ]

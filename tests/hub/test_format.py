@@ -17,7 +17,7 @@ import mvssl_hub
 from mvssl_hub import safe_io
 from mvssl_hub.backbones import ResNetBackbone, build_backbone, torchvision_compatible
 from mvssl_hub.errors import CheckpointError, IntegrityError, UnknownModelError
-from mvssl_hub.hub.format import save_pretrained, update_metrics
+from mvssl_hub.hub.format import refresh_checkpoint, save_pretrained, update_metrics
 from mvssl_hub.hub.loading import from_pretrained
 from mvssl_hub.hub.schema import load_config
 from mvssl_hub.models import SSLModel
@@ -145,6 +145,44 @@ def test_card_names_the_zoo_builder_it_is_published_under(tiny_ckpt):
     assert '"barlowtwins_resnet18_cifar10", source="local", weights="DEFAULT")' in named
     assert render_card(cfg, repo_id="org/name", builder=builder_name(cfg)) == generic
     assert "mvssl_hub.weights" not in generic  # the old module path
+
+
+def test_card_gives_a_reproduction_from_the_checkout_root_and_names_its_clock(tiny_ckpt):
+    from mvssl_hub.hub.card import render_card, reproduction_command
+
+    cfg = load_config(tiny_ckpt)
+    chunk = ("accelerate launch recipes/pretrain.py --config barlowtwins_resnet18_cifar10.yaml --output_dir out "
+             "--time_budget 440.0 --clock wall --epochs 45 --resume")
+    cfg["train_config"] = {**cfg["train_config"], "command": chunk, "epochs": 45, "clock": "wall"}
+    cfg["training"] = {**cfg["training"], "epochs": 45.0, "wall_clock_s": 407.5}
+    # the preset by its path from the root; the chunk's --resume and (the schedule having ended) its budget left out
+    assert reproduction_command(cfg) == ("accelerate launch recipes/pretrain.py --config "
+                                         "recipes/configs/zoo/barlowtwins_resnet18_cifar10.yaml --output_dir out "
+                                         "--clock wall --epochs 45")
+    assert "| training time | 408 s of training, wall clock (evaluation and saving excluded) |" in render_card(cfg)
+    cfg["training"]["epochs"] = 38.2  # stopped by its budget: the budget is part of what the run was
+    assert "--time_budget 440.0" in reproduction_command(cfg) and "--resume" not in reproduction_command(cfg)
+    cfg["train_config"]["clock"] = "process"
+    assert "| training time | 408 CPU-seconds of training (the process's CPU time; evaluation and saving excluded) |" \
+        in render_card(cfg)
+
+
+def test_refresh_adds_what_this_version_derives_and_keeps_the_weights(tmp_path):
+    torch.manual_seed(0)
+    folder = save_pretrained(build_backbone("resnet18", small_images=False), tmp_path / "r18")
+    old = json.loads((folder / "config.json").read_text())
+    for key in ("architecture", "num_features", "model_args", "pretrained_cfg"):
+        del old[key]
+    old["num_classes"] = None  # as a checkpoint written before ResNets carried timm's keys
+    (folder / "config.json").write_text(json.dumps(old))
+    weights = (folder / "model.safetensors").read_bytes()
+    assert refresh_checkpoint(folder) is True
+    cfg = load_config(folder)
+    assert cfg["architecture"] == "resnet18" and "num_classes" not in cfg
+    assert {k: v for k, v in cfg.items() if k in old} == {k: v for k, v in old.items() if k != "num_classes"}
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert "timm.create_model(\"hf-hub:" in (folder / "README.md").read_text()
+    assert refresh_checkpoint(folder) is False  # nothing left to bring up to date
 
 
 def test_update_metrics_merges_and_regenerates_card(tiny_ckpt):

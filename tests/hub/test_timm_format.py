@@ -1,6 +1,8 @@
 """A timm backbone's checkpoint: timm's own key names and Hub keys in config.json, so that it loads strictly four
 ways with equal features (timm from the file, timm from the loopback Hub, mvssl_hub.from_pretrained,
-torch.hub.load), and a config whose timm kwargs disagree with the weights is refused before anything is allocated."""
+torch.hub.load), and a config whose timm kwargs disagree with the weights is refused before anything is allocated.
+A ResNet that timm builds as it is (torchvision's stem at full width, as the zoo's flagship) carries the same keys
+and loads in timm alone with our features."""
 
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ from safetensors.torch import load_file
 import mvssl_hub
 from mvssl_hub.errors import CheckpointError, UnknownModelError
 from mvssl_hub.hub.format import save_pretrained
-from mvssl_hub.hub.loading import from_pretrained
-from mvssl_hub.hub.transport import push_to_hub
+from mvssl_hub.hub.loading import from_pretrained, push_to_hub
 from mvssl_hub.models import SSLModel
 from mvssl_hub.timm_backbone import TimmBackbone
 
@@ -64,10 +65,12 @@ def _load_strictly(make) -> torch.nn.Module:
     return model.eval()
 
 
-def _assert_same(model: torch.nn.Module, ours: SSLModel) -> None:
-    sa, sb = model.state_dict(), ours.backbone.state_dict()
+def _assert_same(model: torch.nn.Module, ours: torch.nn.Module) -> None:
+    """The same tensors under the same names, and the same features (eval mode: BatchNorm's running statistics)."""
+    ours = getattr(ours, "backbone", ours)
+    sa, sb = model.state_dict(), ours.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    torch.testing.assert_close(model(X), ours.backbone(X), atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.eval()(X), ours.eval()(X), atol=1e-6, rtol=0)
 
 
 def test_config_json_carries_our_record_and_the_keys_timm_reads(vit_ckpt) -> None:
@@ -161,7 +164,7 @@ def test_bad_timm_configs_are_refused_naming_the_field(tmp_path: Path) -> None:
     refused(r"unknown timm model .vit_tiny_patch16_24.", UnknownModelError,
             **{"backbone.arch": "timm:vit_tiny_patch16_24", "architecture": "vit_tiny_patch16_24"})
     refused(r"field architecture = 'resnet50': must be the backbone's timm model", architecture="resnet50")
-    refused(r"field model_args = .*must equal backbone.kwargs", model_args={**KW, "depth": 3})
+    refused(r"field model_args = .*must equal the backbone's timm arguments", model_args={**KW, "depth": 3})
     refused(r"does not take the keyword argument 'patch_sise'",
             **{"backbone.kwargs": {**KW, "patch_sise": 4}, "model_args": {**KW, "patch_sise": 4}})
     refused(r"pretrained_cfg.num_classes = 1000: must be 0", **{"pretrained_cfg.num_classes": 1000})
@@ -169,7 +172,42 @@ def test_bad_timm_configs_are_refused_naming_the_field(tmp_path: Path) -> None:
     refused(r"needs field\(s\) \['pretrained_cfg'\]", pretrained_cfg=None)
 
 
-def test_a_resnet_config_may_not_carry_timm_keys(tiny_ckpt: Path) -> None:
+def test_a_resnet_timm_cannot_build_may_not_carry_timm_keys(tiny_ckpt: Path) -> None:
+    cfg = json.loads((tiny_ckpt / "config.json").read_text())
+    assert "architecture" not in cfg  # width 8, small-image stem: nothing for timm
     _edit_config(tiny_ckpt, architecture="resnet18")
-    with pytest.raises(CheckpointError, match=r"\['architecture'\] belong to timm backbones"):
+    with pytest.raises(CheckpointError, match=r"\['architecture'\] are what timm reads, but timm cannot build"):
         from_pretrained(str(tiny_ckpt))
+
+
+# --------------------------------------------------- the zoo's ResNets with torchvision's stem, in timm
+
+def test_a_full_width_standard_stem_resnet_carries_timms_keys_and_loads_in_timm(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backbone = mvssl_hub.build_backbone("resnet18", small_images=False).eval()
+    folder = save_pretrained(backbone, tmp_path / "r18", transforms=TRANSFORMS)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert (cfg["architecture"], cfg["num_features"], cfg["model_args"]) == ("resnet18", 512, {})
+    assert cfg["pretrained_cfg"]["mean"] == TRANSFORMS["mean"] and "num_classes" not in cfg
+    plain = _load_strictly(lambda: timm.create_model(f"local-dir:{folder}", pretrained=True))
+    _assert_same(plain, backbone)
+    good = dict(cfg)
+    for changes, match in (({"architecture": "resnet34"}, r"field architecture = 'resnet34': must be the backbone's"),
+                           ({"model_args": {"drop_rate": 0.1}}, r"field model_args = .*must equal the backbone's"),
+                           ({"pretrained_cfg": None}, r"needs field\(s\) \['pretrained_cfg'\]"),
+                           ({"num_classes": None}, r"num_classes .*must be left out")):
+        (folder / "config.json").write_text(json.dumps(good))
+        _edit_config(folder, **changes)
+        with pytest.raises(CheckpointError, match=match):
+            from_pretrained(str(folder))
+
+
+def test_the_flagship_loads_in_timm_from_the_loopback_hub_with_our_features(hub) -> None:
+    weights = mvssl_hub.get_model_weights("barlowtwins_resnet18_cifar10").DEFAULT
+    ours = mvssl_hub.get_model("barlowtwins_resnet18_cifar10", weights=weights)
+    push_to_hub(weights.value.bundled_path(), "org/flagship", revision_tag="v1")  # the bundled repo, as published
+    plain = _load_strictly(lambda: timm.create_model("hf-hub:org/flagship", pretrained=True))
+    assert type(plain).__module__.startswith("timm.") and tuple(plain.pretrained_cfg["input_size"]) == (3, 32, 32)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = weights.transforms()(images)
+    assert torch.equal(plain.eval()(x), ours(x))

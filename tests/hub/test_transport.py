@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 
 import mvssl_hub.hub.weights
 from mvssl_hub.backbones import build_backbone
-from mvssl_hub.errors import CheckpointError, CheckpointNotFoundError, IntegrityError
+from mvssl_hub.errors import CheckpointError, CheckpointNotFoundError, HubRepoNotFoundError, IntegrityError
 from mvssl_hub.hub.format import save_pretrained
-from mvssl_hub.hub.loading import from_pretrained
+from mvssl_hub.hub.loading import from_pretrained, push_to_hub
 from mvssl_hub.hub.schema import load_config
-from mvssl_hub.hub.transport import push_to_hub, resolve_hub_checkpoint
+from mvssl_hub.hub.transport import resolve_hub_checkpoint
 from mvssl_hub.models import SSLModel
 
 from conftest import TINY_SAVE_KWARGS, same_state
@@ -202,8 +202,12 @@ def test_corrupted_file_served_by_the_hub(pushed, hub):
 
 
 def test_missing_repo_and_non_checkpoint_repo(hub):
-    with pytest.raises(CheckpointNotFoundError, match="Hub repo 'org/nothing' not found"):
+    with pytest.raises(HubRepoNotFoundError, match=r"'org/nothing' is neither a local folder \(no such folder: .*\) "
+                                                   r"nor a Hub repo that could be loaded: the Hub at http://127\.0\.0\.1:\d+ "
+                                                   r"has no repo 'org/nothing'"):
         from_pretrained("org/nothing")
+    with pytest.raises(HubRepoNotFoundError, match=r"^the Hub at .* has no repo 'org/nothing'"):  # no folder meant
+        from_pretrained("hf-hub:org/nothing")
     api = HfApi(endpoint=hub.url)
     api.create_repo("org/just-a-readme")
     api.upload_file(path_or_fileobj=b"# hello\n", path_in_repo="README.md", repo_id="org/just-a-readme")
