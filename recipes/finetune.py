@@ -43,6 +43,7 @@ from mvssl_hub.train.backends import apply_memory_format
 from mvssl_hub.train.config import (
     FRACTION,
     Check,
+    above,
     as_config_error,
     at_least,
     check_ranges,
@@ -101,7 +102,7 @@ class FinetuneConfig:
     channels_last: bool = True
     cpu: bool | None = None
     threads: Annotated[int, at_least(0)] = 0
-    dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
+    dist_timeout_minutes: Annotated[float, above(0)] = 10.0  # a collective waits this long for a machine gone silent, then the run stops naming it (start-up: >= 60)
     eval_batch_size: Annotated[int, at_least(1)] = 512
     # run, checkpoints, logging
     output_dir: str = "runs/finetune"
@@ -119,7 +120,7 @@ class FinetuneConfig:
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {"resume", "save_every", "keep_checkpoints", "progress", "export", "threads",
-                     "overwrite", "eval_batch_size", "log_level", "data_name"}
+                     "overwrite", "eval_batch_size", "log_level", "data_name", "dist_timeout_minutes"}
 
 
 @dataclass
