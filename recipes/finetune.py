@@ -38,6 +38,7 @@ from mvssl_hub.errors import ConfigError
 from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
+from mvssl_hub.hub.schema import MAX_IMAGE_SIZE
 from mvssl_hub.models import Classifier
 from mvssl_hub.train.backends import apply_memory_format
 from mvssl_hub.train.config import (
@@ -46,6 +47,7 @@ from mvssl_hub.train.config import (
     above,
     as_config_error,
     at_least,
+    at_most,
     check_ranges,
     config_defaults,
     config_to_dict,
@@ -78,7 +80,7 @@ class FinetuneConfig:
     fraction: Annotated[float, FRACTION] = 1.0
     limit: Annotated[int | None, at_least(1)] = None  # first training images only (tests, smoke runs)
     eval_limit: Annotated[int | None, at_least(1)] = None  # first test images only
-    image_size: int | None = None
+    image_size: Annotated[int | None, at_least(8), at_most(MAX_IMAGE_SIZE)] = None  # resize + centre-crop while decoding (mixed sizes)
     view_preset: str | None = None  # default: the checkpoint's preset, else cifar10
     augment: Literal["light", "none"] = "light"  # light: random resized crop (scale 0.35-1) + flip, no colour
     # optimisation (AdamW; warm-up then cosine)
