@@ -42,9 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launcher(procs: int, machines: int = 1, machine_rank: int = 0, port: int | None = None) -> list[str]:
-    """The ``accelerate launch`` command line of ``procs`` processes in all over ``machines`` machines."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", str(machines),
+def launcher(procs: int, machines: int = 1, machine_rank: int = 0, port: int | None = None,
+             config_file: Path | None = None) -> list[str]:
+    """The ``accelerate launch`` command line of ``procs`` processes in all over ``machines`` machines; flags win
+    over ``config_file``'s values."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", str(config_file)] if config_file else []
+    cmd += ["--num_machines", str(machines),
            "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(procs)]
     if procs > 1:
         cmd += ["--multi_gpu", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port or free_port())]
@@ -68,12 +72,14 @@ def accelerate_launch(args: list[str], procs: int, timeout: float = 180) -> subp
                           timeout=timeout)
 
 
-def start_machines(args: list[str], logs: Path, machines: int = 2) -> list[subprocess.Popen]:
+def start_machines(args: list[str], logs: Path, machines: int = 2, config_file: Path | None = None
+                   ) -> list[subprocess.Popen]:
     """One ``accelerate launch --machine_rank r`` per machine (one process each), not waited for; machine r's
     output goes to ``logs/machine{r}.log``."""
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    return [subprocess.Popen(launcher(machines, machines, r, port) + args, cwd=ROOT, env=launch_env(machines),
+    return [subprocess.Popen(launcher(machines, machines, r, port, config_file) + args, cwd=ROOT,
+                             env=launch_env(machines),
                              stdout=open(logs / f"machine{r}.log", "w"), stderr=subprocess.STDOUT)
             for r in range(machines)]
 

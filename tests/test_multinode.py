@@ -134,9 +134,10 @@ out.write_text(json.dumps({"steps_per_epoch": data.steps_per_epoch, "first": fir
 
 def test_streamed_shares_are_disjoint_and_cover_each_epoch_across_a_resume(tmp_path: Path) -> None:
     (tmp_path / "worker.py").write_text(STREAM_WORKER)
+    # launched with the docs' accelerate config file, the address, sizes and precision given on the command line
     machines = start_machines([str(tmp_path / "worker.py"), str(tmp_path), *RUN[1:], "--streaming", "true",
                                "--stream_window", "32", "--stream_workers", "0", "--output_dir", str(tmp_path / "run")],
-                              tmp_path / "logs")
+                              tmp_path / "logs", config_file=ROOT / "docs" / "accelerate_multinode.yaml")
     assert finish_machines(machines, timeout=180) == [0, 0], log(tmp_path / "logs", 0)[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     every = {hashlib.sha256(im.numpy().tobytes()).hexdigest() for im in load_split(str(DATA), "train", limit=64).images}
