@@ -16,6 +16,7 @@ machines) that never answered. ``accelerate`` is not imported here.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections.abc import Mapping
@@ -79,9 +80,13 @@ def roll_call(wait_s: float, env: Mapping[str, str] | None = None) -> list[int] 
     (it lives on machine 0). Every surviving process calls it once, after a failed collective."""
     env = os.environ if env is None else env
     rank, world = rank_and_world()
+    host, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+    try:  # a closed port answers at once; TCPStore itself would retry it for twice the wait
+        socket.create_connection((host, port), timeout=wait_s).close()
+    except OSError:
+        return None
     try:
-        store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
-                              timeout=timedelta(seconds=wait_s), wait_for_workers=False)
+        store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(seconds=wait_s), wait_for_workers=False)
         store.set(f"{_ROLL_CALL_KEY}{rank}", "here")
         missing = [r for r in range(world) if r != rank]
         deadline = time.monotonic() + wait_s
