@@ -177,3 +177,20 @@ def test_a_failed_collective_is_told_from_other_errors() -> None:
     assert is_collective_failure(closed) and is_collective_failure(torch.distributed.DistBackendError("NCCL"))
     assert not is_collective_failure(RuntimeError("shape mismatch")) and not is_collective_failure(ValueError("x"))
     assert lost_process_error(closed) is None  # one process: nobody to lose, the error stands
+
+
+def test_a_process_that_does_not_see_the_output_folder_stops_the_run(tmp_path: Path, fresh_accelerate_state) -> None:
+    # what rank 1 of 2 meets when output_dir is a local folder of machine 0 (two machines, no shared filesystem);
+    # every two-process test passes through the same check with a folder both see
+    from mvssl_hub.errors import ConfigError
+    from mvssl_hub.train.launch import check_shared_folder
+
+    class RankOneOfTwo:  # the collectives of one process: rank 0 saw its own file, this one sees none
+        num_processes, is_main_process, device = 2, False, torch.device("cpu")
+
+        def gather(self, seen: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.ones(1), seen])
+
+    with pytest.raises(ConfigError, match=r"'output_dir' = .*: process\(es\) of rank \[1\] do not see the file"):
+        check_shared_folder(RankOneOfTwo(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # not the main process: it writes nothing there

@@ -16,6 +16,7 @@ machines) that never answered. ``accelerate`` is not imported here.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import traceback
@@ -70,6 +71,12 @@ def is_collective_failure(err: BaseException) -> bool:
     return any(f"torch{os.sep}distributed{os.sep}" in frame.filename for frame in traceback.extract_tb(err.__traceback__))
 
 
+def _gist(err: BaseException) -> str:
+    """The first sentence of ``err``'s message, without the backend's source location ("[.../pair.cc:545] ")."""
+    line = (str(err).strip().splitlines() or [""])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line).split(". ")[0][:200]
+
+
 def _machine(rank: int, env: Mapping[str, str]) -> str:
     local = int(env.get("LOCAL_WORLD_SIZE") or 1)
     return f"rank {rank} (machine {rank // max(local, 1)})"
@@ -108,7 +115,7 @@ def lost_process_error(err: BaseException, env: Mapping[str, str] | None = None)
     limit = _armed.get("timeout", timedelta(seconds=ROLL_CALL_SECONDS)).total_seconds()
     wait_s = min(ROLL_CALL_SECONDS, limit)
     missing = roll_call(wait_s, env)
-    cause = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}" if str(err).strip() else type(err).__name__
+    cause = f"{type(err).__name__}: {_gist(err)}"
     if missing is None:
         gone = f"machine 0 went away (its rendezvous store at {env['MASTER_ADDR']}:{env['MASTER_PORT']} no longer answers)"
     elif missing:

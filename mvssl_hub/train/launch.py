@@ -1,10 +1,11 @@
 """How a recipe starts a training run: the two calls ``pretrain`` and ``finetune`` share.
 
 :func:`start_run` comes first (the log, threads, the accelerator and its trackers, backend flags, the global batch
-split over the processes, the output folder seen by every machine); :func:`open_run_state` comes once the model, optimiser and scheduler are prepared,
-since restoring a run state loads into them: the run states' manager, ``start_or_resume``, the metrics log trimmed
-to the resumed step, an interrupted export tidied, the trackers initialised with the run's config, and the
-collectives' limit tightened from the start-up's to ``dist_timeout_minutes`` (:mod:`.collectives`).
+split over the processes, the output folder seen by every machine); :func:`open_run_state` comes once the model,
+optimiser and scheduler are prepared, since restoring a run state loads into them: the run states' manager,
+``start_or_resume``, the metrics log trimmed to the resumed step, an interrupted export tidied, the trackers
+initialised with the run's config, and the collectives' limit tightened from the start-up's to
+``dist_timeout_minutes`` (:mod:`.collectives`).
 """
 
 from __future__ import annotations
