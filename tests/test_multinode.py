@@ -61,12 +61,14 @@ def test_a_frozen_machine_stops_the_other_in_time_and_a_relaunch_resumes_bitwise
     # both machines relaunched with --resume end bit for bit where an uninterrupted run (alongside) does.
     limit_s = 6
     steps = ["--max_steps", "12", "--save_every", "1", "--dist_timeout_minutes", str(limit_s / 60)]  # 3 epochs
-    whole = start_machines([*RUN, *steps, "--output_dir", str(tmp_path / "whole")], tmp_path / "whole_logs")
     cut = start_machines([*RUN, *steps, "--output_dir", str(tmp_path / "cut")], tmp_path / "cut_logs")
+    whole: list = []
     try:
         wait_for(tmp_path / "cut" / "checkpoints" / "step-00000003", cut)
         frozen = time.monotonic()
         signal_machine(cut[1], signal.SIGSTOP)
+        # the uninterrupted run starts now, while machine 0 waits out the limit
+        whole = start_machines([*RUN, *steps, "--output_dir", str(tmp_path / "whole")], tmp_path / "whole_logs")
         [code] = finish_machines(cut[:1], timeout=2 * limit_s + 60)
         stopped_after = time.monotonic() - frozen
         signal_machine(cut[1], signal.SIGKILL)
