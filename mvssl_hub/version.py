@@ -24,7 +24,7 @@ MOVED_UNTIL = "0.2.0"  # the first release without the old paths
 # old module -> the modules its public names went to, searched in order
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "mvssl_hub.data": ("mvssl_hub.data.splits", "mvssl_hub.data.decode"),  # the wing took the module's name
-    "mvssl_hub.hub": ("mvssl_hub.hub.transport",),  # likewise
+    "mvssl_hub.hub": ("mvssl_hub.hub.transport", "mvssl_hub.hub.loading"),  # likewise (push_to_hub: now in loading)
     "mvssl_hub.device": ("mvssl_hub.train.backends",),  # its run set-up half (precision, channels_last, accelerator)
     "mvssl_hub.checkpoint": ("mvssl_hub.hub.format", "mvssl_hub.hub.schema"),
     "mvssl_hub.checkpoint_config": ("mvssl_hub.hub.schema",),

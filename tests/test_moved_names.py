@@ -13,7 +13,7 @@ from mvssl_hub.version import MOVED_MODULES, MOVED_UNTIL, RENAMED
 OLD_PATHS = {
     ("mvssl_hub.data", "load_split"): "mvssl_hub.data.splits",
     ("mvssl_hub.data", "decode_into"): "mvssl_hub.data.decode",  # re-exported by the old data.py
-    ("mvssl_hub.hub", "push_to_hub"): "mvssl_hub.hub.transport",
+    ("mvssl_hub.hub", "push_to_hub"): "mvssl_hub.hub.loading",
     ("mvssl_hub.device", "use_channels_last"): "mvssl_hub.train.backends",
     ("mvssl_hub.device", "make_accelerator"): "mvssl_hub.train.backends",
     ("mvssl_hub.checkpoint", "save_pretrained"): "mvssl_hub.hub.format",
