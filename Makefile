@@ -18,10 +18,13 @@ demo: $(STAMP)
 demo_vit: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --cpu recipes/pretrain.py --config recipes/configs/demo_vit.yaml
 
+# The suite on two workers of one thread each (most tests wait on process start-up, not arithmetic), then the few
+# that time the machine or wait for it to be quiet, alone (marked `serial` in tests/conftest.py).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not serial"
+	$(PY) -m pytest -q -n 1 -m serial
 
 bench: $(STAMP)
 	$(PY) benchmarks/loss_scaling.py
