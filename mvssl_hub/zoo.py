@@ -135,7 +135,7 @@ def barlowtwins_resnet18_cifar10(*, weights: BarlowTwins_ResNet18_CIFAR10_Weight
     (N, 512), multi-view Barlow Twins (8 views, d = 256).
 
     torchvision-compatible keys: the state dict loads ``strict=True`` into ``torchvision.models.resnet18()`` less
-    its ``fc``. Trained on CIFAR-10 by ``recipes/campaign.py``; see the weights' ``.meta`` and model card.
+    its ``fc``. Trained on CIFAR-10 by ``tools/campaign.py``; see the weights' ``.meta`` and model card.
     """
     return _build("barlowtwins_resnet18_cifar10", weights, kwargs)
 

@@ -1,7 +1,7 @@
 """Continue a zoo entry's training wherever it stopped: one chunk of a long, interrupted pretraining campaign.
 
     make campaign ENTRY=cifar10_bt_resnet18_w16                      # one chunk, then the records
-    python recipes/campaign.py cifar10_bt_resnet18_w16 --chunk_seconds 3600 --data /path/to/cifar10
+    python tools/campaign.py cifar10_bt_resnet18_w16 --chunk_seconds 3600 --data /path/to/cifar10
 
 ENTRY names a preset in ``recipes/configs/zoo/``. Its ``epochs`` fix the whole campaign's length, so the
 learning-rate schedule spans the campaign, never one chunk. The run lives outside the work tree
@@ -12,14 +12,14 @@ the preset's ``save_every_seconds`` bounds what a kill loses.
 
 ``--until_seconds`` ends the campaign at a total training time (a fixed-length run, e.g. the classic recipe's
 side of a race). If the run state is gone (a new machine) while the repository's records say there was a
-run, the campaign starts over and the lost attempt's records move to ``benchmarks/results/campaign/ENTRY/lost-N/``
+run, the campaign starts over and the lost attempt's records move to ``benchmarks/records/campaign/ENTRY/lost-N/``
 (and the run folder's own, to its ``lost-N/``), except for a fixed-length campaign whose records say it ended.
 
 After each chunk ``campaign.jsonl`` gets one record (date, CPU kind, the GPU if any, steps and training seconds
 before and after, the last kNN), and each time the training crosses a ``--milestone_seconds`` mark the export is
 evaluated on the full protocol (kNN with the 50k bank and the linear probe, beside random init, ``recipes/evaluate.py
 --record``). The records, the metrics log and the training-curves PNG are copied to
-``benchmarks/results/campaign/ENTRY/`` for the repository (never the run state).
+``benchmarks/records/campaign/ENTRY/`` for the repository (never the run state).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python recipes/campaign.py` from a checkout without `pip install -e .`
+if __package__ in (None, ""):  # `python tools/campaign.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.device import cpu_isa, cpu_name
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.train.config import parse_config, run_cli
 from mvssl_hub.train.run_state import STATE_FILE, RunStateManager
-from recipes.quiet_run import run_quietly
+from tools.quiet_run import run_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ class CampaignConfig:
     until_seconds: float | None = None  # stop the campaign at this many training seconds in all (a fixed-length race)
     milestone_seconds: float = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
     root: str | None = None  # where campaign runs live (default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub, /campaign)
-    results: str = str(ROOT / "benchmarks" / "results" / "campaign")  # where the records are copied
+    results: str = str(ROOT / "benchmarks" / "records" / "campaign")  # where the records are copied
     extra: str = ""  # further pretrain flags, e.g. --extra="--limit 64" (smoke runs)
     eval_limit: int | None = None  # milestone evaluation on the first rows of each split only (smoke runs)
     quiet: bool = True  # pause the chunk while other work loads the machine (recipes/quiet_run.py); off for smoke runs
@@ -148,7 +148,7 @@ def last_record(path: Path) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(CampaignConfig, argv, prog="recipes/campaign.py", summary=__doc__.split("\n\n")[0])
+    cfg = parse_config(CampaignConfig, argv, prog="tools/campaign.py", summary=__doc__.split("\n\n")[0])
     run = run_dir(cfg)
     run.mkdir(parents=True, exist_ok=True)
     step0, seconds0 = trained_so_far(run)

@@ -8,7 +8,7 @@ rest of the machine has used more than ``max_other_cores`` for ``busy_samples`` 
 it (SIGCONT) after ``quiet_samples`` quiet ones. A stopped process's clocks do not advance, so its time budget
 and its curve see only quiet time; the wall time it waited is reported.
 
-    python recipes/quiet_run.py -- python recipes/pretrain.py ...   # the same, from a shell
+    python tools/quiet_run.py -- python recipes/pretrain.py ...   # the same, from a shell
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def run_quietly(cmd: list[str], *, enabled: bool = True, max_other_cores: float 
 
 if __name__ == "__main__":
     if "--" not in sys.argv:
-        sys.exit("usage: python recipes/quiet_run.py -- COMMAND [ARGS...]")
+        sys.exit("usage: python tools/quiet_run.py -- COMMAND [ARGS...]")
     code, waited = run_quietly(sys.argv[sys.argv.index("--") + 1:], say=lambda m: print(m, flush=True))
     print(f"# quiet_run: exit code {code}; paused {waited:.0f} s in all", flush=True)
     sys.exit(code)

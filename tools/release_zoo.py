@@ -1,14 +1,14 @@
 """Release the zoo: train every entry from its preset, evaluate it, publish it, pin it, bundle it.
 
-    python recipes/release_zoo.py --data ../shared/data/cifar10                 # Hub from HF_ENDPOINT / login
-    python recipes/release_zoo.py --data ../shared/data/cifar10 --loopback      # offline: the project's loopback Hub
+    python tools/release_zoo.py --data ../shared/data/cifar10                   # Hub from HF_ENDPOINT / login
+    python tools/release_zoo.py --data ../shared/data/cifar10 --loopback        # offline: the project's loopback Hub
     make zoo                                                                    # the same, offline
 
 For each entry of ``ZOO``, each step is the user-facing command, run as a subprocess:
 
 1. ``recipes/pretrain.py --config <preset>`` (resumed when its run folder has checkpoints; skipped when the run
-   has an export and ``--retrain`` is not given). An entry trained by a campaign (``recipes/campaign.py``, hours
-   over many sessions, or ``benchmarks/gpu_campaign.py`` on a remote GPU) is never trained here: its run's export
+   has an export and ``--retrain`` is not given). An entry trained by a campaign (``tools/campaign.py``, hours
+   over many sessions, or ``tools/gpu_campaign.py`` on a remote GPU) is never trained here: its run's export
    is released as it is (the campaign's run folder, or ``--only ENTRY --run FOLDER``);
 2. ``recipes/evaluate.py --record``: kNN + linear probe on the full CIFAR-10 test split (bank / probe: the
    50,000 training images), and kNN on the embedded 1,000-image test cut (bank: its 5,000 training images,
@@ -48,7 +48,7 @@ BUNDLED = ROOT / "mvssl_hub" / "bundled"
 CARDS = ROOT / "model_cards"
 EMBEDDED = "recipes/data/cifar10-5k"
 # builder, preset, Hub repo, enum member, trained by: "preset" (here; the run folder is the preset's output_dir) or
-# "campaign" (recipes/campaign.py; the run folder is the campaign's, under the long-runs home)
+# "campaign" (tools/campaign.py; the run folder is the campaign's, under the long-runs home)
 ZOO = [
     ("barlowtwins_resnet18_cifar10", "recipes/configs/zoo/barlowtwins_resnet18_cifar10.yaml",
      "mvssl-hub/barlowtwins-resnet18-cifar10", "CIFAR10_V1", "campaign"),
@@ -89,7 +89,7 @@ def run_dir(cfg: ReleaseConfig, builder: str, preset: str, trainer: str) -> Path
     if cfg.run:
         return Path(cfg.run)
     if trainer == "campaign":
-        from recipes.campaign import long_runs_home
+        from tools.campaign import long_runs_home
 
         return long_runs_home() / "campaign" / builder
     out = Path(yaml.safe_load((ROOT / preset).read_text())["output_dir"])
@@ -107,7 +107,7 @@ def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member:
     if trainer == "campaign" and (cfg.retrain or cfg.refresh_export or not (export / "config.json").is_file()):
         raise ConfigError(f"{builder} is trained by a campaign, never here: {export / 'config.json'} not found, or "
                           f"--retrain/--refresh_export given (train it with `make campaign ENTRY={builder}` or "
-                          "benchmarks/gpu_campaign.py; then --only ENTRY [--run FOLDER])")
+                          "tools/gpu_campaign.py; then --only ENTRY [--run FOLDER])")
     hub = [*(["--endpoint", endpoint] if endpoint else []), *(["--token", cfg.token] if cfg.token else [])]
     train = ["recipes/pretrain.py", "--config", preset, "--data", cfg.data, "--data_name", cfg.data_name,
              "--output_dir", str(run), "--progress", "false"]
@@ -152,7 +152,7 @@ def bundle(builder: str, repo_id: str, endpoint: str | None, token: str | None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(ReleaseConfig, argv, prog="recipes/release_zoo.py", summary=__doc__.split("\n\n")[0])
+    cfg = parse_config(ReleaseConfig, argv, prog="tools/release_zoo.py", summary=__doc__.split("\n\n")[0])
     entries = [e for e in ZOO if not cfg.only or e[0] == cfg.only]
     if not entries:
         raise ConfigError(f"config key 'only' = {cfg.only!r}: not a zoo entry; known: {[e[0] for e in ZOO]}")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from mvssl_hub.errors import ConfigError
+from tools import campaign
 
-from conftest import load_recipe, reset_accelerate_state
+from conftest import reset_accelerate_state
 
 pytest.importorskip("accelerate")
-campaign = load_recipe("campaign", "campaign_recipe")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --knn_k 10 --knn_every_seconds 0 "
         "--save_every_seconds 0 --save_every 1 --log_every 1")
 

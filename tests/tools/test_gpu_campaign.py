@@ -13,24 +13,27 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("accelerate")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
 
-import gpu_campaign  # noqa: E402
+from tools import gpu_campaign  # noqa: E402  (the command line)
+from tools.remote_gpu import calibrate, settings  # noqa: E402
+from tools.remote_gpu.train import learn_gate  # noqa: E402
+
+from harness import EMBEDDED_DATA  # noqa: E402
 
 PART_MIB = 0.2  # the smoke export is ~0.9 MiB: several parts
 
 
 def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     data = tmp_path / "gpudata" / "cifar10"
-    packed = gpu_campaign.main(["pack", "--source", str(gpu_campaign.EMBEDDED_DATA), "--data_dir", str(data),
+    packed = gpu_campaign.main(["pack", "--source", str(EMBEDDED_DATA), "--data_dir", str(data),
                                 "--test_rows", "64", "--no_wheels"])
     assert packed["test_rows"] == 64 and packed["travel_bytes"] > packed["tree_bytes"] > 0
     assert "gpu_campaign.py train" in packed["command"] and len(packed["command"]) < 2000
     import pyarrow.parquet as pq
 
     assert pq.read_metadata(data / "test.parquet").num_rows == 64
-    assert (data / "train.parquet").read_bytes() == (gpu_campaign.EMBEDDED_DATA / "train.parquet").read_bytes()
+    assert (data / "train.parquet").read_bytes() == (EMBEDDED_DATA / "train.parquet").read_bytes()
 
     out = tmp_path / "out"
     result = gpu_campaign.main(["train", "--smoke", "--data", str(data), "--root", str(tmp_path / "device"),
@@ -48,7 +51,7 @@ def test_pack_train_unpack_round_trip(tmp_path: Path) -> None:
     calibration = info["calibration"]  # the smoke train calibrates for 2 s, and its epochs reach the campaign
     assert isinstance(calibration, dict) and isinstance(calibration["epochs"], int) and calibration["epochs"] >= 1
     assert f"--epochs {calibration['epochs']}" in info["campaign_command"]
-    assert calibration["schedule_share"] == gpu_campaign.SCHEDULE_SHARE and calibration["steps_per_second"] > 0
+    assert calibration["schedule_share"] == settings.SCHEDULE_SHARE and calibration["steps_per_second"] > 0
     assert "accelerator" in info["campaign_record"]
 
     with pytest.raises(SystemExit, match="smoke run"):  # never into the real cache by mistake
@@ -105,9 +108,9 @@ def test_the_device_flags_are_the_preset_s_but_the_clock_and_cadence() -> None:
     from recipes import load_recipe
 
     pretrain = load_recipe("pretrain")
-    preset = ROOT / "recipes" / "configs" / "zoo" / f"{gpu_campaign.ENTRY}.yaml"
+    preset = ROOT / "recipes" / "configs" / "zoo" / f"{settings.ENTRY}.yaml"
     base = parse_config(pretrain.PretrainConfig, ["--config", str(preset)])
-    extra = gpu_campaign.campaign_extra(False, 60.0, 120.0, 16).split()
+    extra = calibrate.campaign_extra(False, 60.0, 120.0, 16).split()
     cfg = parse_config(pretrain.PretrainConfig, ["--config", str(preset), *extra])
     assert (cfg.clock, cfg.knn_every_seconds, cfg.save_every_seconds, cfg.decode_workers) == ("wall", 60, 120, 16)
     changed = {k for k in vars(cfg) if getattr(cfg, k) != getattr(base, k)}
@@ -119,7 +122,7 @@ def test_the_script_starts_as_the_device_runs_it_with_nothing_installed_or_on_th
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-I", "benchmarks/gpu_campaign.py", "train", "--help"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-I", "tools/gpu_campaign.py", "train", "--help"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--deadline" in done.stdout
@@ -144,7 +147,7 @@ def test_step_rate_times_the_second_half_of_the_logged_steps(tmp_path: Path) -> 
     rows = [{"config": {"epochs": 7}}, {"step": 0, "time": 1e9, "knn_random_init": 10.0, "train_seconds": 0.0},
             *rows]
     metrics = write_metrics(tmp_path / "logs" / "metrics.jsonl", rows)
-    rate, per_epoch = gpu_campaign.step_rate(metrics)
+    rate, per_epoch = calibrate.step_rate(metrics)
     assert rate == pytest.approx((100 - 50) / (12.5 - 10.0))  # 20 steps/s: from step 50 (row 5 of 10) to step 100
     assert rate != pytest.approx(90 / 10.5)  # not the whole log's (warm-up included)
     assert per_epoch == pytest.approx(50.0)
@@ -155,38 +158,38 @@ def test_step_rate_refuses_fewer_than_three_steps_naming_the_file(tmp_path: Path
                                                          {"step": 10, "knn_top1": 40.0, "train_seconds": 1.0},
                                                          step_row(20, 2.0)])
     with pytest.raises(ValueError, match=re.escape(str(metrics)) + ": 2 logged training steps"):
-        gpu_campaign.step_rate(metrics)
+        calibrate.step_rate(metrics)
 
 
 def test_epochs_for_applies_the_share_and_clamps() -> None:
-    share = gpu_campaign.SCHEDULE_SHARE
+    share = settings.SCHEDULE_SHARE
     assert 0 < share < 1
-    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=1.0) == 10
-    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=0.5) == 5
-    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0) == int(10 * 100 * share // 100)  # the default share
-    assert gpu_campaign.epochs_for(10.0, 100.0, 100.0, share=0.39) == 3  # whole epochs, rounded down
-    assert gpu_campaign.epochs_for(0.01, 390.0, 10.0) == 1  # never 0 epochs
-    assert gpu_campaign.epochs_for(1e6, 10.0, 1e4) == gpu_campaign.MAX_EPOCHS
-    assert gpu_campaign.epochs_for(1e6, 10.0, 1e4, most=12) == 12
+    assert calibrate.epochs_for(10.0, 100.0, 100.0, share=1.0) == 10
+    assert calibrate.epochs_for(10.0, 100.0, 100.0, share=0.5) == 5
+    assert calibrate.epochs_for(10.0, 100.0, 100.0) == int(10 * 100 * share // 100)  # the default share
+    assert calibrate.epochs_for(10.0, 100.0, 100.0, share=0.39) == 3  # whole epochs, rounded down
+    assert calibrate.epochs_for(0.01, 390.0, 10.0) == 1  # never 0 epochs
+    assert calibrate.epochs_for(1e6, 10.0, 1e4) == settings.MAX_EPOCHS
+    assert calibrate.epochs_for(1e6, 10.0, 1e4, most=12) == 12
     # the H200 call of 2026-12-04: calibration timed 59.8 steps/s, the campaign averaged 44.4 over a 330 s budget;
     # the schedule sized now from the calibration ends inside that budget at the campaign's rate
-    epochs = gpu_campaign.epochs_for(59.82, 390.0, 330.0)
+    epochs = calibrate.epochs_for(59.82, 390.0, 330.0)
     assert epochs * 390 / 44.4 <= 330 and epochs * 390 / 59.82 >= 0.6 * 330
 
 
 def test_resumed_epochs_need_a_checkpoints_folder_and_the_config_row(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert gpu_campaign.resumed_epochs(run) is None  # nothing there
+    assert calibrate.resumed_epochs(run) is None  # nothing there
     write_metrics(run / "logs" / "metrics.jsonl", [{"config": {"epochs": 45, "batch_size": 128}}, step_row(10, 1.0)])
-    assert gpu_campaign.resumed_epochs(run) is None  # a log but no run state: nothing to resume
+    assert calibrate.resumed_epochs(run) is None  # a log but no run state: nothing to resume
     (run / "checkpoints").mkdir()
-    assert gpu_campaign.resumed_epochs(run) == 45
+    assert calibrate.resumed_epochs(run) == 45
     (run / "logs" / "metrics.jsonl").unlink()
-    assert gpu_campaign.resumed_epochs(run) is None  # a run state without its log
+    assert calibrate.resumed_epochs(run) is None  # a run state without its log
 
 
 def test_the_calibration_run_times_the_step_alone(tmp_path: Path) -> None:
-    cmd = gpu_campaign.calibration_command(Path("preset.yaml"), "data", tmp_path, 25.0, "--clock wall --threads 4")
+    cmd = calibrate.calibration_command(Path("preset.yaml"), "data", tmp_path, 25.0, "--clock wall --threads 4")
     flags = dict(zip(cmd[2::2], cmd[3::2]))  # after the interpreter and the script: flag, value, flag, value...
     assert cmd[1].endswith("pretrain.py") and flags["--config"] == "preset.yaml" and flags["--data"] == "data"
     assert flags["--output_dir"] == str(tmp_path)
@@ -198,16 +201,16 @@ def test_the_calibration_run_times_the_step_alone(tmp_path: Path) -> None:
 def test_compile_pays_only_when_its_faster_steps_outrun_its_compile_time() -> None:
     eager = {"steps_per_second": 10.0, "first_logged_step_seconds": 2.0}
     fast = {"steps_per_second": 13.0, "first_logged_step_seconds": 32.0}  # 30 s later: the compile
-    assert gpu_campaign.compile_pays(eager, fast, budget=300) == (True, 30.0)  # 13 x 270 > 10 x 300
-    assert gpu_campaign.compile_pays(eager, fast, budget=100) == (False, 30.0)  # 13 x 70 < 10 x 100
+    assert calibrate.compile_pays(eager, fast, budget=300) == (True, 30.0)  # 13 x 270 > 10 x 300
+    assert calibrate.compile_pays(eager, fast, budget=100) == (False, 30.0)  # 13 x 70 < 10 x 100
     slower = {"steps_per_second": 9.0, "first_logged_step_seconds": 1.0}
-    assert gpu_campaign.compile_pays(eager, slower, budget=300) == (False, 0.0)
+    assert calibrate.compile_pays(eager, slower, budget=300) == (False, 0.0)
 
 
 def test_a_preset_without_a_passing_learn_check_gets_no_gpu_time(tmp_path: Path) -> None:
     """Outside smoke mode, train refuses an entry the CPU learn check has not passed, before anything runs."""
     with pytest.raises(SystemExit, match="no preset named 'barlowtwins_resnet18_cifar10_classic'"):
-        gpu_campaign.learn_gate("barlowtwins_resnet18_cifar10_classic", print)
+        learn_gate("barlowtwins_resnet18_cifar10_classic", print)
 
 
 def test_the_race_runs_its_three_arms_and_brings_back_results_curves_and_log(tmp_path: Path) -> None:

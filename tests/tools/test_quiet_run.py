@@ -1,4 +1,4 @@
-"""recipes/quiet_run.py: a long measurement pauses while other processes load the machine, and resumes after."""
+"""tools/quiet_run.py: a long measurement pauses while other processes load the machine, and resumes after."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes.quiet_run import machine_busy_ticks, process_tree, run_quietly
+from tools.quiet_run import machine_busy_ticks, process_tree, run_quietly
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
