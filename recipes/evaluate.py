@@ -41,7 +41,7 @@ from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resol
 from mvssl_hub.hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.train.config import as_config_error, parse_config, run_cli
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from recipes.offline_data import load_or_embedded
+from recipes.data import load_or_embedded
 
 
 @dataclass

@@ -58,7 +58,7 @@ from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from recipes.offline_data import load_or_embedded
+from recipes.data import load_or_embedded
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The recipes' default dataset when the Hub cannot be asked: the CIFAR-10 cut embedded in the checkout.
+"""The recipes' default dataset when the Hub cannot be asked: the CIFAR-10 cut embedded beside this file.
 
 ``evaluate`` and ``finetune`` default to the Hub's CIFAR-10 (``uoft-cs/cifar10``). Offline, with that default
 (no ``--data`` given), they fall back to ``recipes/data/cifar10-5k`` (5,000 training / 1,000 test images) and
@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from mvssl_hub.errors import DatasetUnreachableError
 
-EMBEDDED = {"uoft-cs/cifar10": Path(__file__).resolve().parent / "data" / "cifar10-5k"}
+EMBEDDED = {"uoft-cs/cifar10": Path(__file__).resolve().parent / "cifar10-5k"}
 T = TypeVar("T")
 
 

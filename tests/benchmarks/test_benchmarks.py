@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 from harness import RESULTS, check_envelope  # noqa: E402
 
 NOT_SCRIPTS = {"harness.py": "the harness itself (a library)",
-               "readme_tables.py": "not a measurement: tests/test_readme_tables.py runs its --check",
-               "zoo_table.py": "not a measurement: renders mvssl_hub/zoo_weights.json (tests/test_readme_tables.py)",
-               "gpu_campaign.py": "pack / train / unpack: tests/test_gpu_campaign.py runs its smoke round trip",
-               "independent_knn.py": "no harness (it imports nothing of mvssl_hub): tests/test_independent_knn.py runs it",
-               "fair_race.py": "three pretraining runs: tests/test_gpu_campaign.py runs its smoke through the GPU call"}
+               "readme_tables.py": "not a measurement: tests/benchmarks/test_readme_tables.py runs its --check",
+               "zoo_table.py": "not a measurement: renders mvssl_hub/zoo_weights.json (tests/benchmarks/test_readme_tables.py)",
+               "independent_knn.py": "no harness (it imports nothing of mvssl_hub): tests/benchmarks/test_independent_knn.py runs it",
+               "fair_race.py": "three pretraining runs: tests/tools/test_gpu_campaign.py runs its smoke through the GPU call"}
 ACTION = {"network_race.py": ["run"], "time_to_accuracy.py": ["run"], "recipe_race.py": ["analyze"]}  # their command line starts with an action
 SCRIPTS = sorted(p.relative_to(BENCH).as_posix() for p in [*BENCH.glob("*.py"), *BENCH.glob("studies/*.py")]
                  if p.name not in NOT_SCRIPTS)

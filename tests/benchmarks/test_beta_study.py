@@ -11,7 +11,7 @@ import pytest
 
 from mvssl_hub.losses import recommended_beta
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "beta_study.py"
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "studies" / "beta_study.py"
 
 
 @pytest.fixture(scope="module")

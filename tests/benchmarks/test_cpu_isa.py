@@ -11,7 +11,7 @@ import pytest
 
 from mvssl_hub.device import cpu_flags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cpu_isa  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import readme_tables  # noqa: E402
@@ -76,7 +76,7 @@ def test_the_zoo_table_states_the_runs_own_cost_when_the_entry_records_it() -> N
 
 
 def test_the_recipe_race_table_reads_its_rows_and_curves() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "studies"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "studies"))
     import recipe_race
 
     result = {"curves": {recipe_race.RECOMMENDED: [[0.0, 30.0], [60.0, 40.0]],

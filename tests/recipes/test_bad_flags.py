@@ -14,7 +14,7 @@ from conftest import load_recipe
 
 pytest.importorskip("accelerate")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ["--config", str(ROOT / "recipes" / "configs" / "demo.yaml"), "--max_steps", "1", "--progress", "false"]
 pretrain = load_recipe("pretrain", "bad_flags_pretrain")
 finetune = load_recipe("finetune", "bad_flags_finetune")

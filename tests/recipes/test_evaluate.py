@@ -16,7 +16,7 @@ from mvssl_hub.views import VIEW_PRESETS, EvalTransform
 
 from conftest import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 TRANSFORMS = {"preset": "cifar10", "eval_size": 32}
 

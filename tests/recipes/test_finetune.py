@@ -17,7 +17,7 @@ from mvssl_hub.hub.format import save_pretrained
 
 from conftest import load_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import RECIPES, load_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: _standins
 
 from _standins import imagenet100_standin, stl10_standin
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import load_recipe, reset_accelerate_state
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 
 pytest.importorskip("accelerate")

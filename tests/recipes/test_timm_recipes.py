@@ -15,7 +15,7 @@ timm = pytest.importorskip("timm")
 pytest.importorskip("accelerate")
 pytestmark = [pytest.mark.usefixtures("fresh_accelerate_state"),
               pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "recipes" / "data" / "cifar10-5k"
 NAME = "vit_tiny_patch16_224"
 KW = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 24, "num_heads": 2}
