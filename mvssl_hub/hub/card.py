@@ -16,8 +16,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ..timm_backbone import TIMM_PREFIX, is_timm_arch
-from ..vocabulary import NARROW_WIDTHS
+from ..timm_backbone import is_timm_arch
+from ..vocabulary import TIMM_PREFIX, builder_name
 
 
 def _template_path(name: str = "template.md") -> Path:
@@ -58,16 +58,6 @@ def eval_results(cfg: Mapping[str, Any]) -> list[Any]:
             metric_args={"protocol": rec["protocol"], "random_init": rec["random_init"], "date": rec["date"]},
         ))
     return out
-
-
-def builder_name(cfg: Mapping[str, Any]) -> str:
-    """The zoo builder a checkpoint belongs to: ``barlowtwins_resnet18``, or ``vicreg_resnet18_w16`` for a width
-    with a builder of its own (``ssl_<arch>`` if no method)."""
-    bb = cfg["backbone"]
-    if is_timm_arch(bb["arch"]):
-        return f"{cfg.get('method') or 'ssl'}_{bb['arch'][len(TIMM_PREFIX):]}"
-    narrow = bb["width"] in NARROW_WIDTHS and bb["arch"] == "resnet18"
-    return f"{cfg.get('method') or 'ssl'}_{bb['arch']}" + (f"_w{bb['width']}" if narrow else "")
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

@@ -28,7 +28,7 @@ from ..errors import CheckpointError
 from ..registry import registered_weights, unknown_name_error
 from ..safe_io import sha256_file
 from ..views import EvalTransform, eval_transform_from
-from .card import builder_name
+from ..vocabulary import builder_name
 from .format import model_from_state, read_checkpoint
 from .schema import (
     CONFIG_FILE,
