@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import CheckpointError, IntegrityError
 from ..safe_io import sha256_file
 from .card import render_card
-from .format import verify_sha256, weights_to_read
+from .format.read import verify_sha256, weights_to_read
 from .schema import CARD_FILE, CONFIG_FILE, WEIGHTS_FILES, load_config, read_config
 from .transport import (
     REPO_ID,

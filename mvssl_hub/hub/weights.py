@@ -29,7 +29,8 @@ from ..registry import registered_weights, unknown_name_error
 from ..safe_io import sha256_file
 from ..views import EvalTransform, eval_transform_from
 from ..vocabulary import builder_name
-from .format import model_from_state, read_checkpoint
+from .format.assemble import model_from_state
+from .format.read import read_checkpoint
 from .remote import hub_file_hashes, resolve_hub_checkpoint
 from .schema import (
     CONFIG_FILE,
