@@ -54,7 +54,7 @@ from harness import EMBEDDED_DATA, add_common_args, default_out, write_result
 
 _READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 # Host-side tensors by design (not syncs on CUDA): optimizer step counters, CPU-generator parameters.
-_HOST_SIDE = (("torch/optim/", ""), ("mvssl_hub/views.py", "sample_params"))
+_HOST_SIDE = (("torch/optim/", ""), ("mvssl_hub/views/", "sample_params"))
 
 
 def _host_side(frame: Any) -> bool:
