@@ -135,6 +135,16 @@ def require(name: str, results: Path = RESULTS / "learn_check.json") -> dict[str
     return record
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """docs/benchmarks.md's table: each preset's kNN beside its random init, steps, budget, CPU kind and date."""
+    lines = ["| preset | kNN at random init | kNN after | gain | steps | CPU-seconds | CPU kind, date |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in result["checks"].items():
+        lines.append(f"| `{name}` | {r['knn_random_init']:.1f}% | {r['knn_final']:.1f}% | **{r['gain']:+.1f}** | "
+                     f"{r['steps']} | {r['budget_cpu_seconds']:,.0f} | {r['cpu_isa']}, {r['date'][:10]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(PRESETS), default=None, help="these presets (default: all)")

@@ -38,6 +38,7 @@ TABLES: dict[str, tuple[str, str | Path] | tuple[str, str | Path, str]] = {
     "zoo": ("zoo_table", ROOT / "mvssl_hub" / "zoo_weights.json"),
     "recipe_race_h200": ("recipe_race", "recipe_race_h200.json"),
     "recipe_race_h200_claim": ("recipe_race", "recipe_race_h200.json", "claim"),
+    "learn_check": ("learn_check", "learn_check.json"),
 }
 
 

@@ -10,6 +10,8 @@ Importing this package never imports accelerate or datasets (only the recipes us
 ``zoo`` stand on the hub wing (see ``[tool.importlinter]`` in pyproject.toml).
 """
 
+import sys
+
 from .backbones import BackboneConfig, build_backbone, torchvision_compatible
 from .errors import CheckpointError, CheckpointNotFoundError, IntegrityError, UnknownModelError
 from .hub.format import save_pretrained, update_metrics
@@ -19,7 +21,7 @@ from .models import SSLModel, build_ssl_model
 from .projector import Projector, parse_projector_spec, projector_spec
 from .registry import get_model, get_model_builder, get_model_weights, list_models, register_model
 from .timm_backbone import TimmBackbone, TimmBackboneConfig
-from .version import __version__
+from .version import MovedModules, __version__
 from .views import VIEW_PRESETS, EvalTransform, MultiViewAugment, get_view_preset
 from .zoo import (
     barlowtwins_resnet18,
@@ -30,6 +32,9 @@ from .zoo import (
     vicreg_resnet18_w16,
     vicreg_resnet50,
 )
+
+if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):  # old module paths, until they go
+    sys.meta_path.append(MovedModules())
 
 __all__ = [
     "VIEW_PRESETS", "BackboneConfig", "BarlowTwinsLoss", "CheckpointError", "CheckpointNotFoundError",

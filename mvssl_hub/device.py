@@ -118,3 +118,9 @@ def peak_memory_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     except (ImportError, OSError):
         return float("nan")
+
+
+def __getattr__(name: str) -> object:  # names that moved to mvssl_hub.train.backends, until they go (mvssl_hub.version)
+    from .version import moved_name
+
+    return moved_name(__name__, name)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -39,7 +38,18 @@ from mvssl_hub.eval.probes import extract_features, extract_multiview_features, 
 from mvssl_hub.hub.format import find_checkpoint, update_metrics
 from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resolves offline too
 from mvssl_hub.hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
-from mvssl_hub.train.config import as_config_error, parse_config, run_cli
+from mvssl_hub.hub.schema import MAX_IMAGE_SIZE
+from mvssl_hub.train.config import (
+    FRACTION,
+    Check,
+    above,
+    as_config_error,
+    at_least,
+    at_most,
+    check_ranges,
+    parse_config,
+    run_cli,
+)
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from recipes.data import load_or_embedded
 
@@ -50,34 +60,34 @@ class EvaluateConfig:
 
     POSITIONAL = ("model",)
 
-    model: str = ""  # run folder, checkpoint folder or Hub repo id
+    model: Annotated[str, Check(bool, "give the run folder, checkpoint folder or Hub repo id to evaluate")] = ""  # run folder, checkpoint folder or Hub repo id
     # data
     data: str | None = None  # default: the dataset the checkpoint was trained on, when that is a Hub id
     data_name: str | None = None  # the dataset's name in the records (default: `data` if a Hub id)
     train_split: str = "train"
     test_split: str = "test"
-    fraction: float = 1.0  # class-balanced share of the training split (the kNN bank / probe training set)
-    limit: int | None = None  # keep only the first rows of each split (quick runs)
-    image_size: int | None = None  # resize + centre-crop while decoding (mixed sizes)
+    fraction: Annotated[float, FRACTION] = 1.0  # class-balanced share of the training split (the kNN bank / probe training set)
+    limit: Annotated[int | None, at_least(1)] = None  # keep only the first rows of each split (quick runs)
+    image_size: Annotated[int | None, at_least(8), at_most(MAX_IMAGE_SIZE)] = None  # resize + centre-crop while decoding (mixed sizes)
     # protocol
     protocol: Literal["knn", "linear", "both"] = "both"
     preset: str | None = None  # view preset (default: the checkpoint's, else cifar10)
     baseline: bool = True  # also evaluate the same architecture at random init (same seed)
-    k: int = 200  # kNN neighbours
-    temperature: float = 0.1  # kNN temperature
-    epochs: int = 200  # linear probe epochs
-    lr: float = 1e-3  # linear probe: Adam learning rate
-    weight_decay: float = 1e-6
-    label_smoothing: float = 0.1
-    probe_batch_size: int = 512
+    k: Annotated[int, at_least(1)] = 200  # kNN neighbours
+    temperature: Annotated[float, above(0)] = 0.1  # kNN temperature
+    epochs: Annotated[int, at_least(1)] = 200  # linear probe epochs
+    lr: Annotated[float, above(0)] = 1e-3  # linear probe: Adam learning rate
+    weight_decay: Annotated[float, at_least(0)] = 1e-6
+    label_smoothing: Annotated[float, Check(lambda v: 0 <= v < 1, "must be in [0, 1)")] = 0.1
+    probe_batch_size: Annotated[int, at_least(1)] = 512
     standardize: bool = False  # standardise features before the linear probe
-    views: int = 1  # linear probe on features averaged over 1 clean + (views-1) augmented views (paper: 16)
+    views: Annotated[int, at_least(1)] = 1  # linear probe on features averaged over 1 clean + (views-1) augmented views (paper: 16)
     monitors: bool = True  # RankMe, alpha-ReQ and LiDAR (no labels) on backbone and projector outputs
-    monitor_images: int = 1000  # first test images the label-free measures use (4 views each)
+    monitor_images: Annotated[int, at_least(8)] = 1000  # first test images the label-free measures use (4 views each)
     # speed
-    batch_size: int = 512  # images per forward pass during extraction
+    batch_size: Annotated[int, at_least(1)] = 512  # images per forward pass during extraction
     bf16: Literal["auto", "on", "off"] = "auto"
-    threads: int = 0  # torch intra-op threads when > 0
+    threads: Annotated[int, at_least(0)] = 0  # torch intra-op threads when > 0
     seed: int | None = None  # random-init / probe seed (default: the run's seed, else 0)
     # output
     output: str | None = None  # results JSON (default <checkpoint>/eval_results.json)
@@ -86,18 +96,7 @@ class EvaluateConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
 
     def __post_init__(self) -> None:
-        def need(cond: bool, key: str, what: str) -> None:
-            if not cond:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
-
-        need(bool(self.model), "model", "give the run folder, checkpoint folder or Hub repo id to evaluate")
-        for key in ("k", "epochs", "views", "batch_size", "probe_batch_size"):
-            need(getattr(self, key) >= 1, key, "must be >= 1")
-        need(0.0 < self.fraction <= 1.0, "fraction", "must be in (0, 1]")
-        need(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
-        need(self.monitor_images >= 8, "monitor_images", "must be >= 8")
-        need(self.temperature > 0 and math.isfinite(self.temperature), "temperature", "must be > 0")
-        need(self.threads >= 0, "threads", "must be >= 0")
+        check_ranges(self)  # every range declared beside its field
 
 
 def load_model(source: str) -> tuple[torch.nn.Module, Path | None]:

@@ -39,13 +39,16 @@ from mvssl_hub.eval.probes import extract_features, linear_probe, topk_accuracy
 from mvssl_hub.hub.format import find_checkpoint, save_pretrained, tidy_interrupted_save
 from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resolves offline too
 from mvssl_hub.hub.records import dataset_name, dataset_record, metric_record, portable_config, portable_value
+from mvssl_hub.hub.schema import MAX_IMAGE_SIZE
 from mvssl_hub.models import Classifier
 from mvssl_hub.train.backends import apply_memory_format
 from mvssl_hub.train.config import (
     FRACTION,
     Check,
+    above,
     as_config_error,
     at_least,
+    at_most,
     check_ranges,
     config_defaults,
     config_to_dict,
@@ -77,7 +80,7 @@ class FinetuneConfig:
     fraction: Annotated[float, FRACTION] = 1.0
     limit: Annotated[int | None, at_least(1)] = None  # first training images only (tests, smoke runs)
     eval_limit: Annotated[int | None, at_least(1)] = None  # first test images only
-    image_size: int | None = None
+    image_size: Annotated[int | None, at_least(8), at_most(MAX_IMAGE_SIZE)] = None  # resize + centre-crop while decoding (mixed sizes)
     view_preset: str | None = None  # default: the checkpoint's preset, else cifar10
     augment: Literal["light", "none"] = "light"  # light: random resized crop (scale 0.35-1) + flip, no colour
     # optimisation (AdamW; warm-up then cosine)
@@ -101,7 +104,7 @@ class FinetuneConfig:
     channels_last: bool = True
     cpu: bool | None = None
     threads: Annotated[int, at_least(0)] = 0
-    dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
+    dist_timeout_minutes: Annotated[float, above(0)] = 10.0  # a collective waits this long for a machine gone silent, then the run stops naming it (start-up: >= 60)
     eval_batch_size: Annotated[int, at_least(1)] = 512
     # run, checkpoints, logging
     output_dir: str = "runs/finetune"
@@ -119,7 +122,7 @@ class FinetuneConfig:
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {"resume", "save_every", "keep_checkpoints", "progress", "export", "threads",
-                     "overwrite", "eval_batch_size", "log_level", "data_name"}
+                     "overwrite", "eval_batch_size", "log_level", "data_name", "dist_timeout_minutes"}
 
 
 @dataclass

@@ -142,7 +142,7 @@ class PretrainConfig:
     cpu: bool | None = None  # None: CPU when no GPU is available
     threads: Annotated[int, at_least(0)] = 0  # torch.set_num_threads when > 0
     deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels (bitwise resume on a GPU), no autotuning
-    dist_timeout_minutes: float = 60.0  # collective timeout: rank 0 decodes a split while the others wait
+    dist_timeout_minutes: Annotated[float, above(0)] = 10.0  # a collective waits this long for a machine gone silent, then the run stops naming it (start-up: >= 60)
     # run, checkpoints, logging
     output_dir: str = "runs/pretrain"
     save_every: Annotated[int, at_least(0)] = 500  # steps between checkpoints (0: only at the end)
@@ -204,7 +204,7 @@ RESUMABLE_CHANGES = {
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
     "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers", "monitors",
-    "monitors_max_share",
+    "monitors_max_share", "dist_timeout_minutes",
 }
 
 

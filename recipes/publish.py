@@ -18,18 +18,17 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 if __package__ in (None, ""):  # `python recipes/publish.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvssl_hub.errors import ConfigError
 from mvssl_hub.hub.format import find_checkpoint
 from mvssl_hub.hub.loading import push_to_hub
 from mvssl_hub.hub.schema import load_config
 from mvssl_hub.hub.weights import weights_entry_from_checkpoint
 from mvssl_hub.timm_backbone import TIMM_PREFIX, is_timm_arch
-from mvssl_hub.train.config import parse_config, run_cli
+from mvssl_hub.train.config import Check, check_ranges, parse_config, run_cli
 
 
 @dataclass
@@ -38,9 +37,9 @@ class PublishConfig:
 
     POSITIONAL = ("path",)
 
-    path: str = ""  # checkpoint folder or pretrain run folder
+    path: Annotated[str, Check(bool, "give the checkpoint folder or pretrain run folder")] = ""  # checkpoint folder or pretrain run folder
     # Hub
-    repo_id: str = ""  # Hub model repo, org/name (created if missing)
+    repo_id: Annotated[str, Check(bool, "give the Hub repo, org/name")] = ""  # Hub model repo, org/name (created if missing)
     revision_tag: str | None = None  # tag for this recipe version (default: train_config.recipe_version)
     private: bool = False  # create the repo as private
     commit_message: str | None = None
@@ -53,10 +52,7 @@ class PublishConfig:
     entries: str | None = None  # registry JSON to merge the entry into (e.g. mvssl_hub/zoo_weights.json)
 
     def __post_init__(self) -> None:
-        if not self.path:
-            raise ConfigError("config key 'path' = '': give the checkpoint folder or pretrain run folder")
-        if not self.repo_id:
-            raise ConfigError("config key 'repo_id' = '': give the Hub repo, org/name")
+        check_ranges(self)  # every rule declared beside its field
 
 
 def merge_entry(path: Path, builder: str, member: str, entry: dict[str, Any], default: bool) -> None:

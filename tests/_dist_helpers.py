@@ -1,8 +1,14 @@
-"""Worker for the 2-process gloo test of the losses' ``distributed=True`` path.
+"""Helpers of the multi-process tests, and the worker of the losses' 2-process gloo test.
 
-Run as a script (no pickle): ``python _dist_helpers.py RANK WORLD PORT DIR``. Reads DIR/inputs.safetensors
-(global "x" (M, N, k), Linear "weight" (d, k) and "bias" (d,)), takes its own half of the batch, wraps the
-Linear in DDP, computes each case's loss with distributed=True, backpropagates and writes
+Launch helpers: :func:`accelerate_launch` runs ``accelerate launch`` with N processes on this machine;
+:func:`start_machines` starts one ``accelerate launch --num_machines M --machine_rank r`` per "machine", all on
+127.0.0.1 (gloo, one process each), the way a cluster starts one launcher per node; :func:`signal_machine`
+sends a signal to a machine's launcher and its workers (torchrun starts each worker in a session of its own, so
+a signal to the launcher's process group would miss them).
+
+The worker, run as a script (no pickle): ``python _dist_helpers.py RANK WORLD PORT DIR``. Reads
+DIR/inputs.safetensors (global "x" (M, N, k), Linear "weight" (d, k) and "bias" (d,)), takes its own half of the
+batch, wraps the Linear in DDP, computes each case's loss with distributed=True, backpropagates and writes
 DIR/rank{RANK}.safetensors (loss, local input grad, DDP-averaged parameter grads per case) and
 DIR/rank{RANK}.json (the message of the unequal-N error, and any host read of a tensor made by a
 second, steady-state call of each case: there must be none).
@@ -12,6 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +32,83 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from mvssl_hub.losses import barlow_twins_loss, vicreg_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(procs: int, machines: int = 1, machine_rank: int = 0, port: int | None = None,
+             config_file: Path | None = None) -> list[str]:
+    """The ``accelerate launch`` command line of ``procs`` processes in all over ``machines`` machines; flags win
+    over ``config_file``'s values."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", str(config_file)] if config_file else []
+    cmd += ["--num_machines", str(machines),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(procs)]
+    if procs > 1:
+        cmd += ["--multi_gpu", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port or free_port())]
+    if machines > 1:
+        cmd += ["--machine_rank", str(machine_rank)]
+    return cmd
+
+
+def launch_env(procs: int) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("ACCELERATE_USE_CPU", None)
+    if 0 < torch.cuda.device_count() < procs:
+        # fewer GPUs than ranks: two NCCL ranks cannot share one GPU, so these runs use gloo on the CPU
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def accelerate_launch(args: list[str], procs: int, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of ``procs`` processes on this one machine; waits for it."""
+    return subprocess.run(launcher(procs) + args, cwd=ROOT, env=launch_env(procs), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_machines(args: list[str], logs: Path, machines: int = 2, config_file: Path | None = None
+                   ) -> list[subprocess.Popen]:
+    """One ``accelerate launch --machine_rank r`` per machine (one process each), not waited for; machine r's
+    output goes to ``logs/machine{r}.log``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    return [subprocess.Popen(launcher(machines, machines, r, port, config_file) + args, cwd=ROOT,
+                             env=launch_env(machines),
+                             stdout=open(logs / f"machine{r}.log", "w"), stderr=subprocess.STDOUT)
+            for r in range(machines)]
+
+
+def signal_machine(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to a machine's launcher and every process under it (its torchrun agent and workers)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
+
+
+def finish_machines(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    """Exit codes of the machines' launchers; any still running after ``timeout`` seconds is killed (-9)."""
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            signal_machine(p)
+            codes.append(p.wait())
+    return codes
+
 
 # name -> (loss function, keyword arguments, number of views used)
 CASES = {

@@ -1,4 +1,5 @@
-"""Several processes: 2 gloo processes == 1 process on the global batch; the recipe under 2 processes; bad launches.
+"""Several processes: 2 gloo processes (on one machine or two) == 1 process on the global batch; the recipe under
+2 processes; bad launches.
 
 Processes are started with ``accelerate launch`` (the way users start them) on 127.0.0.1 only.
 """
@@ -6,10 +7,6 @@ Processes are started with ``accelerate launch`` (the way users start them) on 1
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mvssl_hub.distributed import LaunchError, check_distributed_launch
+
+from _dist_helpers import accelerate_launch, finish_machines, start_machines
 
 pytest.importorskip("accelerate")
 
@@ -38,7 +37,7 @@ from mvssl_hub.models import build_ssl_model
 from mvssl_hub.distributed import check_distributed_launch, convert_batchnorm
 from mvssl_hub.data.sampling import process_slice
 
-out = Path(sys.argv[1])
+out, tag = Path(sys.argv[1]), sys.argv[2]
 acc = Accelerator(cpu=True)
 check_distributed_launch(acc.num_processes)
 world, rank = acc.num_processes, acc.process_index
@@ -64,40 +63,32 @@ for method, beta in (("barlowtwins", 0.02), ("vicreg", 0.04)):
         result[f"{method}.after.{name}"] = t.detach().clone()
     result[f"{method}.local_batch"] = torch.tensor([idx.numel()])
 if rank == 0:
-    save_file({k: v.contiguous() for k, v in result.items()}, str(out / f"world{world}.safetensors"))
+    save_file({k: v.contiguous() for k, v in result.items()}, str(out / f"{tag}.safetensors"))
 acc.wait_for_everyone()
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def accelerate_launch(args: list[str], procs: int, timeout: float = 180) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
-                "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(procs)]
-    if procs > 1:
-        launcher += ["--multi_gpu", "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port())]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("ACCELERATE_USE_CPU", None)
-    if 0 < torch.cuda.device_count() < procs:
-        # fewer GPUs than ranks: two NCCL ranks cannot share one GPU, so these runs use gloo on the CPU
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
+    # two processes on one machine, and on two machines (one `accelerate launch --machine_rank r` each, the way a
+    # cluster starts them): both train what one process does on the global batch
     torch.manual_seed(1)
     views = torch.randn(3, 16, 3, 32, 32)
     save_file({"views": views}, str(tmp_path / "views.safetensors"))
     (tmp_path / "worker.py").write_text(WORKER)
-    for procs in (1, 2):
-        run = accelerate_launch([str(tmp_path / "worker.py"), str(tmp_path)], procs)
+    worker = [str(tmp_path / "worker.py"), str(tmp_path)]
+    machines = start_machines([*worker, "machines"], tmp_path / "logs")
+    for name, procs in (("one", 1), ("two", 2)):
+        run = accelerate_launch([*worker, name], procs)
         assert run.returncode == 0, run.stderr[-3000:]
-    one = load_file(str(tmp_path / "world1.safetensors"))
-    two = load_file(str(tmp_path / "world2.safetensors"))
+    assert finish_machines(machines, timeout=180) == [0, 0], (tmp_path / "logs" / "machine0.log").read_text()[-3000:]
+    one = load_file(str(tmp_path / "one.safetensors"))
+    for name in ("two", "machines"):
+        assert_same_training(load_file(str(tmp_path / f"{name}.safetensors")), one)
+
+
+def assert_same_training(two: dict[str, torch.Tensor], one: dict[str, torch.Tensor]) -> None:
+    """Two processes on 8 images each (``two``) trained as one process on the 16 (``one``): losses, every
+    gradient, and the weights and BatchNorm statistics after one Adam step."""
     assert one.keys() == two.keys()
     for method in ("barlowtwins", "vicreg"):
         assert int(one[f"{method}.local_batch"]) == 16 and int(two[f"{method}.local_batch"]) == 8
@@ -161,13 +152,45 @@ def test_launch_check_unit() -> None:
     check_distributed_launch(1, {"ACCELERATE_MIXED_PRECISION": "no"})  # plain `accelerate launch` of 1 process
 
 
-def test_collective_timeout_reaches_the_process_group_settings(tmp_path: Path, fresh_accelerate_state) -> None:
-    # rank 0 may decode a large split under main_process_first for longer than NCCL's default 10 minutes
+@pytest.mark.parametrize(("minutes", "at_start"), [(5, 60), (90, 90)])
+def test_collectives_wait_for_the_start_up_then_for_dist_timeout_minutes(
+        minutes: float, at_start: float, tmp_path: Path, fresh_accelerate_state) -> None:
+    # rank 0 may download and decode a large split under main_process_first while the others wait at the barrier:
+    # the process group starts with at least an hour, and open_run_state then tightens it to dist_timeout_minutes
+    # (that a frozen machine then stops the run within that limit: tests/test_multinode.py)
     from datetime import timedelta
 
+    from mvssl_hub.train import collectives
     from mvssl_hub.train.backends import make_accelerator
 
     accelerator, _ = make_accelerator(cpu=True, precision="fp32", run_dir=tmp_path, log_with=[],
-                                      timeout_minutes=90)
-    assert accelerator.init_handler.timeout == timedelta(minutes=90)
-    assert accelerator.init_handler.to_kwargs() == {"timeout": timedelta(minutes=90)}
+                                      timeout_minutes=minutes)
+    assert accelerator.init_handler.to_kwargs() == {"timeout": timedelta(minutes=at_start)}
+    assert collectives._armed["timeout"] == timedelta(minutes=minutes)
+
+
+def test_a_failed_collective_is_told_from_other_errors() -> None:
+    from mvssl_hub.train.collectives import is_collective_failure, lost_process_error
+
+    closed = RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:5: Connection "
+                          "reset by peer")
+    assert is_collective_failure(closed) and is_collective_failure(torch.distributed.DistBackendError("NCCL"))
+    assert not is_collective_failure(RuntimeError("shape mismatch")) and not is_collective_failure(ValueError("x"))
+    assert lost_process_error(closed) is None  # one process: nobody to lose, the error stands
+
+
+def test_a_process_that_does_not_see_the_output_folder_stops_the_run(tmp_path: Path, fresh_accelerate_state) -> None:
+    # what rank 1 of 2 meets when output_dir is a local folder of machine 0 (two machines, no shared filesystem);
+    # every two-process test passes through the same check with a folder both see
+    from mvssl_hub.errors import ConfigError
+    from mvssl_hub.train.launch import check_shared_folder
+
+    class RankOneOfTwo:  # the collectives of one process: rank 0 saw its own file, this one sees none
+        num_processes, is_main_process, device = 2, False, torch.device("cpu")
+
+        def gather(self, seen: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.ones(1), seen])
+
+    with pytest.raises(ConfigError, match=r"'output_dir' = .*: process\(es\) of rank \[1\] do not see the file"):
+        check_shared_folder(RankOneOfTwo(), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # not the main process: it writes nothing there

@@ -32,13 +32,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 if __package__ in (None, ""):  # `python tools/campaign.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.device import cpu_isa, cpu_name
 from mvssl_hub.errors import ConfigError
-from mvssl_hub.train.config import parse_config, run_cli
+from mvssl_hub.train.config import Check, at_least, check_ranges, parse_config, run_cli
 from mvssl_hub.train.run_state import STATE_FILE, RunStateManager
 from tools.quiet_run import run_quietly
 
@@ -54,27 +55,22 @@ class CampaignConfig:
     entry: str = ""  # a preset in recipes/configs/zoo/ (without .yaml)
     data: str = "uoft-cs/cifar10"  # the preset's dataset: its Hub id, or a local copy (`make campaign` passes one)
     data_name: str = "uoft-cs/cifar10"  # the dataset's Hub id, for the card and config.json
-    chunk_seconds: float = 3600.0  # training seconds (the preset's clock) this chunk adds
-    until_seconds: float | None = None  # stop the campaign at this many training seconds in all (a fixed-length race)
-    milestone_seconds: float = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
+    chunk_seconds: Annotated[float, Check(lambda v: 0 < v < 1e7, "must be in (0, 1e7)")] = 3600.0  # training seconds (the preset's clock) this chunk adds
+    until_seconds: Annotated[float | None, Check(lambda v: 0 < v < 1e8, "must be in (0, 1e8)")] = None  # stop the campaign at this many training seconds in all (a fixed-length race)
+    milestone_seconds: Annotated[float, Check(lambda v: 0 < v < 1e8, "must be in (0, 1e8)")] = 4 * 3600.0  # full kNN + linear probe each time training crosses a multiple of this
     root: str | None = None  # where campaign runs live (default: $MVSSL_HUB_CACHE or ~/.cache/mvssl-hub, /campaign)
     results: str = str(ROOT / "benchmarks" / "records" / "campaign")  # where the records are copied
     extra: str = ""  # further pretrain flags, e.g. --extra="--limit 64" (smoke runs)
-    eval_limit: int | None = None  # milestone evaluation on the first rows of each split only (smoke runs)
+    eval_limit: Annotated[int | None, at_least(1)] = None  # milestone evaluation on the first rows of each split only (smoke runs)
     quiet: bool = True  # pause the chunk while other work loads the machine (recipes/quiet_run.py); off for smoke runs
 
     def __post_init__(self) -> None:
+        check_ranges(self)  # every range declared beside its field
         if not self.entry:
             raise ConfigError("config key 'entry': name a preset of recipes/configs/zoo/, e.g. cifar10_bt_resnet18_w16")
         presets = sorted(p.stem for p in (ROOT / "recipes" / "configs" / "zoo").glob("*.yaml"))
         if self.entry not in presets:
             raise ConfigError(f"config key 'entry' = {self.entry!r}: no such preset; known: {presets}")
-        if not 0 < self.chunk_seconds < 1e7:
-            raise ConfigError(f"config key 'chunk_seconds' = {self.chunk_seconds!r}: must be in (0, 1e7)")
-        if self.until_seconds is not None and not 0 < self.until_seconds < 1e8:
-            raise ConfigError(f"config key 'until_seconds' = {self.until_seconds!r}: must be in (0, 1e8)")
-        if not 0 < self.milestone_seconds < 1e8:
-            raise ConfigError(f"config key 'milestone_seconds' = {self.milestone_seconds!r}: must be in (0, 1e8)")
 
 
 def long_runs_home() -> Path:

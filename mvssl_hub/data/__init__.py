@@ -6,3 +6,9 @@
 - :mod:`.pinned`: where a decoded split lives (device or pinned host memory) and the batch gather;
 - :mod:`.sampling`: the batch plan, "the rows of step s": seeds, epoch batches, a process's slice.
 """
+
+
+def __getattr__(name: str) -> object:  # the former module mvssl_hub.data's names, until they go (mvssl_hub.version)
+    from ..version import moved_name
+
+    return moved_name(__name__, name)

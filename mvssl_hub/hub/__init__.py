@@ -11,3 +11,9 @@ The load path is a staircase; each step imports only the steps below it (``[tool
 - :mod:`.schema` (``config.json``), :mod:`.card` (the generated README), :mod:`.records` (what config.json records)
 - then the core: :mod:`mvssl_hub.safe_io`, the model classes.
 """
+
+
+def __getattr__(name: str) -> object:  # the former module mvssl_hub.hub's names, until they go (mvssl_hub.version)
+    from ..version import moved_name
+
+    return moved_name(__name__, name)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import torch
 from ..device import bf16_is_fast
 from ..distributed import check_distributed_launch
 from ..errors import ConfigError
+from .collectives import arm, startup_timeout
 
 __all__ = ["CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS", "PRECISIONS", "BackendSettings", "apply_memory_format",
            "channels_last_hazards", "choose_precision", "configure_backends", "current_backends", "make_accelerator",
@@ -215,13 +215,15 @@ def apply_memory_format(model: torch.nn.Module, device: torch.device | str, requ
 
 
 def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_with: list[Any],
-                     timeout_minutes: float = 60.0) -> tuple[Any, str]:
+                     timeout_minutes: float = 10.0) -> tuple[Any, str]:
     """An ``accelerate.Accelerator`` for a recipe, and the precision it trains in (:func:`choose_precision`).
 
     cpu=None picks the CPU when no GPU is visible (``accelerate launch --cpu`` is honoured on a GPU
     machine). Fails loudly on a launch that started unrelated single processes (:func:`check_distributed_launch`).
-    ``timeout_minutes`` bounds every collective and barrier: NCCL's default (10 minutes) is shorter than
-    rank 0 decoding ImageNet-100 under ``main_process_first`` while the other ranks wait at the barrier.
+    ``timeout_minutes`` bounds every collective and barrier once the run state is open
+    (:func:`mvssl_hub.train.collectives.tighten`); until then the limit is at least
+    :data:`~mvssl_hub.train.collectives.STARTUP_MINUTES`, since rank 0 may download and decode a large split under
+    ``main_process_first`` while the other ranks wait at the barrier.
     """
     from accelerate import Accelerator  # lazy: importing mvssl_hub must not import accelerate
     from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, parse_flag_from_env
@@ -235,7 +237,8 @@ def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_wit
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
         step_scheduler_with_optimizer=False,  # one scheduler.step() per optimiser step, whatever the world size
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_minutes))],
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=startup_timeout(timeout_minutes))],
     )
     check_distributed_launch(accelerator.num_processes)
+    arm(timeout_minutes)
     return accelerator, precision

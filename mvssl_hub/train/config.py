@@ -387,7 +387,9 @@ def dump_yaml(cfg: Any) -> str:
 
 def run_cli(main: Callable[[], object]) -> None:
     """Run a recipe's ``main()``: ``--help`` prints and exits 0; a ConfigError becomes one ``error: ...`` line and
-    exit code 2, not a traceback."""
+    exit code 2, not a traceback. In a run of several processes, a failed collective whose roll call finds a
+    process gone becomes one ``error: ...`` line naming its rank and machine, and exit code 1
+    (:func:`mvssl_hub.train.collectives.lost_process_error`)."""
     try:
         main()
     except HelpRequested as help_:
@@ -396,3 +398,11 @@ def run_cli(main: Callable[[], object]) -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:
+        from .collectives import lost_process_error
+
+        lost = lost_process_error(err)
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr, flush=True)
+        sys.exit(1)

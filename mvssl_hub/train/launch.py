@@ -1,14 +1,17 @@
 """How a recipe starts a training run: the two calls ``pretrain`` and ``finetune`` share.
 
 :func:`start_run` comes first (the log, threads, the accelerator and its trackers, backend flags, the global batch
-split over the processes); :func:`open_run_state` comes once the model, optimiser and scheduler are prepared,
-since restoring a run state loads into them: the run states' manager, ``start_or_resume``, the metrics log trimmed
-to the resumed step, an interrupted export tidied, and the trackers initialised with the run's config.
+split over the processes, the output folder seen by every machine); :func:`open_run_state` comes once the model,
+optimiser and scheduler are prepared, since restoring a run state loads into them: the run states' manager,
+``start_or_resume``, the metrics log trimmed to the resumed step, an interrupted export tidied, the trackers
+initialised with the run's config, and the collectives' limit tightened from the start-up's to
+``dist_timeout_minutes`` (:mod:`.collectives`).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,10 +21,11 @@ import torch
 
 from ..errors import ConfigError
 from .backends import configure_backends, make_accelerator
+from .collectives import tighten
 from .run_state import RunStateManager
 from .trackers import JSONLTracker, drop_logged_after
 
-__all__ = ["open_run_state", "start_run"]
+__all__ = ["check_shared_folder", "open_run_state", "start_run"]
 
 
 def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: str, threads: int, cpu: bool | None,
@@ -31,7 +35,8 @@ def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: st
 
     Logs go to stdout at ``log_level`` (accelerate's own at warning or above); ``threads`` > 0 sets torch's
     threads; the metrics go to ``<output_dir>/logs/<log_file>.jsonl`` (and ``extra_trackers``). ConfigError when
-    ``batch_size`` (the global batch) does not split evenly over the processes."""
+    ``batch_size`` (the global batch) does not split evenly over the processes, or when a process does not see
+    ``output_dir`` (:func:`check_shared_folder`)."""
     from accelerate.logging import get_logger
 
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stdout, force=True)
@@ -46,7 +51,32 @@ def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: st
     world = accelerator.num_processes
     if batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {batch_size}: not divisible by the {world} processes")
+    check_shared_folder(accelerator, run_dir)
     return accelerator, used, get_logger(f"mvssl_hub.{name}", log_level=log_level.upper())
+
+
+def check_shared_folder(accelerator: Any, folder: Path) -> None:
+    """ConfigError on every process unless each one sees the file the main process writes into ``folder``: the
+    run states and the export of a run are one folder for all its machines (on a cluster, a shared filesystem).
+    No-op with one process."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast
+
+    token = torch.zeros(1, dtype=torch.int64, device=accelerator.device)
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        token[0] = secrets.randbits(62)
+        (folder / f".shared-{int(token)}").touch()
+    probe = folder / f".shared-{int(broadcast(token))}"
+    seen = accelerator.gather(torch.tensor([float(probe.is_file())], device=accelerator.device)).tolist()
+    if accelerator.is_main_process:
+        probe.unlink()
+    blind = [rank for rank, s in enumerate(seen) if not s]
+    if blind:
+        raise ConfigError(f"config key 'output_dir' = {str(folder)!r}: process(es) of rank {blind} do not see the "
+                          "file the main process wrote there; the run states of a run are one folder for all its "
+                          "machines: put output_dir on a filesystem every machine mounts at the same path")
 
 
 def open_run_state(accelerator: Any, *, name: str, output_dir: str | Path, log_file: str, config: Mapping[str, Any],
@@ -70,4 +100,5 @@ def open_run_state(accelerator: Any, *, name: str, output_dir: str | Path, log_f
         if tidy is not None:
             tidy(run_dir / "export")
     accelerator.init_trackers(name, config=dict(tracker_config if tracker_config is not None else config))
+    tighten()  # the start-up's long wait is over: from here a collective fails after dist_timeout_minutes
     return run_states, saved, latest

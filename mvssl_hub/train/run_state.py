@@ -33,6 +33,7 @@ _OLD_RUN_CONFIG_FILE = "config.json"  # its name in run states written before it
 _STEP_PREFIX = "step-"
 _TMP_PREFIX = ".tmp-step-"
 _OLD_PREFIX = ".old-step-"
+_PRUNED_PREFIX = ".pruned-step-"  # an old run state on its way out: renamed first, then deleted
 _DAMAGED_DIR = "damaged"
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ class RunStateManager:
     states as accelerate writes them) plus ``training_state.json`` and ``run_config.json`` of ours, and the
     marker ``COMPLETE.json`` = {step, files: {relative path: sha256}} written last. Everything is written
     into ``.tmp-step-*`` and renamed only when complete; re-saving a step moves the old folder to
-    ``.old-step-*`` first, so a complete run state is on disk at every moment.
+    ``.old-step-*`` first, so a complete run state is on disk at every moment. A run state pruned (beyond the
+    newest ``keep``) is renamed to ``.pruned-step-*`` before it is deleted, so a kill midway never leaves an
+    incomplete ``step-*`` folder; the next :meth:`save` or :meth:`recover` removes what is left of it.
 
     Nothing complete is ever deleted on resume: :meth:`recover` promotes a complete temporary folder, moves a
     damaged one into ``damaged/`` with a warning naming the file and the reason, and removes only partial
@@ -167,8 +170,10 @@ class RunStateManager:
 
         - a complete ``.tmp-step-N`` (a crash after its marker) becomes ``step-N`` unless that is complete;
         - a complete ``.old-step-N`` (a crash while re-saving step N) goes back to ``step-N`` if that is gone;
-        - ``step-N`` folders that fail :meth:`problem` are moved aside into ``damaged/``, with a warning;
-        - partial temporaries (never complete, nothing to lose) are removed.
+        - partial temporaries and the rest of an interrupted prune (``.pruned-step-*``) are removed (nothing to
+          lose); so is an incomplete ``step-N`` older than the newest ``keep`` complete ones (a prune interrupted
+          before prunes renamed first: the prune would have removed it anyway);
+        - other ``step-N`` folders that fail :meth:`problem` are moved aside into ``damaged/``, with a warning.
         """
         done: list[str] = []
         if not self.root.is_dir():
@@ -188,13 +193,37 @@ class RunStateManager:
                 else:
                     shutil.rmtree(p, ignore_errors=True)
                     done.append(f"removed {p.name}")
-        for p in sorted(self.root.iterdir()):
-            if p.is_dir() and self._step_of(p) is not None:
-                reason = self.problem(p)
-                if reason is not None:
-                    done.append(f"{p.name}: {reason} -> {self._set_aside(p, reason)}")
+        done += self._remove_pruned()
+        steps = sorted((s, p) for p in self.root.iterdir() if p.is_dir() and (s := self._step_of(p)) is not None)
+        problems = {p: self.problem(p) for _, p in steps}
+        complete = [s for s, p in steps if problems[p] is None]
+        kept_from = complete[-self.keep] if len(complete) >= self.keep else -1
+        for step, p in steps:
+            reason = problems[p]
+            if reason is not None and step < kept_from:
+                shutil.rmtree(p, ignore_errors=True)
+                done.append(f"removed {p.name}: {reason}, older than the {self.keep} newest (a prune was interrupted)")
+                logger.info("checkpoint %s removed: incomplete and older than the %d newest (an interrupted prune)",
+                            p, self.keep)
+            elif reason is not None:
+                done.append(f"{p.name}: {reason} -> {self._set_aside(p, reason)}")
         fsync_dir(self.root)
         return done
+
+    def _prune(self, folder: Path) -> None:
+        """Delete the run state ``folder``: renamed out of the ``step-*`` names first (see :meth:`recover`)."""
+        doomed = self.root / f"{_PRUNED_PREFIX}{folder.name[len(_STEP_PREFIX):]}"
+        if doomed.exists():
+            shutil.rmtree(doomed)
+        os.rename(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _remove_pruned(self) -> list[str]:
+        """Remove what interrupted prunes left (``.pruned-step-*``); returns what it did."""
+        left = [p for p in sorted(self.root.iterdir()) if p.name.startswith(_PRUNED_PREFIX)]
+        for p in left:
+            shutil.rmtree(p, ignore_errors=True)
+        return [f"removed {p.name} (a prune was interrupted)" for p in left]
 
     def damaged(self) -> list[Path]:
         """Folders moved aside by :meth:`recover`, oldest name first."""
@@ -234,7 +263,8 @@ class RunStateManager:
             marked = sorted((s, p) for p in self.root.iterdir()
                             if (s := self._step_of(p)) is not None and (p / MARKER_FILE).is_file())
             for _, old in marked[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                self._prune(old)
+            self._remove_pruned()
         accelerator.wait_for_everyone()
         return final
 

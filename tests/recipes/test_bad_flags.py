@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
 from mvssl_hub.errors import ConfigError
+from mvssl_hub.train.config import Check
 
 from conftest import load_recipe
 
@@ -62,3 +65,47 @@ def test_the_command_line_gets_one_error_line_and_exit_code_2() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: config key 'width' = 100000: must be in 1..1024 (64 is torchvision's network)"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--lr", "-1"], r"'lr' = -1.0: must be > 0"),
+    (["--weight_decay", "-1"], r"'weight_decay' = -1.0: must be >= 0"),
+    (["--label_smoothing", "5"], r"'label_smoothing' = 5.0: must be in \[0, 1\)"),
+    (["--k", "0"], r"'k' = 0: must be >= 1"),
+    (["--temperature", "0"], r"'temperature' = 0.0: must be > 0"),
+    (["--epochs", "0"], r"'epochs' = 0: must be >= 1"),
+    (["--views", "0"], r"'views' = 0: must be >= 1"),
+    (["--probe_batch_size", "0"], r"'probe_batch_size' = 0: must be >= 1"),
+    (["--fraction", "1.5"], r"'fraction' = 1.5: must be in \(0, 1\]"),
+    (["--image_size", "100000"], r"'image_size' = 100000: must be <= 8192"),
+    (["--monitor_images", "4"], r"'monitor_images' = 4: must be >= 8"),
+])
+def test_evaluate_refuses(flags: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):  # before the model is looked for
+        evaluate.main(["./runs/nope", *flags])
+
+
+def test_evaluate_gets_one_error_line_too() -> None:
+    done = subprocess.run([sys.executable, "recipes/evaluate.py", "runs/nope", "--lr", "-1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == ["error: config key 'lr' = -1.0: must be > 0"]
+
+
+RECIPE_CONFIGS = {"pretrain": "PretrainConfig", "finetune": "FinetuneConfig", "evaluate": "EvaluateConfig",
+                  "publish": "PublishConfig", "campaign": "CampaignConfig", "release_zoo": "ReleaseConfig"}
+ANY_VALUE = {"seed", "beta"}  # every integer is a seed; beta is a number or "auto" (checked in __post_init__)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_CONFIGS))
+def test_every_numeric_flag_of_every_recipe_declares_its_range(name: str) -> None:
+    config = getattr(load_recipe(name, f"ranges_{name}"), RECIPE_CONFIGS[name])
+    hints = typing.get_type_hints(config, include_extras=True)
+    unchecked = []
+    for field in dataclasses.fields(config):
+        hint = hints[field.name]
+        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+        numeric = {int, float} & set(typing.get_args(base) or (base,))
+        rules = [r for r in getattr(hint, "__metadata__", ()) if isinstance(r, Check)]
+        if numeric and not rules and field.name not in ANY_VALUE:
+            unchecked.append(field.name)
+    assert unchecked == [], f"recipes/{name}.py: numeric flags without a declared range: {unchecked}"

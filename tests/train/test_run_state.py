@@ -135,6 +135,41 @@ def test_a_run_state_that_kept_its_config_as_config_json_still_resumes(run: Path
     assert (run / "checkpoints" / "step-00000004" / RUN_CONFIG_FILE).is_file()  # new saves use the new name
 
 
+def test_a_kill_while_pruning_leaves_no_incomplete_run_state_and_the_next_run_removes_the_rest(
+        run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_states = run / "checkpoints"
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):  # the process dies after the prune deleted one file
+        if Path(path).name.startswith(".pruned-step-"):
+            next(p for p in sorted(Path(path).iterdir()) if p.is_file()).unlink()
+            raise KeyboardInterrupt("killed while pruning (simulated)")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("mvssl_hub.train.run_state.shutil.rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):  # step 4 saved, then step 1 pruned (3 kept)
+        recipe.main(tiny(run, "--max_steps", "5", "--save_every", "1", "--resume"))
+    monkeypatch.undo()
+    reset_accelerate_state()
+    manager = RunStateManager(run_states)
+    assert sorted(p.name for p in run_states.iterdir()) == [
+        ".pruned-step-00000001", "step-00000002", "step-00000003", "step-00000004"]
+    assert all(manager.problem(p) is None for p in run_states.glob("step-*"))  # every step-* folder is whole
+    summary = recipe.main(tiny(run, "--max_steps", "5", "--save_every", "1", "--resume"))
+    assert summary["state"]["global_step"] == 5
+    assert sorted(p.name for p in run_states.iterdir()) == ["step-00000003", "step-00000004", "step-00000005"]
+
+
+def test_an_incomplete_run_state_older_than_the_kept_ones_is_removed_not_set_aside(run: Path, capsys) -> None:
+    # what a kill mid-prune left before prunes renamed first: an old step-* folder that lost its marker and a file
+    run_states = run / "checkpoints"
+    (run_states / "step-00000001" / MARKER_FILE).unlink()
+    (run_states / "step-00000001" / "model.safetensors").unlink()
+    recipe.main(tiny(run, "--max_steps", "4", "--resume", "--keep_checkpoints", "2"))
+    assert sorted(p.name for p in run_states.iterdir()) == ["step-00000003", "step-00000004"]  # no damaged/
+    assert "damaged" not in capsys.readouterr().out
+
+
 def test_a_kill_before_the_first_run_state_logs_no_step_twice(run: Path) -> None:
     shutil.rmtree(run / "checkpoints")  # steps 1..3 were logged, then the process died before saving
     recipe.main(tiny(run, "--max_steps", "4", "--resume"))
