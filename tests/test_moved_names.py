@@ -13,7 +13,9 @@ from mvssl_hub.version import MOVED_MODULES, MOVED_UNTIL, RENAMED
 OLD_PATHS = {
     ("mvssl_hub.data", "load_split"): "mvssl_hub.data.splits",
     ("mvssl_hub.data", "decode_into"): "mvssl_hub.data.decode",  # re-exported by the old data.py
-    ("mvssl_hub.hub", "push_to_hub"): "mvssl_hub.hub.transport",
+    ("mvssl_hub.hub", "push_to_hub"): "mvssl_hub.hub.loading",
+    ("mvssl_hub.hub", "upload_checkpoint"): "mvssl_hub.hub.remote",
+    ("mvssl_hub.hub", "fetch_verified"): "mvssl_hub.hub.transport",
     ("mvssl_hub.device", "use_channels_last"): "mvssl_hub.train.backends",
     ("mvssl_hub.device", "make_accelerator"): "mvssl_hub.train.backends",
     ("mvssl_hub.checkpoint", "save_pretrained"): "mvssl_hub.hub.format",
@@ -26,8 +28,10 @@ OLD_PATHS = {
     ("mvssl_hub.data_decode", "decode_into"): "mvssl_hub.data.decode",
     ("mvssl_hub.data_cache", "open_cache"): "mvssl_hub.data.cache",
     ("mvssl_hub.data_stream", "StreamingSplit"): "mvssl_hub.data.stream",
+    ("mvssl_hub.data_stream", "StreamBatches"): "mvssl_hub.data.stream",
     ("mvssl_hub.pinned", "BatchGather"): "mvssl_hub.data.pinned",
     ("mvssl_hub.training", "make_generator"): "mvssl_hub.data.sampling",
+    ("mvssl_hub.training", "StepBatches"): "mvssl_hub.data.sampling",
     ("mvssl_hub.training", "lr_factor"): "mvssl_hub.train.schedule",
     ("mvssl_hub.config", "parse_config"): "mvssl_hub.train.config",
     ("mvssl_hub.config", "ConfigError"): "mvssl_hub.errors",

@@ -62,7 +62,7 @@ class CampaignConfig:
     results: str = str(ROOT / "benchmarks" / "records" / "campaign")  # where the records are copied
     extra: str = ""  # further pretrain flags, e.g. --extra="--limit 64" (smoke runs)
     eval_limit: Annotated[int | None, at_least(1)] = None  # milestone evaluation on the first rows of each split only (smoke runs)
-    quiet: bool = True  # pause the chunk while other work loads the machine (recipes/quiet_run.py); off for smoke runs
+    quiet: bool = True  # pause the chunk while other work loads the machine (tools/quiet_run.py); off for smoke runs
 
     def __post_init__(self) -> None:
         check_ranges(self)  # every range declared beside its field

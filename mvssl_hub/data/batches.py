@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..deprecation import renamed_names
+from ..version import renamed_names
 from .pinned import RowGather, place_split
 from .sampling import BatchPlan
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..deprecation import renamed_names
+from ..version import renamed_names
 
 __all__ = ["RowGather", "device_keep_limit", "place_split"]
 

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from ..deprecation import renamed_names
+from ..version import renamed_names
 
 __all__ = ["BatchPlan", "derive_seed", "epoch_batches", "make_generator", "process_slice"]
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..deprecation import renamed_names
+from ..version import renamed_names
 from .decode import decode_into, first_image_shape
 from .sampling import make_generator
 from .splits import IMAGE_KEYS, LABEL_KEYS, subset_indices
