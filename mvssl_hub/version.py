@@ -28,7 +28,8 @@ MOVED_UNTIL = "0.2.0"  # the first release without the old paths
 # old module -> the modules its public names went to, searched in order
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "mvssl_hub.data": ("mvssl_hub.data.splits", "mvssl_hub.data.decode"),  # the wing took the module's name
-    "mvssl_hub.hub": ("mvssl_hub.hub.loading", "mvssl_hub.hub.remote", "mvssl_hub.hub.transport"),  # likewise
+    "mvssl_hub.hub": ("mvssl_hub.hub.transport", "mvssl_hub.hub.remote", "mvssl_hub.hub.loading"),  # likewise (a
+    # checkpoint's fetch and upload_checkpoint: now in remote; push_to_hub: now in loading)
     "mvssl_hub.device": ("mvssl_hub.train.backends",),  # its run set-up half (precision, channels_last, accelerator)
     "mvssl_hub.checkpoint": ("mvssl_hub.hub.format", "mvssl_hub.hub.schema"),
     "mvssl_hub.checkpoint_config": ("mvssl_hub.hub.schema",),
