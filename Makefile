@@ -33,11 +33,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/probes.py
 	$(PY) benchmarks/views_at_equal_time.py
 
-# Train, evaluate, publish and bundle every zoo entry (recipes/release_zoo.py); offline: the loopback Hub.
+# Train, evaluate, publish and bundle every zoo entry (tools/release_zoo.py); offline: the loopback Hub.
 zoo: $(STAMP)
-	$(PY) recipes/release_zoo.py --data ../shared/data/cifar10 --data_name uoft-cs/cifar10 --loopback
+	$(PY) tools/release_zoo.py --data ../shared/data/cifar10 --data_name uoft-cs/cifar10 --loopback
 
-# One chunk of a zoo entry's long training (recipes/campaign.py): resumes where the last chunk stopped.
+# One chunk of a zoo entry's long training (tools/campaign.py): resumes where the last chunk stopped.
 # CAMPAIGN_DATA: this machine's local CIFAR-10 copy (the recipe itself defaults to the Hub id), as an absolute
 # path: a run resumes only with the data argument it started with.
 # UNTIL: total training seconds at which the campaign ends (empty: the preset's epochs end it).
@@ -46,7 +46,7 @@ CHUNK ?= 3600
 UNTIL ?=
 CAMPAIGN_DATA ?= $(abspath ../shared/data/cifar10)
 campaign: $(STAMP)
-	$(PY) recipes/campaign.py $(ENTRY) --chunk_seconds $(CHUNK) --data $(CAMPAIGN_DATA) $(if $(UNTIL),--until_seconds $(UNTIL))
+	$(PY) tools/campaign.py $(ENTRY) --chunk_seconds $(CHUNK) --data $(CAMPAIGN_DATA) $(if $(UNTIL),--until_seconds $(UNTIL))
 
 clean:
 	rm -rf $(VENV) runs

@@ -53,7 +53,7 @@ echo "gpu_check: device=$DEVICE data=$DATA out=$OUT_DIR"
 # plus the two tests that must hold on a 1-GPU machine: bitwise resume (deterministic cuDNN) and the
 # 2-process run (its ranks fall back to gloo on the CPU when there are fewer GPUs than ranks)
 TESTS=(tests/test_views.py tests/test_losses.py tests/train/test_step_guard.py tests/train/test_backends.py tests/data/test_pinned.py
-       tests/test_pretrain.py::test_interrupt_and_resume_is_bitwise_identical
+       tests/recipes/test_pretrain.py::test_interrupt_and_resume_is_bitwise_identical
        tests/test_distributed.py::test_two_processes_match_one_process_on_the_global_batch)
 if [ "$DRY" = 1 ]; then
   echo "(a) skipped in the dry run: would run $PY -m pytest -q ${TESTS[*]}"

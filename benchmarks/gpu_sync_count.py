@@ -2,7 +2,7 @@
 
 Both variants run the same model, augmentation and loss; they differ only in the loop around them:
 
-- ``new``: ``BatchGather`` (index sent non_blocking / pinned double-buffered gather), ``MultiViewAugment``,
+- ``new``: ``RowGather`` (index sent non_blocking / pinned double-buffered gather), ``MultiViewAugment``,
   bf16 forward, loss, backward, ``StepGuard.step`` (one ``bool(ok)``; with a fused Adam none), zero_grad:
   the body of recipes/pretrain.py's ``train_step``.
 - ``legacy``: what recipes/pretrain.py's loop did before those helpers: ``idx.to(device)`` (blocking), gather,
@@ -41,8 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's mvssl_hub
 
-from mvssl_hub.data.pinned import BatchGather, place_split
-from mvssl_hub.data.sampling import StepBatches, make_generator
+from mvssl_hub.data.pinned import RowGather, place_split
+from mvssl_hub.data.sampling import BatchPlan, make_generator
 from mvssl_hub.device import bf16_is_fast
 from mvssl_hub.losses import build_loss, recommended_beta
 from mvssl_hub.models import build_ssl_model
@@ -54,7 +54,7 @@ from harness import EMBEDDED_DATA, add_common_args, default_out, write_result
 
 _READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 # Host-side tensors by design (not syncs on CUDA): optimizer step counters, CPU-generator parameters.
-_HOST_SIDE = (("torch/optim/", ""), ("mvssl_hub/views.py", "sample_params"))
+_HOST_SIDE = (("torch/optim/", ""), ("mvssl_hub/views/", "sample_params"))
 
 
 def _host_side(frame: Any) -> bool:
@@ -77,8 +77,8 @@ class Parts:
     loss_fn: torch.nn.Module
     augment: MultiViewAugment
     images: torch.Tensor  # the placed split
-    gather: BatchGather
-    batches: StepBatches
+    gather: RowGather
+    batches: BatchPlan
     guard: StepGuard
     bn_buffers: list[torch.Tensor]
     num_views: int
@@ -104,8 +104,8 @@ def build_parts(device: torch.device, images: torch.Tensor, *, width: int = 64, 
                                channels_last=channels_last)
     placed = place_split(images, device)
     bn = [b for name, b in model.named_buffers() if "running" in name or "num_batches" in name]
-    return Parts(device, model, optimizer, loss_fn, augment, placed, BatchGather(placed, device, batch),
-                 StepBatches(images.shape[0], batch, seed), StepGuard(optimizer, bn), bn, num_views, bf16, seed)
+    return Parts(device, model, optimizer, loss_fn, augment, placed, RowGather(placed, device, batch),
+                 BatchPlan(images.shape[0], batch, seed), StepGuard(optimizer, bn), bn, num_views, bf16, seed)
 
 
 def new_step(p: Parts, step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@
   the one line ``WORKER_JSON {...}`` (:func:`emit`), and a hang or a crash comes back as an outcome, not an
   exception, so that a sweep goes on.
 - **Smoke**: every script takes ``--smoke`` (a few seconds: the embedded 5k cut, width 4-8, 1-3 steps) and
-  ``--out``; ``tests/test_benchmarks.py`` runs them all in ``make test`` so that a rename cannot leave one broken.
+  ``--out``; ``tests/benchmarks/test_benchmarks.py`` runs them all in ``make test`` so that a rename cannot leave one broken.
 
 Scripts import it as ``from harness import ...`` (``benchmarks/`` is put on ``sys.path`` by :func:`setup_paths`,
 which also puts the checkout first so that ``mvssl_hub`` and ``recipes`` come from it).
@@ -36,6 +36,7 @@ from typing import Any
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results"
+RECORDS = BENCHMARKS / "records"  # the raw training logs (metrics.jsonl, *.log) some results are derived from
 EMBEDDED_DATA = ROOT / "recipes" / "data" / "cifar10-5k"  # the 5k CIFAR-10 cut shipped with the checkout
 ENVELOPE_KEYS = ("benchmark", "command", "cpu", "cpu_isa", "torch", "date")
 WORKER_PREFIX = "WORKER_JSON "

@@ -88,70 +88,82 @@ def recipe_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
             "--progress", "false", "--output_dir", output_dir, *(["--limit", str(args.limit)] if args.limit else [])]
 
 
-def interleaved(args: argparse.Namespace, out: Path) -> None:
-    """The A/B: rounds of recipe training steps, each followed by one monitor call per sample size."""
-    from mvssl_hub.device import bf16_is_fast, cpu_name
+def timed_rounds(args: argparse.Namespace, sizes: list[int], tmp: str) -> tuple[Any, Any, Any, list[float],
+                                                                             dict[int, list[dict]]]:
+    """Set the recipe up in ``tmp``, warm up (one step, one monitor: untimed), then ``args.rounds`` rounds of
+    ``args.steps`` timed training steps each followed by one timed monitor call per sample size. (cfg, run, trainer,
+    the step seconds, the monitor calls by size.)"""
     from mvssl_hub.eval.monitor import embed_sample, monitor_embeddings
     from recipes import load_recipe
 
     pretrain = load_recipe("pretrain")
+    cfg, run, data, trainer = pretrain.setup(recipe_argv(args, tmp))
+    if len(data.train) < max(sizes):
+        raise SystemExit(f"--sizes: {max(sizes)} images asked, the training split has {len(data.train)}")
+    held = data.train.images[: max(sizes)]
+    model = run.accelerator.unwrap_model(trainer.model)
+    trainer.train_model.train()
+    step_no = 0
+
+    def train_step() -> float:
+        nonlocal step_no
+        with Timer(device=run.device) as t:
+            pretrain.train_step(cfg, run, trainer, step_no)
+        step_no += 1
+        return t.seconds
+
+    def monitor(n: int) -> dict[str, Any]:  # the recipe's monitor_model call, in its two parts
+        with Timer(device=run.device) as embed:
+            emb = embed_sample(model, held[:n], trainer.augment, num_views=args.views, seed=cfg.seed,
+                               channels_last=cfg.channels_last)
+        with Timer() as measures:
+            rep = monitor_embeddings(emb.features, emb.projections, feature_views=emb.feature_views,
+                                     projection_views=emb.projection_views, protocol=emb.protocol)
+        return {"embed_s": embed.seconds, "measures_s": measures.seconds,
+                "total_s": embed.seconds + measures.seconds,
+                "values": {k: round(v, 4) for k, v in rep.values().items()}}
+
+    # warm-up: oneDNN primitive creation, first-touch allocations (not timed)
+    train_step()
+    monitor(min(sizes))
+
+    steps: list[float] = []
+    mons: dict[int, list[dict]] = {n: [] for n in sizes}
+    for r in range(args.rounds):
+        steps.extend(train_step() for _ in range(args.steps))
+        for n in sizes:
+            mons[n].append(monitor(n))
+        print(f"round {r + 1}/{args.rounds}: step median so far {statistics.median(steps):.3f}s; monitor "
+              + ", ".join(f"N={n} {mons[n][-1]['total_s']:.2f}s" for n in sizes), flush=True)
+    return cfg, run, trainer, steps, mons
+
+
+def monitor_summary(calls: list[dict], step_s: float) -> dict[str, Any]:
+    """One sample size's monitor calls: medians, the cost in training steps and as a share of K steps, every call."""
+    tot = statistics.median(m["total_s"] for m in calls)
+    return {
+        "median_total_s": round(tot, 3),
+        "median_embed_s": round(statistics.median(m["embed_s"] for m in calls), 3),
+        "median_measures_s": round(statistics.median(m["measures_s"] for m in calls), 4),
+        "step_equivalents": round(tot / step_s, 3),
+        "overhead_pct_every_K_steps": {str(k): round(100 * tot / (k * step_s), 3) for k in INTERVALS},
+        "total_s": [round(m["total_s"], 3) for m in calls],
+        "embed_s": [round(m["embed_s"], 3) for m in calls],
+        "measures_s": [round(m["measures_s"], 4) for m in calls],
+        "last_values": calls[-1]["values"],
+    }
+
+
+def interleaved(args: argparse.Namespace, out: Path) -> None:
+    """The A/B: rounds of recipe training steps, each followed by one monitor call per sample size."""
+    from mvssl_hub.device import bf16_is_fast, cpu_name
+
     sizes = [int(s) for s in args.sizes.split(",")]
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="monitor_overhead-") as tmp, Timer() as wall:
-        cfg, run, data, trainer = pretrain.setup(recipe_argv(args, tmp))
-        if len(data.train) < max(sizes):
-            raise SystemExit(f"--sizes: {max(sizes)} images asked, the training split has {len(data.train)}")
-        held = data.train.images[: max(sizes)]
-        model = run.accelerator.unwrap_model(trainer.model)
-        trainer.train_model.train()
-        step_no = 0
-
-        def train_step() -> float:
-            nonlocal step_no
-            with Timer(device=run.device) as t:
-                pretrain.train_step(cfg, run, trainer, step_no)
-            step_no += 1
-            return t.seconds
-
-        def monitor(n: int) -> dict[str, Any]:  # the recipe's monitor_model call, in its two parts
-            with Timer(device=run.device) as embed:
-                emb = embed_sample(model, held[:n], trainer.augment, num_views=args.views, seed=cfg.seed,
-                                   channels_last=cfg.channels_last)
-            with Timer() as measures:
-                rep = monitor_embeddings(emb.features, emb.projections, feature_views=emb.feature_views,
-                                         projection_views=emb.projection_views, protocol=emb.protocol)
-            return {"embed_s": embed.seconds, "measures_s": measures.seconds,
-                    "total_s": embed.seconds + measures.seconds,
-                    "values": {k: round(v, 4) for k, v in rep.values().items()}}
-
-        # warm-up: oneDNN primitive creation, first-touch allocations (not timed)
-        train_step()
-        monitor(min(sizes))
-
-        steps: list[float] = []
-        mons: dict[int, list[dict]] = {n: [] for n in sizes}
-        for r in range(args.rounds):
-            steps.extend(train_step() for _ in range(args.steps))
-            for n in sizes:
-                mons[n].append(monitor(n))
-            print(f"round {r + 1}/{args.rounds}: step median so far {statistics.median(steps):.3f}s; monitor "
-                  + ", ".join(f"N={n} {mons[n][-1]['total_s']:.2f}s" for n in sizes), flush=True)
-
+        cfg, run, trainer, steps, mons = timed_rounds(args, sizes, tmp)
     step_s = statistics.median(steps)
-    summary = {}
-    for n in sizes:
-        tot = statistics.median(m["total_s"] for m in mons[n])
-        summary[str(n)] = {
-            "median_total_s": round(tot, 3),
-            "median_embed_s": round(statistics.median(m["embed_s"] for m in mons[n]), 3),
-            "median_measures_s": round(statistics.median(m["measures_s"] for m in mons[n]), 4),
-            "step_equivalents": round(tot / step_s, 3),
-            "overhead_pct_every_K_steps": {str(k): round(100 * tot / (k * step_s), 3) for k in INTERVALS},
-            "total_s": [round(m["total_s"], 3) for m in mons[n]],
-            "embed_s": [round(m["embed_s"], 3) for m in mons[n]],
-            "measures_s": [round(m["measures_s"], 4) for m in mons[n]],
-            "last_values": mons[n][-1]["values"],
-        }
+    summary = {str(n): monitor_summary(mons[n], step_s) for n in sizes}
     channels_last = trainer.augment.channels_last  # the recipe's choice (contiguous where oneDNN's hazard is)
     result = {
         "hardware": f"{cpu_name()}, {os.cpu_count()} logical CPUs",

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from .errors import ConfigError, UnknownModelError
+from .vocabulary import TIMM_PREFIX
 
-TIMM_PREFIX = "timm:"
 INSTALL_LINE = 'pip install "mvssl-hub[timm]"'
 # create_model arguments that are not the architecture's: the backbone fixes or refuses them.
 RESERVED_KWARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",

@@ -5,7 +5,9 @@ moved keeps its old import path until :data:`MOVED_UNTIL`, with a ``DeprecationW
 the flat modules the four wings took over (``mvssl_hub.checkpoint``, ``mvssl_hub.training``, ...) are answered by
 :class:`MovedModules` (installed by ``mvssl_hub/__init__.py``), and a name that left a module that still exists
 (``from mvssl_hub.data import load_split``, now in ``mvssl_hub.data.splits``) by that module's ``__getattr__``,
-which calls :func:`moved_name`. The new modules are imported by name, only when an old path is used.
+which calls :func:`moved_name`. The new modules are imported by name, only when an old path is used. A class renamed
+in its own module keeps its old name the same way: that module sets ``__getattr__ = renamed_names(__name__,
+{"Old": "New"})``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import sys
 import types
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __version__ = "0.1.0"
@@ -24,7 +28,8 @@ MOVED_UNTIL = "0.2.0"  # the first release without the old paths
 # old module -> the modules its public names went to, searched in order
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "mvssl_hub.data": ("mvssl_hub.data.splits", "mvssl_hub.data.decode"),  # the wing took the module's name
-    "mvssl_hub.hub": ("mvssl_hub.hub.transport", "mvssl_hub.hub.loading"),  # likewise (push_to_hub: now in loading)
+    "mvssl_hub.hub": ("mvssl_hub.hub.transport", "mvssl_hub.hub.remote", "mvssl_hub.hub.loading"),  # likewise (a
+    # checkpoint's fetch and upload_checkpoint: now in remote; push_to_hub: now in loading)
     "mvssl_hub.device": ("mvssl_hub.train.backends",),  # its run set-up half (precision, channels_last, accelerator)
     "mvssl_hub.checkpoint": ("mvssl_hub.hub.format", "mvssl_hub.hub.schema"),
     "mvssl_hub.checkpoint_config": ("mvssl_hub.hub.schema",),
@@ -46,7 +51,12 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "mvssl_hub.probes": ("mvssl_hub.eval.probes", "mvssl_hub.device"),
     "mvssl_hub.monitor": ("mvssl_hub.eval.monitor",),
 }
-RENAMED = {("mvssl_hub.run_checkpoints", "CheckpointManager"): "RunStateManager"}  # (old module, old name) -> new
+RENAMED = {  # (old module, old name) -> new
+    ("mvssl_hub.run_checkpoints", "CheckpointManager"): "RunStateManager",
+    ("mvssl_hub.training", "StepBatches"): "BatchPlan",  # the data wing's batch classes, named for what they are
+    ("mvssl_hub.pinned", "BatchGather"): "RowGather",
+    ("mvssl_hub.data_stream", "StreamBatches"): "StreamDecoder",
+}
 
 
 def _public(module: types.ModuleType, name: str) -> bool:
@@ -70,6 +80,22 @@ def moved_name(old_module: str, name: str, stacklevel: int = 3) -> Any:
                           f"{MOVED_UNTIL}", DeprecationWarning, stacklevel=stacklevel)
             return getattr(module, new_name)
     raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
+
+
+def renamed_names(module: str, renames: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for ``module`` that answers each old name of ``renames`` (old -> new) with the
+    new name's object and a DeprecationWarning naming it (``from module import Old`` included); any other missing
+    name stays an AttributeError."""
+
+    def __getattr__(name: str) -> Any:
+        new = renames.get(name)
+        if new is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} is now {module}.{new}; the old name goes in mvssl-hub {MOVED_UNTIL}",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(sys.modules[module], new)
+
+    return __getattr__
 
 
 class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -27,29 +27,12 @@ from .hub.weights import (
     validate_entry,
 )
 from .registry import get_model_builder, get_model_weights, register_model, set_model_weights
-from .vocabulary import METHOD_TITLES
+from .vocabulary import BUILDER_SPECS, enum_name  # the zoo's naming rule lives there
 
 logger = logging.getLogger(__name__)
 ENTRIES_FILE = Path(str(resources.files("mvssl_hub") / "zoo_weights.json"))  # package data
-# builder -> (method, backbone kwargs the builder fixes)
-BUILDER_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
-    "barlowtwins_resnet18": ("barlowtwins", {"arch": "resnet18"}),
-    "barlowtwins_resnet18_w16": ("barlowtwins", {"arch": "resnet18", "width": 16, "small_images": True}),
-    "barlowtwins_resnet18_cifar10": ("barlowtwins", {"arch": "resnet18", "width": 64, "small_images": False}),
-    "barlowtwins_resnet50": ("barlowtwins", {"arch": "resnet50"}),
-    "vicreg_resnet18": ("vicreg", {"arch": "resnet18"}),
-    "vicreg_resnet18_w16": ("vicreg", {"arch": "resnet18", "width": 16, "small_images": True}),
-    "vicreg_resnet50": ("vicreg", {"arch": "resnet50"}),
-}
 _BACKBONE_KWARGS = ("small_images", "width")
 _HUB_KWARGS = ("cache_dir", "endpoint", "local_files_only", "token", "force_download")
-
-
-def enum_name(builder: str) -> str:
-    """``barlowtwins_resnet18_w16`` -> ``BarlowTwins_ResNet18_W16_Weights``; ``..._cifar10`` -> ``..._CIFAR10_...``."""
-    method, *rest = builder.split("_")
-    return "_".join([METHOD_TITLES[method]] + [p.replace("resnet", "ResNet") if p.startswith("resnet") else p.upper()
-                                               for p in rest]) + "_Weights"
 
 
 def _read_entries() -> dict[str, dict[str, Any]]:
@@ -135,7 +118,7 @@ def barlowtwins_resnet18_cifar10(*, weights: BarlowTwins_ResNet18_CIFAR10_Weight
     (N, 512), multi-view Barlow Twins (8 views, d = 256).
 
     torchvision-compatible keys: the state dict loads ``strict=True`` into ``torchvision.models.resnet18()`` less
-    its ``fc``. Trained on CIFAR-10 by ``recipes/campaign.py``; see the weights' ``.meta`` and model card.
+    its ``fc``. Trained on CIFAR-10 by ``tools/campaign.py``; see the weights' ``.meta`` and model card.
     """
     return _build("barlowtwins_resnet18_cifar10", weights, kwargs)
 

@@ -51,7 +51,7 @@ from mvssl_hub.train.config import (
     run_cli,
 )
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from recipes.offline_data import load_or_embedded
+from recipes.data import load_or_embedded
 
 
 @dataclass

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # `python recipes/finetune.py` from a checkout wi
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvssl_hub.backbones import backbone_from_config
-from mvssl_hub.data.batches import MemoryBatches
+from mvssl_hub.data.batches import MemoryStepSource
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import hardware_string
@@ -61,7 +61,7 @@ from mvssl_hub.train.launch import open_run_state, start_run
 from mvssl_hub.train.run_state import RunStateManager
 from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
-from recipes.offline_data import load_or_embedded
+from recipes.data import load_or_embedded
 
 
 @dataclass
@@ -258,8 +258,8 @@ def train(cfg: FinetuneConfig, s: Setup, run_states: RunStateManager, state: dic
                disable=not (acc.is_main_process and cfg.progress))
     clock = s.clock = TrainingClock("wall", state["train_seconds"])  # the schedule reads it (time budget)
     start_step, start_seconds = state["global_step"], state["train_seconds"]
-    batches = MemoryBatches(s.train.images, s.train.labels, cfg.batch_size, cfg.seed, device, acc.process_index,
-                            acc.num_processes, with_labels=True)
+    batches = MemoryStepSource(s.train.images, s.train.labels, cfg.batch_size, cfg.seed, device, acc.process_index,
+                               acc.num_processes, with_labels=True)
     save_cadence = Cadence(steps=cfg.save_every)  # and at the end of each epoch
     running = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, seen: read once per epoch
     s.model.train()

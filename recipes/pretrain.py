@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # `python recipes/pretrain.py` from a checkout wi
 
 from mvssl_hub import losses
 from mvssl_hub.backbones import ARCHITECTURES, build_backbone
-from mvssl_hub.data.batches import MemoryBatches, StreamedBatches
+from mvssl_hub.data.batches import MemoryStepSource, StreamStepSource
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
@@ -390,10 +390,10 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     preset = get_view_preset(cfg.view_preset)
     view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision, torch.float32)
     if data.stream is None:  # rows on the device when they fit, else gathered into pinned buffers
-        batches = MemoryBatches(data.train.images, None, cfg.batch_size, cfg.seed, run.device,
-                                run.accelerator.process_index, run.world)
+        batches = MemoryStepSource(data.train.images, None, cfg.batch_size, cfg.seed, run.device,
+                                   run.accelerator.process_index, run.world)
     else:  # decoded by DataLoader workers, in an order fixed by (seed, epoch, step)
-        batches = StreamedBatches(data.stream, run.device)
+        batches = StreamStepSource(data.stream, run.device)
     return Trainer(
         model=model, train_model=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
         scheduler=scheduler, loss_fn=losses.build_loss(cfg.method, cfg.resolved_beta(), cfg.loss_form,

@@ -225,3 +225,10 @@ def test_evaluate_defaults_to_the_dataset_the_checkpoint_was_trained_on():
         evaluate.resolve_data(cfg, {"id": "cifar10-5k"})
     given = parse_config(evaluate.EvaluateConfig, ["org/model", "--data", "recipes/data/cifar10-5k"])
     assert evaluate.resolve_data(given, {"id": "uoft-cs/cifar10"}) == "recipes/data/cifar10-5k"
+
+
+def test_every_package_of_the_library_is_installed() -> None:
+    """pyproject lists the packages setuptools installs: a subpackage left out would exist only in a checkout."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mvssl_hub").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

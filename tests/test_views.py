@@ -382,12 +382,13 @@ def test_apply_reads_no_tensor_value_on_the_host(forbid_host_reads) -> None:
 def test_one_host_to_device_transfer_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """All per-sample parameters travel in one packed tensor; constants are cached per (device, dtype);
     no other ``Tensor.to(device)`` happens inside the augmentation."""
-    import mvssl_hub.views as views_mod
+    from mvssl_hub.views import augment as augment_mod
+    from mvssl_hub.views import ops as ops_mod
 
     aug = MultiViewAugment(_all_ops_preset())
     x = _uint8(4, 24)
     moves: list[tuple[int, ...]] = []
-    real_move, real_to = views_mod._to_device, torch.Tensor.to
+    real_move, real_to = ops_mod.to_device, torch.Tensor.to
 
     def counting_move(t: torch.Tensor, device: torch.device) -> torch.Tensor:
         moves.append(tuple(t.shape))
@@ -398,8 +399,9 @@ def test_one_host_to_device_transfer_per_call(monkeypatch: pytest.MonkeyPatch) -
             raise AssertionError(f"Tensor.to with a device inside the augmentation: {args} {kwargs}")
         return real_to(self, *args, **kwargs)
 
-    monkeypatch.setattr(views_mod, "_to_device", counting_move)
-    views_mod._CONSTANTS.clear()
+    monkeypatch.setattr(ops_mod, "to_device", counting_move)  # the cached constants' moves
+    monkeypatch.setattr(augment_mod, "to_device", counting_move)  # the packed parameters' move
+    ops_mod._CONSTANTS.clear()
     aug(x, 2, _gen(0))  # first call also makes the cached constants
     assert len(moves) > 1
     moves.clear()

@@ -384,7 +384,8 @@ def markdown(store: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[int], list[str]]:
+    """The command line, with --smoke and --dry_run applied: (args, dims, variants)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "recipes" / "configs" / "demo.yaml")
     ap.add_argument("--budget_s", type=float, default=180.0, help="training seconds per cell (see --clock)")
@@ -429,18 +430,15 @@ def main() -> None:
         args.monitor_images = min(args.monitor_images, 128)
     args.out_dir = args.out_dir or ROOT / "runs" / ("beta_study_dry" if args.dry_run else "beta_study")
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = args.results or (args.out_dir / "beta_study.json" if args.dry_run else DEFAULT_RESULTS)
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args, dims, variants
 
-    import yaml
 
-    base = yaml.safe_load(args.config.read_text())
-    if args.cell:
-        print("CELL_JSON " + json.dumps(run_one_cell(args, base, args.cell), allow_nan=False), flush=True)
-        return
+def study_settings(args: argparse.Namespace, base: dict) -> dict:
+    """What every cell of one results file must share (a file holding other settings is refused)."""
     method, num_views = base.get("method", "barlowtwins"), int(base.get("num_views", 4))
-    settings = {
+    return {
         "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
         "config_values": {k: base[k] for k in ("width", "batch_size", "lr", "num_views", "data") if k in base},
         "budget_s": args.budget_s, "clock": args.clock, "threads_per_cell": args.threads, "dry_run": args.dry_run,
@@ -448,6 +446,19 @@ def main() -> None:
         "monitor_views": args.monitor_views, "queries": "CIFAR-10 test (uoft-cs/cifar10)" if args.eval_data else
         "the config's test split",
     }
+
+
+def main() -> None:
+    args, dims, variants = parse_args()
+    results_path = args.results or (args.out_dir / "beta_study.json" if args.dry_run else DEFAULT_RESULTS)
+
+    import yaml
+
+    base = yaml.safe_load(args.config.read_text())
+    if args.cell:
+        print("CELL_JSON " + json.dumps(run_one_cell(args, base, args.cell), allow_nan=False), flush=True)
+        return
+    settings = study_settings(args, base)
     store = json.loads(results_path.read_text()) if results_path.exists() else {"settings": settings, "cells": {}}
     if args.markdown:
         print(markdown(store))
@@ -465,7 +476,7 @@ def main() -> None:
     store["analysis"] = analyze(cells, dims, variants)
     store = write_result(results_path, "beta_study", store)
     png = results_path.with_suffix(".png")
-    title = (f"{method}, {num_views} views, {args.budget_s:g} s ({args.clock} clock) per cell, config "
+    title = (f"{settings['method']}, {settings['num_views']} views, {args.budget_s:g} s ({args.clock} clock) per cell, config "
              f"{settings['config']}" + ("  [DRY RUN: numbers mean nothing]" if args.dry_run else ""))
     plot(cells, dims, variants, png, title, store["analysis"])
     print(json.dumps(store["analysis"], indent=2))

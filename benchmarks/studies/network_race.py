@@ -5,7 +5,7 @@ batch 128, Adam 2e-3; ``recipes/configs/zoo/cifar10_race.yaml``) on the full CIF
 budget of CPU seconds of its 2-thread process (``--clock process``: the same work whatever else shares the
 machine; 3,600 CPU-s is 30 minutes of both cores on a quiet machine). kNN (k = 200, T = 0.1; bank = the first
 10,000 train images, queries = the 10,000 test images) runs every 600 CPU-s, its own time excluded. Each run is
-paused while other processes load the machine (``recipes/quiet_run.py``): beside a test suite, OpenMP's spinning
+paused while other processes load the machine (``tools/quiet_run.py``): beside a test suite, OpenMP's spinning
 made the first w32 run's steps cost up to 2x their quiet CPU time (16.7 s instead of ~8), so its clock alone did not keep the race fair.
 
 Candidates: ResNet-18 with the small-image stem at width 32 and 64, with torchvision's standard stem at width 64,
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from time_to_accuracy import curve, plot_curves
 
-from recipes.campaign import long_runs_home
-from recipes.quiet_run import run_quietly
+from tools.campaign import long_runs_home
+from tools.quiet_run import run_quietly
 
 from harness import EMBEDDED_DATA, RESULTS, ROOT, write_result
 

@@ -2,7 +2,7 @@
 half the time?
 
 Two campaigns of the same network, batch, optimiser, data, learning-rate schedule definition and kNN cadence
-(``recipes/campaign.py``, so both resume across sessions and run only while the machine is quiet):
+(``tools/campaign.py``, so both resume across sessions and run only while the machine is quiet):
 
 - recommended: the flagship campaign itself (``barlowtwins_resnet18_cifar10``: 8 views, d = 256, recommended beta);
 - classic: ``barlowtwins_resnet18_cifar10_classic``, the same preset with 2 views, d = 8192, beta = 0.0051
@@ -13,7 +13,7 @@ The schedule definition both share is the preset's (cosine on the campaign's epo
 ``warmup_steps``): each run follows it by its own steps. For each classic kNN point after the warm-up, the
 result gives the training time the recommended campaign needed to reach that kNN (linearly interpolated
 between its evaluations) and the ratio to the classic run's time. The curves are read from the records the
-campaign commits (``benchmarks/results/campaign/ENTRY/metrics.jsonl``), so the analysis survives a lost run state.
+campaign commits (``benchmarks/records/campaign/ENTRY/metrics.jsonl``), so the analysis survives a lost run state.
 
     make campaign ENTRY=barlowtwins_resnet18_cifar10_classic UNTIL=10800    # one chunk; repeat until done
     python benchmarks/studies/recipe_race.py analyze        # JSON + PNG -> benchmarks/results/recipe_race.*
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from time_to_accuracy import plot_curves, time_to_reach
 
-from harness import EMBEDDED_DATA, RESULTS, default_out, write_result
+from harness import EMBEDDED_DATA, RECORDS, default_out, write_result
 
 RECOMMENDED = "barlowtwins_resnet18_cifar10"
 CLASSIC = "barlowtwins_resnet18_cifar10_classic"
@@ -80,7 +80,7 @@ def compare(recommended: list[tuple[float, float]], classic: list[tuple[float, f
 def analyze(results: Path, out: Path, warmup_steps: int, until: float = COMPARE_SECONDS, suffix: str = "",
             clock: str = CPU_CLOCK) -> dict:
     """The comparison from the records in ``results/ENTRY{suffix}/metrics.jsonl`` (``_gpu``: the runs of
-    benchmarks/gpu_campaign.py), up to ``until`` seconds of ``clock``."""
+    tools/gpu_campaign.py), up to ``until`` seconds of ``clock``."""
     logs = {name: results / f"{name}{suffix}" / "metrics.jsonl" for name in (RECOMMENDED, CLASSIC)}
     missing = [str(p) for p in logs.values() if not p.is_file()]
     if missing:
@@ -169,9 +169,7 @@ def claim(result: dict) -> str:
 
 def smoke(folder: Path) -> tuple[Path, int]:
     """Two tiny campaigns (the real presets, width 4, 64 images, a few seconds) whose records analyze reads."""
-    from recipes import load_recipe
-
-    campaign = load_recipe("campaign")
+    from tools import campaign
     tiny = ("--limit 64 --eval_limit 64 --batch_size 16 --width 4 --knn_k 10 --knn_every_seconds 0 --knn_every 1 "
             "--save_every 0 --save_every_seconds 0 --log_every 1 --warmup_steps 1 --threads 1 --monitors false")
     for entry, more in ((RECOMMENDED, ""), (CLASSIC, " --proj_dim 512")):  # d=8192 takes seconds a step, even here
@@ -183,9 +181,9 @@ def smoke(folder: Path) -> tuple[Path, int]:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["analyze"])
-    p.add_argument("--results", default=str(RESULTS / "campaign"), help="the campaigns' committed records")
+    p.add_argument("--results", default=str(RECORDS / "campaign"), help="the campaigns' committed records")
     p.add_argument("--warmup_steps", type=int, default=None, help="default: the classic preset's warmup_steps")
-    p.add_argument("--suffix", default="", help="records of ENTRY{suffix}: '_gpu' for the runs of gpu_campaign.py")
+    p.add_argument("--suffix", default="", help="records of ENTRY{suffix}: '_gpu' for the runs of tools/gpu_campaign.py")
     p.add_argument("--until", type=float, default=COMPARE_SECONDS, help="compare up to these training seconds")
     p.add_argument("--clock", default=CPU_CLOCK, help="what the runs' training seconds count (for the JSON and plot)")
     p.add_argument("--smoke", action="store_true", help="seconds: two tiny campaigns in a temporary folder")

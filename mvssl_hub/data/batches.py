@@ -1,10 +1,11 @@
 """The batch of step s: one interface for the training loop, whether the split is in memory or streamed.
 
-A source is called with a step and returns a :class:`StepBatch`: the epoch, the step inside it, this process's
-uint8 images on the training device and their labels (or None). :class:`MemoryBatches` draws the step's indices
-(:class:`~.sampling.StepBatches`: seeded by (seed, epoch)) and gathers the rows (:class:`~.pinned.BatchGather`);
-:class:`StreamedBatches` wraps a streaming split's ``batches()`` (decoded by DataLoader workers in an order fixed
-by (seed, epoch, step)). Either way a resumed run gets exactly the batches the uninterrupted one would have.
+A step source is called with a step and returns a :class:`StepBatch`: the epoch, the step inside it, this process's
+uint8 images on the training device and their labels (or None). :class:`MemoryStepSource` takes the step's row
+indices from a :class:`~.sampling.BatchPlan` (seeded by (seed, epoch)) and gathers the rows
+(:class:`~.pinned.RowGather`); :class:`StreamStepSource` moves what a :class:`~.stream.StreamDecoder` decoded (in
+DataLoader workers, in an order fixed by (seed, epoch, step)) to the device. Either way a resumed run gets exactly
+the batches the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -14,26 +15,30 @@ from typing import NamedTuple
 
 import torch
 
-from .pinned import BatchGather, place_split
-from .sampling import StepBatches
+from ..version import renamed_names
+from .pinned import RowGather, place_split
+from .sampling import BatchPlan
 
-__all__ = ["MemoryBatches", "StepBatch", "StreamedBatches"]
+__all__ = ["MemoryStepSource", "StepBatch", "StreamStepSource"]
 
 
 class StepBatch(NamedTuple):
+    """What a step source gives for one step."""
+
     epoch: int
     step_in_epoch: int
     images: torch.Tensor  # uint8 (per-process batch, 3, S, S), on the device
     labels: torch.Tensor | None  # int64 on the device, or None
 
 
-class MemoryBatches:
-    """Batches of an in-memory split: rows on the device when they fit, else gathered through pinned buffers."""
+class MemoryStepSource:
+    """Step -> :class:`StepBatch` of an in-memory split: rows on the device when they fit, else gathered through
+    pinned buffers."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, global_batch: int, seed: int,
                  device: torch.device | str, rank: int = 0, world: int = 1, with_labels: bool = False) -> None:
-        self.plan = StepBatches(len(images), global_batch, seed, rank, world)
-        self.gather = BatchGather(place_split(images, device), device, global_batch // world)
+        self.plan = BatchPlan(len(images), global_batch, seed, rank, world)
+        self.gather = RowGather(place_split(images, device), device, global_batch // world)
         self.labels = labels if with_labels else None
         self.device = device
 
@@ -47,8 +52,9 @@ class MemoryBatches:
         pass
 
 
-class StreamedBatches:
-    """Batches of a streaming split (``StreamingSplit.batches(...)``), moved to the device."""
+class StreamStepSource:
+    """Step -> :class:`StepBatch` of a streaming split: what its :class:`~.stream.StreamDecoder`
+    (``StreamingSplit.batches(...)``) decoded, moved to the device."""
 
     def __init__(self, stream: Callable, device: torch.device | str) -> None:
         self.stream, self.device = stream, device
@@ -60,3 +66,7 @@ class StreamedBatches:
 
     def close(self) -> None:
         self.stream.close()
+
+
+# the former names, until they go
+__getattr__ = renamed_names(__name__, {"MemoryBatches": "MemoryStepSource", "StreamedBatches": "StreamStepSource"})

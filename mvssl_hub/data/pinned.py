@@ -6,7 +6,7 @@
   pinned host memory.
 - :func:`place_split`: the split on the device when it fits that limit, else in pinned host memory
   (plain host memory when pinning is not possible, e.g. no CUDA).
-- :class:`BatchGather`: rows ``idx`` of the placed split on the device. Split on the device: the index
+- :class:`RowGather`: rows ``idx`` of the placed split on the device. Split on the device: the index
   travels from pinned memory with a ``non_blocking`` copy (no sync) and the gather runs on the GPU.
   Split on the host: ``torch.index_select(out=)`` into one of two reusable pinned buffers, then a
   ``non_blocking`` copy; a CUDA event per buffer makes the gather wait (rarely) until the copy that
@@ -20,7 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["BatchGather", "device_keep_limit", "place_split"]
+from ..version import renamed_names
+
+__all__ = ["RowGather", "device_keep_limit", "place_split"]
 
 
 def device_keep_limit(device: torch.device | str, fraction: float = 0.5,
@@ -58,7 +60,7 @@ def place_split(images: Tensor, device: torch.device | str, max_device_bytes: in
     return _try_pin(images)
 
 
-class BatchGather:
+class RowGather:
     """``gather(idx)``: rows ``idx`` (int64 (B,), CPU) of a placed split -> (B, C, H, W) on ``device``.
 
     No host sync on CUDA in either placement (see the module docstring). ``max_rows`` is the largest
@@ -89,7 +91,7 @@ class BatchGather:
 
     def __call__(self, idx: Tensor) -> Tensor:
         if idx.dim() != 1 or idx.shape[0] > self.max_rows:
-            raise ValueError(f"BatchGather: idx must be 1-D with at most {self.max_rows} rows, got shape "
+            raise ValueError(f"RowGather: idx must be 1-D with at most {self.max_rows} rows, got shape "
                              f"{tuple(idx.shape)}")
         if self.on_device or self.device.type == "cpu":
             return self.images.index_select(0, self._index(idx)).to(self.device)
@@ -106,3 +108,6 @@ class BatchGather:
             event.record(torch.cuda.current_stream(self.device))
             self._events[i] = event
         return moved
+
+
+__getattr__ = renamed_names(__name__, {"BatchGather": "RowGather"})  # the former name, until it goes

@@ -1,6 +1,6 @@
 """The batch plan: which rows every step of a run draws, and the seeds of its random streams.
 
-- :func:`epoch_batches` / :func:`process_slice` / :class:`StepBatches`: a seeded per-epoch permutation cut
+- :func:`epoch_batches` / :func:`process_slice` / :class:`BatchPlan`: a seeded per-epoch permutation cut
   into global batches (drop_last), each process taking its contiguous slice of every global batch, so a
   resumed run draws exactly the rows an uninterrupted one would.
 - :func:`derive_seed` / :func:`make_generator`: a CPU generator seeded by (seed, epoch, step, process), e.g. for
@@ -14,7 +14,9 @@ import json
 
 import torch
 
-__all__ = ["StepBatches", "derive_seed", "epoch_batches", "make_generator", "process_slice"]
+from ..version import renamed_names
+
+__all__ = ["BatchPlan", "derive_seed", "epoch_batches", "make_generator", "process_slice"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -48,8 +50,9 @@ def process_slice(batch: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return batch[rank * per : (rank + 1) * per]
 
 
-class StepBatches:
-    """Global step -> (epoch, step within the epoch, this process's row indices (global_batch / world,)).
+class BatchPlan:
+    """The row indices of every step: global step -> (epoch, step within the epoch, this process's row indices
+    (global_batch / world,)).
 
     The epoch's permutation depends only on (seed, epoch), so a resumed run at step s draws the same
     rows as an uninterrupted one; the permutation is computed once per epoch.
@@ -66,3 +69,6 @@ class StepBatches:
         if self._epoch is None or self._epoch[0] != epoch:
             self._epoch = (epoch, epoch_batches(self.num_images, self.global_batch, self.seed, epoch))
         return epoch, in_epoch, process_slice(self._epoch[1][in_epoch], self.rank, self.world)
+
+
+__getattr__ = renamed_names(__name__, {"StepBatches": "BatchPlan"})  # the former name, until it goes

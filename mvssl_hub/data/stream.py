@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..version import renamed_names
 from .decode import decode_into, first_image_shape
 from .sampling import make_generator
 from .splits import IMAGE_KEYS, LABEL_KEYS, subset_indices
@@ -182,9 +183,9 @@ class StreamingSplit:
         return table.column(self.image_col).to_pylist(), labels
 
     def batches(self, global_batch: int, seed: int, rank: int = 0, world: int = 1, *, window: int = 2048,
-                workers: int = 0) -> StreamBatches:
+                workers: int = 0) -> StreamDecoder:
         """Step -> (epoch, step in epoch, uint8 (global_batch / world, 3, S, S), labels or None)."""
-        return StreamBatches(self, global_batch, seed, rank, world, window=window, workers=workers)
+        return StreamDecoder(self, global_batch, seed, rank, world, window=window, workers=workers)
 
 
 class _EpochWindows(torch.utils.data.IterableDataset):
@@ -193,7 +194,7 @@ class _EpochWindows(torch.utils.data.IterableDataset):
     Yields (first step, uint8 (steps, per_process, 3, S, S), int64 (steps, per_process) or None).
     """
 
-    def __init__(self, batches: StreamBatches, epoch: int, first_step: int) -> None:
+    def __init__(self, batches: StreamDecoder, epoch: int, first_step: int) -> None:
         self.b, self.epoch, self.first_step = batches, epoch, first_step
 
     def __iter__(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
@@ -221,8 +222,8 @@ class _EpochWindows(torch.utils.data.IterableDataset):
             yield steps[0], out.view(len(steps), per, *b.image_shape), lab
 
 
-class StreamBatches:
-    """Global step -> (epoch, step in epoch, this process's uint8 images, labels): reads ahead with DataLoader
+class StreamDecoder:
+    """Global step -> (epoch, step in epoch, this process's uint8 images, labels), decoded ahead by DataLoader
     workers; asking for a step other than the next one restarts the stream there (resume)."""
 
     def __init__(self, stream: StreamingSplit, global_batch: int, seed: int, rank: int, world: int, *,
@@ -264,3 +265,6 @@ class StreamBatches:
         if self._it is not None:
             self._it.close()
             self._it = None
+
+
+__getattr__ = renamed_names(__name__, {"StreamBatches": "StreamDecoder"})  # the former name, until it goes

@@ -450,23 +450,7 @@ def embed_sample(
     eval mode (BatchNorm running statistics; the training flag, device and memory format are restored),
     bf16 autocast where :func:`~mvssl_hub.device.bf16_is_fast` (or as ``bf16`` says) and channels_last inputs.
     """
-    where = "embed_sample"
-    for part in ("backbone", "projector"):
-        if not isinstance(getattr(model, part, None), nn.Module):
-            raise TypeError(f"{where}: model must have a .{part} module (an SSLModel), got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype != torch.uint8:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{where}: images must be a uint8 tensor (N, 3, H, W), got {shape}")
-    n = images.shape[0]
-    if n < 2:
-        raise ValueError(f"{where}: need N >= 2 images, got images of shape {tuple(images.shape)}")
-    if not isinstance(augment, MultiViewAugment):
-        raise TypeError(f"{where}: augment must be a MultiViewAugment, got {type(augment).__name__}")
-    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
-        raise ValueError(f"{where}: num_views must be an int >= 2 (LiDAR needs views), got {num_views!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
-
+    n = _check_sample(model, images, augment, num_views, batch_size)
     orig_device = _module_device(model)
     dev = torch.device(device) if device is not None else orig_device
     use_bf16 = bf16_is_fast(dev) if bf16 is None else bool(bf16)
@@ -489,20 +473,9 @@ def embed_sample(
                 batch = images[lo:hi].to(dev)
                 clean = eval_tf(batch).unsqueeze(0)
                 views = augment.apply(batch, _slice_params(params, lo, hi))
-                if views.shape[2:] != clean.shape[2:]:  # e.g. STL-10: 96 px eval, 64 px crops
-                    inputs = [clean.flatten(0, 1), views.flatten(0, 1)]
-                else:
-                    inputs = [torch.cat((clean, views.to(clean.dtype))).flatten(0, 1)]
-                f_parts, p_parts = [], []
-                for x in inputs:
-                    with ctx():
-                        f = model.backbone(x.contiguous(memory_format=fmt))
-                        p = model.projector(f)
-                    f_parts.append(f.float().cpu())
-                    p_parts.append(p.float().cpu())
-                b = hi - lo
-                feats.append(torch.cat(f_parts).view(num_views + 1, b, -1))
-                projs.append(torch.cat(p_parts).view(num_views + 1, b, -1))
+                f, p = _embed_views(model, clean, views, ctx, fmt)
+                feats.append(f)
+                projs.append(p)
     finally:
         model.train(was_training)
         model.to(orig_device)
@@ -516,6 +489,47 @@ def embed_sample(
         "model_mode": "eval (BatchNorm running statistics)", "bf16_autocast": use_bf16,
     }
     return SampleEmbeddings(f_all[0], p_all[0], f_all[1:], p_all[1:], protocol)
+
+
+def _check_sample(model: nn.Module, images: Any, augment: Any, num_views: Any, batch_size: Any) -> int:
+    """The number of images N, once :func:`embed_sample`'s arguments are checked (TypeError / ValueError naming
+    the one at fault)."""
+    where = "embed_sample"
+    for part in ("backbone", "projector"):
+        if not isinstance(getattr(model, part, None), nn.Module):
+            raise TypeError(f"{where}: model must have a .{part} module (an SSLModel), got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.dtype != torch.uint8:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{where}: images must be a uint8 tensor (N, 3, H, W), got {shape}")
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError(f"{where}: need N >= 2 images, got images of shape {tuple(images.shape)}")
+    if not isinstance(augment, MultiViewAugment):
+        raise TypeError(f"{where}: augment must be a MultiViewAugment, got {type(augment).__name__}")
+    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
+        raise ValueError(f"{where}: num_views must be an int >= 2 (LiDAR needs views), got {num_views!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
+    return n
+
+
+def _embed_views(model: nn.Module, clean: torch.Tensor, views: torch.Tensor, ctx: Any,
+                 fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features and projector outputs, float32 on the CPU, (M + 1, b, D) each, of one batch's clean view
+    (1, b, 3, S, S) and its M augmented views (M, b, 3, s, s): one forward pass, or two when the sizes differ."""
+    if views.shape[2:] != clean.shape[2:]:  # e.g. STL-10: 96 px eval, 64 px crops
+        inputs = [clean.flatten(0, 1), views.flatten(0, 1)]
+    else:
+        inputs = [torch.cat((clean, views.to(clean.dtype))).flatten(0, 1)]
+    f_parts, p_parts = [], []
+    for x in inputs:
+        with ctx():
+            f = model.backbone(x.contiguous(memory_format=fmt))
+            p = model.projector(f)
+        f_parts.append(f.float().cpu())
+        p_parts.append(p.float().cpu())
+    m1, b = views.shape[0] + 1, clean.shape[1]
+    return torch.cat(f_parts).view(m1, b, -1), torch.cat(p_parts).view(m1, b, -1)
 
 
 def monitor_model(

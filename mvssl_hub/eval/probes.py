@@ -495,11 +495,48 @@ def linear_probe(
     fp32), e.g. to start a fine-tune from it.
     """
     where = "linear_probe"
+    train_f, train_l, test_f, test_l = _check_probe_inputs(where, train_f, train_l, test_f, test_l)
+    _check_probe_settings(where, epochs, batch_size, label_smoothing, lr, weight_decay, cpu_threads)
+    c = _resolve_num_classes(num_classes, where, train_l, test_l)
+    dev = torch.device(device) if device is not None else (
+        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    )
+    x_train, x_test = _probe_features(train_f, test_f, dev, standardize)
+    y_train = train_l.to(dev)
+    head, losses = _train_head(x_train, y_train, c, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                               label_smoothing=label_smoothing, batch_size=batch_size, seed=seed,
+                               cpu_threads=cpu_threads, progress=progress)
+    with torch.no_grad():
+        test_acc = topk_accuracy(head(x_test).float().cpu(), test_l)
+        train_acc = topk_accuracy(head(x_train).float().cpu(), y_train.cpu())
+    out: dict[str, Any] = {"head": head.cpu()} if return_head else {}
+    return {
+        **out,
+        "top1": test_acc["top1"],
+        "top5": test_acc["top5"],
+        "train_top1": train_acc["top1"],
+        "train_top5": train_acc["top5"],
+        "loss_per_epoch": losses,
+        "final_loss": losses[-1],
+        "epochs": epochs,
+        "num_classes": c,
+    }
+
+
+def _check_probe_inputs(where: str, train_f: torch.Tensor, train_l: torch.Tensor, test_f: torch.Tensor,
+                        test_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The probe's features (2-D, finite) and labels (one per row), checked; the same dimension on both sides."""
     train_f = _check_features(train_f, "train_f", where)
     test_f = _check_features(test_f, "test_f", where)
     train_l = _check_labels(train_l, train_f, "train_l", "train_f", where)
     test_l = _check_labels(test_l, test_f, "test_l", "test_f", where)
     _check_same_dim(train_f, test_f, "train_f", "test_f", where)
+    return train_f, train_l, test_f, test_l
+
+
+def _check_probe_settings(where: str, epochs: Any, batch_size: int | None, label_smoothing: float, lr: float,
+                          weight_decay: float, cpu_threads: Any) -> None:
+    """ValueError naming the first setting of :func:`linear_probe` out of its range."""
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"{where}: epochs must be a positive int, got {epochs!r}")
     if batch_size is not None:
@@ -510,10 +547,11 @@ def linear_probe(
         raise ValueError(f"{where}: need lr > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}")
     if cpu_threads is not None and (not isinstance(cpu_threads, int) or cpu_threads < 1):
         raise ValueError(f"{where}: cpu_threads must be a positive int or None, got {cpu_threads!r}")
-    c = _resolve_num_classes(num_classes, where, train_l, test_l)
-    dev = torch.device(device) if device is not None else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    )
+
+
+def _probe_features(train_f: torch.Tensor, test_f: torch.Tensor, dev: torch.device,
+                    standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 features on ``dev``; with ``standardize``, both scaled by the training rows' mean and std."""
     x_train = train_f.to(dev, torch.float32)
     x_test = test_f.to(dev, torch.float32)
     if standardize:
@@ -521,12 +559,19 @@ def linear_probe(
         std = x_train.std(dim=0, keepdim=True).clamp_min(1e-6)
         x_train = (x_train - mean) / std
         x_test = (x_test - mean) / std
-    y_train = train_l.to(dev)
+    return x_train, x_test
+
+
+def _train_head(x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, *, epochs: int, lr: float,
+                weight_decay: float, label_smoothing: float, batch_size: int | None, seed: int,
+                cpu_threads: int | None, progress: bool) -> tuple[nn.Linear, list[float]]:
+    """The probe's ``nn.Linear`` trained with Adam on shuffled mini-batches, and its mean loss of each epoch. The
+    weights, then each epoch's order, are drawn from one CPU generator seeded with ``seed``."""
+    dev = x_train.device
     n = x_train.shape[0]
     bs = n if batch_size is None else min(batch_size, n)
-
     gen = torch.Generator().manual_seed(seed)
-    head = nn.Linear(x_train.shape[1], c)
+    head = nn.Linear(x_train.shape[1], num_classes)
     _init_linear(head, gen)
     head.to(dev)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -550,21 +595,7 @@ def linear_probe(
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
         finally:
             bar.close()
-    with torch.no_grad():
-        test_acc = topk_accuracy(head(x_test).float().cpu(), test_l)
-        train_acc = topk_accuracy(head(x_train).float().cpu(), y_train.cpu())
-    out: dict[str, Any] = {"head": head.cpu()} if return_head else {}
-    return {
-        **out,
-        "top1": test_acc["top1"],
-        "top5": test_acc["top5"],
-        "train_top1": train_acc["top1"],
-        "train_top5": train_acc["top5"],
-        "loss_per_epoch": losses,
-        "final_loss": losses[-1],
-        "epochs": epochs,
-        "num_classes": c,
-    }
+    return head, losses
 
 
 def knn_evaluate(backbone: nn.Module, bank: Any, queries: Any, transform: Transform | None, *, k: int = 200,

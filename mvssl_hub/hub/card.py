@@ -16,8 +16,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ..timm_backbone import TIMM_PREFIX, is_timm_arch
-from ..vocabulary import NARROW_WIDTHS
+from ..timm_backbone import is_timm_arch
+from ..vocabulary import TIMM_PREFIX, builder_name
 
 
 def _template_path(name: str = "template.md") -> Path:
@@ -58,16 +58,6 @@ def eval_results(cfg: Mapping[str, Any]) -> list[Any]:
             metric_args={"protocol": rec["protocol"], "random_init": rec["random_init"], "date": rec["date"]},
         ))
     return out
-
-
-def builder_name(cfg: Mapping[str, Any]) -> str:
-    """The zoo builder a checkpoint belongs to: ``barlowtwins_resnet18``, or ``vicreg_resnet18_w16`` for a width
-    with a builder of its own (``ssl_<arch>`` if no method)."""
-    bb = cfg["backbone"]
-    if is_timm_arch(bb["arch"]):
-        return f"{cfg.get('method') or 'ssl'}_{bb['arch'][len(TIMM_PREFIX):]}"
-    narrow = bb["width"] in NARROW_WIDTHS and bb["arch"] == "resnet18"
-    return f"{cfg.get('method') or 'ssl'}_{bb['arch']}" + (f"_w{bb['width']}" if narrow else "")
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -209,90 +199,108 @@ def _timm_lines(cfg: Mapping[str, Any], repo_id: str) -> tuple[str, str]:
                 "with mvssl-hub as above.\n\n")
 
 
-def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
-                template: str | os.PathLike[str] | None = None, builder: str | None = None) -> str:
-    """README.md text for a validated config; ``repo_id`` fills the load snippets, and ``builder`` (the zoo builder
-    it is published under, when that is not the generic one of its architecture, e.g. a builder that fixes stem and
-    width) the load-by-name snippets."""
+def _template_for(cfg: Mapping[str, Any], template: str | os.PathLike[str] | None) -> Path:
+    """``template``, else the classifier's, timm backbone's or ResNet backbone's card template."""
     classifier = cfg.get("num_classes") is not None
     timm = is_timm_arch(cfg["backbone"]["arch"])
     default = CLASSIFIER_TEMPLATE_PATH if classifier else (TIMM_TEMPLATE_PATH if timm else TEMPLATE_PATH)
     path = Path(template) if template is not None else default
     if not path.is_file():
         raise FileNotFoundError(f"model card template {path} not found (it ships in model_cards/ of mvssl-hub)")
+    return path
+
+
+def _architecture_values(cfg: Mapping[str, Any], repo_id: str | None, builder: str, generic: str) -> dict[str, Any]:
+    """The card's title and what it says of the network: its description, the builder's kwargs, how torchvision or
+    timm rebuild it."""
     bb = cfg["backbone"]
-    ds = cfg.get("dataset") or {}
-    tf = cfg.get("transforms") or {}
-    tr = cfg.get("training") or {}
-    generic = builder_name(cfg)
-    builder = builder or generic
-    timm_line, timm_note = "", ""
-    if timm:
-        name = repo_id.split("/")[-1] if repo_id else builder
+    if is_timm_arch(bb["arch"]):
         timm_kwargs = "".join(f", {k}={v!r}" for k, v in bb["kwargs"].items())
-        arch_desc = f"`{bb['arch'][len(TIMM_PREFIX):]}`" + (f" ({timm_kwargs[2:]})" if timm_kwargs else "")
-        kwargs, tv_note = "", f": `timm` {bb.get('timm_version')} built it; any timm >= 1.0 loads it as shown above."
+        return {
+            "title": repo_id.split("/")[-1] if repo_id else builder,
+            "arch_desc": f"`{bb['arch'][len(TIMM_PREFIX):]}`" + (f" ({timm_kwargs[2:]})" if timm_kwargs else ""),
+            "timm_name": bb["arch"][len(TIMM_PREFIX):], "timm_kwargs": timm_kwargs, "builder_kwargs": "",
+            "tv_note": f": `timm` {bb.get('timm_version')} built it; any timm >= 1.0 loads it as shown above.",
+            "timm_line": "", "timm_note": "",
+        }
+    stem = "small-image stem (3×3 stride-1 conv, no max-pool)" if bb["small_images"] else "ImageNet stem"
+    width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
+    timm_line, timm_note = _timm_lines(cfg, repo_id or "org/name")
+    if bb["width"] == 64:
+        tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
+                   ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
+                   "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
+                   ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
+                   "with `strict=True`.")
     else:
-        name = repo_id.split("/")[-1] if repo_id else f"{builder}-w{bb['width']}"
-        stem = "small-image stem (3×3 stride-1 conv, no max-pool)" if bb["small_images"] else "ImageNet stem"
-        width = "" if bb["width"] == 64 else f", width {bb['width']} (stages {bb['width']}/{2*bb['width']}/{4*bb['width']}/{8*bb['width']})"
-        arch_desc = f"{bb['arch']} ({stem}{width})"
-        timm_kwargs = ""
-        timm_line, timm_note = _timm_lines(cfg, repo_id or "org/name")
-        kwargs = ("" if (bb["width"] == 64 and bb["small_images"]) or builder != generic  # a named builder fixes them
-                  else f", small_images={bb['small_images']}, width={bb['width']}")
-        if bb["width"] == 64:
-            tv_note = (f": `torchvision.models.{bb['arch']}(weights=None)`" + (
-                       ", with `conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)` and "
-                       "`maxpool = nn.Identity()`" if bb["small_images"] else "") +
-                       ", `fc = Identity()`, then `model.load_state_dict(safetensors.torch.load_file(\"model.safetensors\"))` "
-                       "with `strict=True`.")
-        else:
-            tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
-    transform_desc = "not recorded"
-    if tf:
-        size = (f"resize to {tf['eval_resize']} px, centre crop {tf.get('eval_size', '?')} px" if tf.get("eval_resize")
-                else f"images at {tf.get('eval_size', '?')} px (no resize)")
-        transform_desc = (f"preset `{tf.get('preset', '?')}`, {size}, normalise with mean {tf.get('mean', '?')} "
-                          f"and std {tf.get('std', '?')}")
+        tv_note = ": this reduced-width network needs mvssl-hub's `build_backbone` (key names are torchvision's)."
+    return {
+        "title": repo_id.split("/")[-1] if repo_id else f"{builder}-w{bb['width']}",
+        "arch_desc": f"{bb['arch']} ({stem}{width})", "timm_name": "", "timm_kwargs": "",
+        "builder_kwargs": ("" if (bb["width"] == 64 and bb["small_images"]) or builder != generic  # a named builder
+                           else f", small_images={bb['small_images']}, width={bb['width']}"),  # fixes them
+        "tv_note": tv_note, "timm_line": timm_line, "timm_note": timm_note,
+    }
+
+
+def _transform_desc(tf: Mapping[str, Any]) -> str:
+    if not tf:
+        return "not recorded"
+    size = (f"resize to {tf['eval_resize']} px, centre crop {tf.get('eval_size', '?')} px" if tf.get("eval_resize")
+            else f"images at {tf.get('eval_size', '?')} px (no resize)")
+    return (f"preset `{tf.get('preset', '?')}`, {size}, normalise with mean {tf.get('mean', '?')} "
+            f"and std {tf.get('std', '?')}")
+
+
+def _dataset_desc(ds: Mapping[str, Any]) -> str:
     frac = ds.get("fraction")
-    dataset_desc = (f"on `{ds['id']}` (split `{ds.get('split', 'train')}`"
-                    + (f", revision `{ds['revision']}`" if ds.get("revision") else "")
-                    + (f", {100 * frac:g}% of the images" if isinstance(frac, (int, float)) and frac != 1 else "") + ")"
-                    if ds.get("id") else "(pretraining data not recorded)")
-    training_rows = [
+    return (f"on `{ds['id']}` (split `{ds.get('split', 'train')}`"
+            + (f", revision `{ds['revision']}`" if ds.get("revision") else "")
+            + (f", {100 * frac:g}% of the images" if isinstance(frac, (int, float)) and frac != 1 else "") + ")"
+            if ds.get("id") else "(pretraining data not recorded)")
+
+
+def _training_table(cfg: Mapping[str, Any]) -> str:
+    """The run's hardware, time, throughput, steps, epochs and weights dtype, then its curves figure if any."""
+    tr = cfg.get("training") or {}
+    rows = [
         ("hardware", tr.get("hardware")), ("training time", _training_time(cfg)),
         ("throughput", None if tr.get("images_per_s") is None else f"{tr['images_per_s']:.1f} images/s"),
         ("steps", tr.get("steps")), ("epochs", tr.get("epochs")),
         ("weights dtype", cfg["dtype"]),
     ]
-    files_table = "\n".join(f"| `{n}` | `{i['sha256']}` | {i['size']} |" for n, i in cfg["files"].items())
+    return "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows) + (
+        f"\n\n![Loss, kNN top-1 and throughput against training time]({tr['curves']})" if tr.get("curves") else "")
+
+
+def render_card(cfg: Mapping[str, Any], *, repo_id: str | None = None, revision: str | None = None,
+                template: str | os.PathLike[str] | None = None, builder: str | None = None) -> str:
+    """README.md text for a validated config; ``repo_id`` fills the load snippets, and ``builder`` (the zoo builder
+    it is published under, when that is not the generic one of its architecture, e.g. a builder that fixes stem and
+    width) the load-by-name snippets."""
+    path = _template_for(cfg, template)
+    ds = cfg.get("dataset") or {}
+    generic = builder_name(cfg)
+    builder = builder or generic
+    arch = _architecture_values(cfg, repo_id, builder, generic)
     values = {
-        "front_matter": _front_matter(cfg, name).strip(),
-        "title": name,
-        "arch_desc": arch_desc,
-        "timm_name": bb["arch"][len(TIMM_PREFIX):] if timm else "",
-        "timm_kwargs": timm_kwargs,
+        **arch,  # title, arch_desc, timm_name, timm_kwargs, builder_kwargs, tv_note, timm_line, timm_note
+        "front_matter": _front_matter(cfg, arch["title"]).strip(),
         "method_name": METHOD_NAMES.get(cfg.get("method") or "", "self-supervised learning"),
         "views_desc": f"{cfg['num_views']} views per image" if cfg.get("num_views") else "views not recorded",
         "projector": cfg.get("projector") or "not recorded",
         "beta": "not recorded" if cfg.get("beta") is None else f"{cfg['beta']:g}",
-        "dataset_desc": dataset_desc,
+        "dataset_desc": _dataset_desc(ds),
         "feature_dim": cfg["feature_dim"],
         "library_version": cfg["library_version"],
         "repo_id": repo_id or "path/to/this/checkpoint_folder",
         "revision_arg": f', revision="{revision}"' if revision else "",
         "builder": builder,
-        "builder_kwargs": kwargs,
-        "tv_note": tv_note,
-        "timm_line": timm_line,
-        "timm_note": timm_note,
-        "transform_desc": transform_desc,
+        "transform_desc": _transform_desc(cfg.get("transforms") or {}),
         "results_table": _results_table(cfg) + _monitors_table(cfg),
         "recipe_command": _recipe_command(cfg),
-        "training_table": "\n".join(f"| {k} | {_fmt(v)} |" for k, v in training_rows) + (
-            f"\n\n![Loss, kNN top-1 and throughput against training time]({tr['curves']})" if tr.get("curves") else ""),
-        "files_table": files_table,
+        "training_table": _training_table(cfg),
+        "files_table": "\n".join(f"| `{n}` | `{i['sha256']}` | {i['size']} |" for n, i in cfg["files"].items()),
         "limitations_data": (f"Pretrained and evaluated on `{ds['id']}` only; transfer to other image domains was not measured."
                              if ds.get("id") else "The pretraining data is not recorded in config.json."),
         "projector_note": "included (`projector.safetensors`)" if "projector.safetensors" in cfg["files"] else "not included",

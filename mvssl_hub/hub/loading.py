@@ -20,9 +20,12 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import HubRepoNotFoundError, HubUnreachableError
-from .format import CheckpointState, model_from_state, read_checkpoint, read_checkpoint_folder, save_pretrained
+from .format.assemble import model_from_state
+from .format.read import CheckpointState, read_checkpoint, read_checkpoint_folder
+from .format.write import save_pretrained
+from .remote import resolve_hub_checkpoint, upload_checkpoint
 from .schema import CONFIG_FILE, check_expected
-from .transport import parse_source, resolve_hub_checkpoint, upload_checkpoint
+from .transport import parse_source
 from .weights import Weights, load_weights, published_entry
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,9 @@
 Before a load asks the Hub, one short connection attempt (:func:`unreachable_reason`) tells whether it can be
 asked at all; when not, only the cache answers, at once, instead of after the client's retries.
 
-What comes back is paths (and the validated config that names them); models are built a layer up
-(:mod:`mvssl_hub.hub.loading`, :mod:`mvssl_hub.hub.weights`). huggingface_hub is imported inside each function
+What comes back is paths; which files a checkpoint has, and its config and card, are a layer up
+(:mod:`mvssl_hub.hub.remote`), and models are built above that (:mod:`mvssl_hub.hub.loading`,
+:mod:`mvssl_hub.hub.weights`). huggingface_hub is imported inside each function
 that makes a Hub call, so that importing mvssl_hub does not import it. The endpoint is read when a call
 is made (``endpoint=``, else ``huggingface_hub.constants.ENDPOINT``), never cached at import.
 
@@ -27,9 +28,7 @@ from urllib.parse import urlsplit
 
 from ..errors import CheckpointError, CheckpointNotFoundError, HubRepoNotFoundError, HubUnreachableError, IntegrityError
 from ..safe_io import looks_local, sha256_file
-from .card import render_card
-from .format import verify_sha256, weights_to_read
-from .schema import CARD_FILE, CONFIG_FILE, MODEL_FILE, WEIGHTS_FILES, load_config, read_config
+from .schema import CONFIG_FILE, MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -217,92 +216,17 @@ def snapshot_commit(path: Path) -> str:
     return name
 
 
-def resolve_hub_checkpoint(
-    repo_id: str, revision: str | None, *, with_projector: bool, cache_dir: str | os.PathLike[str] | None = None,
-    endpoint: str | None = None, local_files_only: bool = False, config_sha256: str | None = None,
-    files_sha256: dict[str, str] | None = None, token: str | bool | None = None, force_download: bool = False,
-) -> tuple[dict[str, Any], dict[str, Path], str]:
-    """(validated config, verified local paths of the weights files, commit sha) of a Hub checkpoint.
-
-    All files come from the same commit: config.json is fetched at ``revision``, the weights at the commit
-    it resolved to. ``config_sha256`` / ``files_sha256`` (from a published-weights entry) pin the hashes;
-    otherwise the weights are checked against the sha256 recorded in config.json.
-    """
-    offline = is_offline(local_files_only)
-    unreachable = None if offline else unreachable_reason(endpoint)  # then only the cache can answer, at once
-    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, local_files_only=offline or bool(unreachable),
-                              token=token, force_download=force_download and not unreachable)
-    if config_sha256 is not None:  # pinned whenever given, whatever the revision
-        cfg_path = fetch_verified(repo_id, CONFIG_FILE, revision, config_sha256, unreachable=unreachable, **kw)
-    else:
-        cfg_path = hub_download(repo_id, CONFIG_FILE, revision, unreachable=unreachable, **kw)
-    commit = snapshot_commit(cfg_path)
-    cfg = read_config(cfg_path)
-    paths = {}
-    for name in weights_to_read(cfg, with_projector):
-        if name not in cfg["files"]:
-            raise CheckpointError(f"{repo_id}@{commit} has no {name} (config.json lists {sorted(cfg['files'])})")
-        want = cfg["files"][name]["sha256"]
-        if files_sha256 is not None and files_sha256.get(name, want) != want:
-            raise IntegrityError(
-                f"{repo_id}@{commit}: config.json records sha256 {want} for {name} but the published entry pins "
-                f"{files_sha256[name]}"
-            )
-        paths[name] = fetch_verified(repo_id, name, commit, want, unreachable=unreachable, **kw)
-    return cfg, paths, commit
-
-
-def hub_file_hashes(repo_id: str, revision: str | None, *, cache_dir: str | os.PathLike[str] | None = None,
-                    endpoint: str | None = None, token: str | bool | None = None,
-                    ) -> tuple[dict[str, Any], dict[str, str], str]:
-    """(config, sha256 of config.json and of every weights file as the Hub serves them, commit sha)."""
-    kw: dict[str, Any] = dict(cache_dir=cache_dir, endpoint=endpoint, token=token)
-    cfg_path = hub_download(repo_id, CONFIG_FILE, revision, **kw)
-    commit = snapshot_commit(cfg_path)
-    cfg = read_config(cfg_path)
-    sha = {CONFIG_FILE: sha256_file(cfg_path)}
-    for name, info in cfg["files"].items():
-        sha[name] = sha256_file(fetch_verified(repo_id, name, commit, info["sha256"], **kw))
-    return cfg, sha, commit
-
-
-def upload_list(folder: Path, cfg: dict[str, Any]) -> list[str]:
-    """The checkpoint's own files to upload, besides config.json and the card: the weights files the validated
-    config lists, and its figure (``training.curves``, a plain name by then) when that is a regular file of
-    the folder itself. A symlink is refused (it could point anywhere on disk); nothing else is ever sent."""
-    names = [name for name in WEIGHTS_FILES if name in cfg["files"]]
-    curves = (cfg.get("training") or {}).get("curves")
-    if curves:
-        path = folder / curves  # a plain name (validate_config): only a symlink can lead out of the folder
-        if path.is_symlink():
-            raise CheckpointError(f"{folder / CONFIG_FILE}: training.curves = {curves!r} is a link out of the "
-                                  "checkpoint folder; refusing to upload it")
-        if path.is_file():
-            names.append(curves)
-    return names
-
-
-def upload_checkpoint(
-    save_dir: str | os.PathLike[str], repo_id: str, *, revision_tag: str | None = None, private: bool = False,
-    commit_message: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
-    builder: str | None = None,
+def upload_files(
+    folder: Path, names: list[str], data: dict[str, bytes], repo_id: str, *, message: str,
+    revision_tag: str | None = None, private: bool = False, token: str | bool | None = None,
+    endpoint: str | None = None,
 ) -> str:
-    """Upload a checkpoint folder as one commit (repo created if needed), tag it, return the commit sha
-    (:func:`mvssl_hub.push_to_hub` is the public verb, for a model or a folder).
-
-    The folder is verified first (config valid, sha256 of every weights file); README.md is re-rendered
-    with the repo id in its load snippets (and ``builder``, the zoo builder it is published under, if given).
-    An existing ``revision_tag`` is never moved: ValueError.
-    """
+    """Upload the files ``names`` of ``folder`` and the in-memory files ``data`` (path in repo -> bytes) as one
+    commit (repo created if needed), tag it ``revision_tag``, return the commit sha. An existing tag is never
+    moved: ValueError, before anything is created or sent."""
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    if not REPO_ID.match(repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    folder = Path(save_dir)
-    cfg = load_config(folder)
-    for name, info in cfg["files"].items():
-        verify_sha256(folder / name, info["sha256"], str(folder / CONFIG_FILE))
     api = HfApi(endpoint=endpoint, token=token)
     if revision_tag is not None:
         try:
@@ -314,17 +238,8 @@ def upload_checkpoint(
         if revision_tag in existing:
             raise ValueError(f"tag {revision_tag!r} already exists in {repo_id}; a recipe version is published once")
     api.create_repo(repo_id, private=private, exist_ok=True)
-    card = render_card(cfg, repo_id=repo_id, revision=revision_tag, builder=builder).encode("utf-8")
-    uploads = upload_list(folder, cfg)
-    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in uploads]
-    ops += [CommitOperationAdd(path_in_repo=CONFIG_FILE, path_or_fileobj=str(folder / CONFIG_FILE)),
-            CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card)]
-    bb = cfg["backbone"]
-    message = commit_message or (
-        f"Upload {cfg.get('method') or 'ssl'} {bb['arch']}" + (f" (width {bb['width']})" if "width" in bb else "")
-        + " checkpoint, mvssl-hub "
-        f"{cfg['library_version']}"
-    )
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
+    ops += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in data.items()]
     info = api.create_commit(repo_id, operations=ops, commit_message=message)
     logger.info("pushed %s to %s@%s%s", folder, repo_id, info.oid, f" (tag {revision_tag})" if revision_tag else "")
     if revision_tag is not None:
@@ -334,6 +249,5 @@ def upload_checkpoint(
 
 __all__ = [
     "COMMIT_SHA", "PROBE_SECONDS", "REPO_ID", "evict_cached_file", "fetch_verified", "hub_download", "hub_endpoint",
-    "hub_file_hashes", "is_offline", "parse_source", "resolve_hub_checkpoint", "snapshot_commit", "unreachable_reason",
-    "upload_checkpoint", "upload_list",
+    "is_offline", "parse_source", "snapshot_commit", "unreachable_reason", "upload_files",
 ]

@@ -2,7 +2,7 @@
 
 An entry is data: repo id, 40-hex revision, sha256 of ``config.json`` and of each weights file, and
 ``meta`` (backbone config, method, metrics, transforms, recipe config, ...). :func:`load_weights` goes
-strictly down the layers: entry -> a verified bundled snapshot, else the Hub transport (pinned commit,
+strictly down the layers: entry -> a verified bundled snapshot, else the Hub (pinned commit,
 sha256 checked) -> the checkpoint format -> ``load_state_dict(strict=True)``.
 
 A bundled snapshot is the entry's repo exactly as the Hub holds it, shipped in ``mvssl_hub/bundled/``
@@ -28,8 +28,10 @@ from ..errors import CheckpointError
 from ..registry import registered_weights, unknown_name_error
 from ..safe_io import sha256_file
 from ..views import EvalTransform, eval_transform_from
-from .card import builder_name
-from .format import model_from_state, read_checkpoint
+from ..vocabulary import builder_name
+from .format.assemble import model_from_state
+from .format.read import read_checkpoint
+from .remote import hub_file_hashes, resolve_hub_checkpoint
 from .schema import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -39,7 +41,7 @@ from .schema import (
     normalize_metric,
     read_config,
 )
-from .transport import COMMIT_SHA, REPO_ID, hub_file_hashes, parse_source, resolve_hub_checkpoint
+from .transport import COMMIT_SHA, REPO_ID, parse_source
 
 logger = logging.getLogger(__name__)
 

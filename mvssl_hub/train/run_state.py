@@ -95,7 +95,7 @@ class RunStateManager:
 
     Why not accelerate's own rotation (``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``):
     ``Accelerator.save_state`` deletes the oldest folders *before* it writes the new one, and writes in place, so
-    a kill during the save can leave no complete state at all (``tests/test_pretrain.py::
+    a kill during the save can leave no complete state at all (``tests/recipes/test_pretrain.py::
     test_crash_mid_save_keeps_previous_checkpoint`` kills a save midway and resumes from the previous state).
     """
 

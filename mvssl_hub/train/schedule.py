@@ -20,7 +20,7 @@ def lr_factor(step: int, total_steps: int, *, warmup_steps: int = 0, schedule: s
 
     Why not torch's ``LinearLR`` + ``CosineAnnealingLR`` in a ``SequentialLR``: those count scheduler steps only,
     while a fine-tune with ``--time_budget`` places itself on the schedule by the time it has spent (a fractional
-    ``step``; ``tests/test_finetune.py::test_a_time_budget_ends_the_run_and_its_schedule_together``), and a
+    ``step``; ``tests/recipes/test_finetune.py::test_a_time_budget_ends_the_run_and_its_schedule_together``), and a
     campaign resumes one schedule across chunks from a step count alone. As a ``LambdaLR`` multiplier this one
     function serves both, and the same formula is easy to check by hand."""
     if warmup_steps and step < warmup_steps:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mvssl_hub.data.pinned as pinned
-from mvssl_hub.data.pinned import BatchGather, device_keep_limit, place_split
+from mvssl_hub.data.pinned import RowGather, device_keep_limit, place_split
 
 
 def test_keep_limit_follows_free_memory() -> None:
@@ -38,7 +38,7 @@ def test_place_split(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_batch_gather_on_cpu_and_device_resident() -> None:
     images = torch.arange(6 * 3 * 2 * 2, dtype=torch.uint8).view(6, 3, 2, 2)
     idx = torch.tensor([4, 0, 4])
-    gather = BatchGather(images, "cpu", max_rows=3)
+    gather = RowGather(images, "cpu", max_rows=3)
     assert torch.equal(gather(idx), images[idx])
     with pytest.raises(ValueError, match="at most 3 rows"):
         gather(torch.arange(4))
@@ -48,7 +48,7 @@ def test_batch_gather_double_buffers_host_split() -> None:
     """Host split, non-CPU target (``meta`` stands in for CUDA): rows land in alternating reusable
     buffers, so the gather of step t+1 does not overwrite the rows step t is still copying."""
     images = torch.arange(8 * 3 * 2 * 2, dtype=torch.uint8).view(8, 3, 2, 2)
-    gather = BatchGather(images, "meta", max_rows=4)
+    gather = RowGather(images, "meta", max_rows=4)
     assert len(gather._bufs) == 2
     first = gather(torch.tensor([7, 1, 2, 3]))
     assert first.device.type == "meta" and first.shape == (4, 3, 2, 2)
@@ -66,7 +66,7 @@ def test_batch_gather_double_buffers_host_split() -> None:
 def test_batch_gather_cuda_no_sync() -> None:
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     for split in (images.pin_memory(), images.cuda()):
-        gather = BatchGather(split, "cuda", max_rows=16)
+        gather = RowGather(split, "cuda", max_rows=16)
         gather(torch.arange(16))  # warm-up (allocations)
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
@@ -76,4 +76,4 @@ def test_batch_gather_cuda_no_sync() -> None:
             torch.cuda.set_sync_debug_mode("default")
         assert all(o.device.type == "cuda" and o.shape == (16, 3, 8, 8) for o in outs)
     idx = torch.tensor([3, 9, 3])
-    assert torch.equal(BatchGather(images.pin_memory(), "cuda", 3)(idx).cpu(), images[idx])
+    assert torch.equal(RowGather(images.pin_memory(), "cuda", 3)(idx).cpu(), images[idx])

@@ -20,8 +20,8 @@ from mvssl_hub.backbones import build_backbone
 from mvssl_hub.errors import CheckpointError, CheckpointNotFoundError, HubRepoNotFoundError, IntegrityError
 from mvssl_hub.hub.format import save_pretrained
 from mvssl_hub.hub.loading import from_pretrained, push_to_hub
+from mvssl_hub.hub.remote import resolve_hub_checkpoint
 from mvssl_hub.hub.schema import load_config
-from mvssl_hub.hub.transport import resolve_hub_checkpoint
 from mvssl_hub.models import SSLModel
 
 from conftest import TINY_SAVE_KWARGS, same_state
