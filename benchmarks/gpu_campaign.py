@@ -425,7 +425,7 @@ def epochs_for(rate: float, steps_per_epoch: float, budget: float, share: float 
 def resumed_epochs(run: Path) -> int | None:
     """The epochs an earlier call's run was started with (its metrics log's config record), or None."""
     log = run / "logs" / "metrics.jsonl"
-    if not (run / "checkpoints").is_dir() or not log.is_file():
+    if not any((run / d).is_dir() for d in ("run_states", "checkpoints")) or not log.is_file():  # new or old layout
         return None
     for row in map(json.loads, log.read_text().splitlines()):
         if "config" in row:

@@ -22,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,7 @@ class FinetuneConfig:
     export: bool = True  # write the classifier (backbone + head) as a checkpoint to export/, also after --max_steps
 
     # the flags' names before mvssl-hub 0.2.0, still accepted until then (mvssl_hub.train.config)
-    OLD_NAMES: ClassVar[dict[str, str]] = {"save_every": "run_state_every", "keep_checkpoints": "keep_run_states"}
+    OLD_NAMES = {"save_every": "run_state_every", "keep_checkpoints": "keep_run_states"}
 
     def __post_init__(self) -> None:
         check_ranges(self)  # every range declared beside its field

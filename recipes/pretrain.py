@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
@@ -165,9 +165,8 @@ class PretrainConfig:
     recipe_version: str = "v1"  # the Hub tag recipes/publish.py gives this run's checkpoint
 
     # the flags' names before mvssl-hub 0.2.0, still accepted until then (mvssl_hub.train.config)
-    OLD_NAMES: ClassVar[dict[str, str]] = {"save_every": "run_state_every",
-                                           "save_every_seconds": "run_state_every_seconds",
-                                           "keep_checkpoints": "keep_run_states"}
+    OLD_NAMES = {"save_every": "run_state_every", "save_every_seconds": "run_state_every_seconds",
+                 "keep_checkpoints": "keep_run_states"}
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, what: str) -> None:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from time_to_accuracy import curve, plot_curves
 
+from mvssl_hub.train.run_state import run_states_dir
 from recipes.campaign import long_runs_home
 from recipes.quiet_run import run_quietly
 
@@ -59,8 +60,8 @@ def slug(name: str) -> str:
 
 
 def command(args: list[str], run_dir: Path, budget: float, data: str, smoke: bool) -> list[str]:
-    """The pretraining command of one run (resumes when the run has a checkpoint)."""
-    resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+    """The pretraining command of one run (resumes when the run has run states)."""
+    resume = ["--resume"] if run_states_dir(run_dir).is_dir() else []
     small = ["--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10", "--width", "4",
              "--knn_every_seconds", "0"] if smoke else []
     return [sys.executable, "recipes/pretrain.py", "--config", PRESET, "--data", data, *args, *small,
