@@ -8,7 +8,7 @@ learning-rate schedule spans the campaign, never one chunk. The run lives outsid
 (``$MVSSL_HUB_CACHE/campaign/ENTRY``, default ``~/.cache/mvssl-hub/campaign/ENTRY``), so the next chunk on the
 same machine finds it. Each chunk resumes from the newest complete ``step-*`` run state and trains for
 ``--chunk_seconds`` more of the preset's clock (``--time_budget`` = the seconds already trained + the chunk);
-the preset's ``save_every_seconds`` bounds what a kill loses.
+the preset's ``run_state_every_seconds`` bounds what a kill loses.
 
 ``--until_seconds`` ends the campaign at a total training time (a fixed-length run, e.g. the classic recipe's
 side of a race). If the run state is gone (a new machine) while the repository's records say there was a

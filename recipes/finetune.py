@@ -301,7 +301,7 @@ def train(cfg: FinetuneConfig, run: Run, data: Data, trainer: Trainer, run_state
     acc, guard, optimizer = run.accelerator, trainer.guard, trainer.optimizer
     running = torch.zeros(3, dtype=torch.float64, device=run.device)  # loss sum, correct, seen: read once per epoch
     with LoopFrame(run, state, run_states, total_steps=data.total_steps, clock=trainer.clock,
-                   time_budget=cfg.time_budget, save_every=cfg.run_state_every, progress=cfg.progress) as frame:
+                   time_budget=cfg.time_budget, run_state_every=cfg.run_state_every, progress=cfg.progress) as frame:
         trainer.model.train()
         while frame.running():
             epoch, in_epoch, images, labels = trainer.batches(state["global_step"])

@@ -460,8 +460,8 @@ def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_state
     frame (mvssl_hub.train.loop) keeps the bar, the clock, the time budget and the run states' cadence."""
     state, guard = trainer.state, trainer.guard
     with LoopFrame(run, state, run_states, total_steps=data.total_steps, clock=trainer.clock,
-                   time_budget=cfg.time_budget, save_every=cfg.run_state_every,
-                   save_every_seconds=cfg.run_state_every_seconds, progress=cfg.progress) as frame:
+                   time_budget=cfg.time_budget, run_state_every=cfg.run_state_every,
+                   run_state_every_seconds=cfg.run_state_every_seconds, progress=cfg.progress) as frame:
         log_cadence = Cadence(steps=cfg.log_every)
         knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=trainer.clock, aligned=True)
         window = Throughput()

@@ -183,7 +183,7 @@ def test_a_process_that_does_not_see_the_output_folder_stops_the_run(tmp_path: P
     # what rank 1 of 2 meets when output_dir is a local folder of machine 0 (two machines, no shared filesystem);
     # every two-process test passes through the same check with a folder both see
     from mvssl_hub.errors import ConfigError
-    from mvssl_hub.train.launch import check_shared_folder
+    from mvssl_hub.train.startup import check_shared_folder
 
     class RankOneOfTwo:  # the collectives of one process: rank 0 saw its own file, this one sees none
         num_processes, is_main_process, device = 2, False, torch.device("cpu")

@@ -14,7 +14,7 @@ supervised CIFAR speedruns use. The winner has the best kNN at the end of its bu
 points: the steeper slope over its last two evaluations); it then runs again at 4 views.
 
 Runs live under the user's cache folder (``$MVSSL_HUB_CACHE`` or ``~/.cache/mvssl-hub/race``) and resume
-where they stopped, so a killed race loses at most one ``--save_every_seconds`` interval.
+where they stopped, so a killed race loses at most one ``--run_state_every_seconds`` interval.
 
     python benchmarks/studies/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
     python benchmarks/studies/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*

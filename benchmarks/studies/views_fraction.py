@@ -5,7 +5,7 @@ accuracy of two views on all of it. Here every run sees the same number of views
 = 2 x 100%) and takes the same number of optimiser steps at the same batch of unique images, so the runs
 differ in data (a class-balanced fraction, ``--fraction``) and in work per step (M views per image).
 
-Each run is ``recipes/pretrain.py --config CONFIG --num_views M --fraction F --max_steps S --save_every K``
+Each run is ``recipes/pretrain.py --config CONFIG --num_views M --fraction F --max_steps S --run_state_every K``
 (``--clock process --threads 1``: its own CPU seconds, fair when runs share the machine; its kNN monitor
 off). Every kept checkpoint is then evaluated with the projector x beta study's protocol
 (``beta_study.evaluate_model``: kNN top-1, k = 200, bank = the config's training split (all of it, not the
@@ -65,7 +65,7 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
     every = max(1, args.steps // args.points)
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(args.config),
            "--num_views", str(m), "--fraction", str(fraction), "--max_steps", str(args.steps), "--time_budget", "none",
-           "--epochs", "100000", "--clock", "process", "--threads", "1", "--save_every", str(every),
+           "--epochs", "100000", "--clock", "process", "--threads", "1", "--run_state_every", str(every),
            "--keep_run_states", str(args.points + 1), "--eval_split=", "--knn_random_init", "false",
            "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false", "--export", "false",
            "--seed", str(args.seed)]

@@ -53,13 +53,13 @@ class LoopFrame:
 
     ``clock`` restarts at ``state["train_seconds"]`` (a resumed run's training time); ``time_budget`` (seconds of
     that clock, or None) ends the run early, on every process at the same step; run states are due every
-    ``save_every`` steps and/or ``save_every_seconds`` of the clock (0: off). The progress bar shows on the main
+    ``run_state_every`` steps and/or ``run_state_every_seconds`` of the clock (0: off). The progress bar shows on the main
     process when ``progress``; with a time budget its total and ETA follow the pace since the start.
     """
 
     def __init__(self, run: Run, state: MutableMapping[str, Any], run_states: RunStateManager, *, total_steps: int,
-                 clock: TrainingClock, time_budget: float | None = None, save_every: int = 0,
-                 save_every_seconds: float = 0.0, progress: bool = True) -> None:
+                 clock: TrainingClock, time_budget: float | None = None, run_state_every: int = 0,
+                 run_state_every_seconds: float = 0.0, progress: bool = True) -> None:
         from tqdm.auto import tqdm
 
         self.run, self.state, self.run_states = run, state, run_states
@@ -68,7 +68,7 @@ class LoopFrame:
         self.start_step, self.start_seconds = state["global_step"], state["train_seconds"]
         self.bar = tqdm(total=total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
                         disable=not (run.accelerator.is_main_process and progress))
-        self.save_cadence = Cadence(steps=save_every, seconds=save_every_seconds, clock=clock)
+        self.save_cadence = Cadence(steps=run_state_every, seconds=run_state_every_seconds, clock=clock)
         self.closed = False
 
     def __enter__(self) -> LoopFrame:
@@ -117,8 +117,6 @@ class LoopFrame:
 
     def save(self) -> Path:
         """Save a run state, its time paused out of the training clock (all processes call)."""
-        if self.closed:  # after the loop the training time is final: saving adds nothing to it
-            return save_run_state(self.run, self.run_states, self.state)
         with self.paused():
             path = save_run_state(self.run, self.run_states, self.state)
         self.save_cadence.done()
@@ -134,7 +132,6 @@ class LoopFrame:
             self.run.say(f"# step {step}: non-finite loss, step skipped ({counts.streak} in a row)")
         self.state["nan_skipped"], self.state["nan_streak"] = counts.skipped, counts.streak
         if counts.max_streak >= max_in_a_row:
-            self.close()
             raise NonFiniteLossError(
                 f"{counts.max_streak} consecutive non-finite losses (max_nan_steps={max_in_a_row}) at step {step}: "
                 f"stopping. The last good run state is {self.run_states.latest()} (not overwritten); lower the "

@@ -184,5 +184,5 @@ class StepGuard:
         return StepCounts(self._skipped, self._streak, self._max_streak)
 
     def load_counts(self, skipped: int, streak: int) -> None:
-        """Resume the counters (e.g. ``nan_skipped`` / ``nan_streak`` from a checkpoint's training state)."""
+        """Resume the counters (e.g. ``nan_skipped`` / ``nan_streak`` from a run state's training state)."""
         self._skipped, self._streak, self._max_streak, self._dev = skipped, streak, streak, None
