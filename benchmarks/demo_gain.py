@@ -42,9 +42,9 @@ def record(path: str, run_dir: Path, log_text: str) -> dict[str, Any]:
     match = GAIN_LINE.search(log_text)
     if match is None:
         raise RuntimeError(f"{run_dir}: no final kNN line in the log")
-    from mvssl_hub.train.run_state import read_run_config
+    from mvssl_hub.train.run_state import read_run_config, run_states_dir
 
-    run_state = max((run_dir / "checkpoints").glob("step-*"))
+    run_state = max(run_states_dir(run_dir).glob("step-*"))
     state = json.loads((run_state / "training_state.json").read_text())
     cfg = read_run_config(run_state)
     seconds = state["train_seconds"]

@@ -65,7 +65,7 @@ fi
 # (b) the recipe in bf16: views/s and peak memory from its metrics log
 echo "(b) recipe: ${RECIPE_ARGS[*]}"
 timeout 180 "$PY" recipes/pretrain.py --config recipes/configs/cifar10_bt_d256_m4.yaml --arch resnet18 \
-  --data "$DATA" --output_dir "$RUN_DIR/recipe" --progress false --export false --save_every 0 --overwrite \
+  --data "$DATA" --output_dir "$RUN_DIR/recipe" --progress false --export false --run_state_every 0 --overwrite \
   "${RECIPE_ARGS[@]}" > "$RUN_DIR/recipe.log" 2>&1 || { tail -30 "$RUN_DIR/recipe.log"; exit 1; }
 "$PY" - "$RUN_DIR/recipe/logs/metrics.jsonl" "$OUT_DIR/gpu_recipe.json" <<'EOF'
 import json, sys

@@ -43,7 +43,7 @@ def recipe_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
             "--precision", "auto", "--channels_last", "true", "--cpu", str(args.device == "cpu").lower(),
             *(["--limit", str(args.limit)] if args.limit else []), "--eval_split", "", "--knn_k", "200",
             "--knn_temperature", "0.1", "--monitors", "false", "--knn_random_init", "false",
-            "--output_dir", output_dir, "--save_every", "0", "--export", "false", "--progress", "false"]
+            "--output_dir", output_dir, "--run_state_every", "0", "--export", "false", "--progress", "false"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

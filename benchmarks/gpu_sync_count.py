@@ -118,7 +118,7 @@ def new_step(p: Parts, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         z = p.model(views)
     loss = p.loss_fn(z.float())
     loss.backward()
-    ok = p.guard.step(loss)
+    ok = p.guard.step(p.optimizer, loss)
     p.optimizer.zero_grad(set_to_none=True)
     return loss.detach(), ok
 

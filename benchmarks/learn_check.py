@@ -82,7 +82,7 @@ def check_command(files: tuple[Path, ...], out_dir: Path, budget: float, smoke: 
             "--data", str(EMBEDDED_DATA), "--data_name", "cifar10-5k", "--eval_limit", "none", "--width", str(WIDTH),
             "--epochs", str(epochs), "--time_budget", f"{budget:g}", "--schedule_time", "true", "--clock", "process",
             "--threads", "2", "--knn_every", "0", "--knn_every_seconds", "0", "--knn_random_init", "true",
-            "--monitors", "false", "--save_every", "0", "--save_every_seconds", "0", "--export", "false",
+            "--monitors", "false", "--run_state_every", "0", "--run_state_every_seconds", "0", "--export", "false",
             "--progress", "false", "--output_dir", str(out_dir), "--overwrite", *(SMOKE if smoke else ())]
 
 

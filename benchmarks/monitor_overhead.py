@@ -54,7 +54,7 @@ def recipe_run(args: argparse.Namespace, out: Path) -> None:
 
     pretrain = load_recipe("pretrain")
     settings = ["--max_steps", str(args.recipe_steps), "--time_budget", "none", "--knn_every", str(args.knn_every),
-                "--monitors", "true", "--progress", "false", "--save_every", "0", "--export", "false",
+                "--monitors", "true", "--progress", "false", "--run_state_every", "0", "--export", "false",
                 "--knn_random_init", "false", *(SMOKE_RECIPE if args.smoke else [])]
     with tempfile.TemporaryDirectory(prefix="monitor_overhead-") as tmp, Timer() as wall:
         pretrain.main(["--config", str(ROOT / args.config), *settings, "--output_dir", tmp])
@@ -84,7 +84,7 @@ def recipe_argv(args: argparse.Namespace, output_dir: str) -> list[str]:
     return ["--data", str(EMBEDDED_DATA), "--arch", "resnet18", "--width", str(args.width), "--small_images", "true",
             "--proj_dim", str(args.proj_dim), "--num_views", str(args.views), "--batch_size", str(args.batch),
             "--precision", "auto", "--threads", str(args.threads), "--seed", "0", "--eval_split", "",
-            "--knn_random_init", "false", "--monitors", "false", "--export", "false", "--save_every", "0",
+            "--knn_random_init", "false", "--monitors", "false", "--export", "false", "--run_state_every", "0",
             "--progress", "false", "--output_dir", output_dir, *(["--limit", str(args.limit)] if args.limit else [])]
 
 

@@ -58,7 +58,7 @@ def main() -> None:
                 "--config", str(ROOT / "recipes" / "configs" / "demo.yaml"),
                 "--data", str(EMBEDDED_DATA),
                 "--time_budget", str(args.seconds), "--output_dir", str(Path(tmp) / name),
-                "--progress", "false", "--save_every", "0", "--export", "false", *SETTINGS[name], *smoke,
+                "--progress", "false", "--run_state_every", "0", "--export", "false", *SETTINGS[name], *smoke,
             ])
             state = summary["state"]
             rows.append({

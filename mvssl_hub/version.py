@@ -50,6 +50,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "mvssl_hub.device_settings": ("mvssl_hub.train.backends",),
     "mvssl_hub.probes": ("mvssl_hub.eval.probes", "mvssl_hub.device"),
     "mvssl_hub.monitor": ("mvssl_hub.eval.monitor",),
+    "mvssl_hub.train.launch": ("mvssl_hub.train.startup",),  # it launches nothing: it starts a run
 }
 RENAMED = {  # (old module, old name) -> new
     ("mvssl_hub.run_checkpoints", "CheckpointManager"): "RunStateManager",

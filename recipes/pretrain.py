@@ -7,13 +7,16 @@
 
 Reads top to bottom: config -> accelerator -> data (decoded once, uint8 in memory, or streamed) -> model,
 loss, optimiser -> resume -> loop (index sampling, views made on the device, forward, loss, backward, one
-finiteness decision, step) -> run states, kNN monitor -> export (safetensors + config.json + card + curves).
+finiteness decision, ``guard.step(optimizer, loss)``) -> run states, kNN monitor -> export.
+
+The run folder (``--output_dir``) holds the run states (``run_states/step-*``: what ``--resume`` continues from)
+and the checkpoint (``export/``: safetensors + config.json + card + curves, what ``from_pretrained`` loads and
+``recipes/publish.py`` pushes).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
 import os
 import shlex
@@ -34,7 +37,7 @@ from mvssl_hub.data.batches import MemoryStepSource, StreamStepSource
 from mvssl_hub.data.sampling import make_generator
 from mvssl_hub.data.splits import load_split
 from mvssl_hub.device import available_memory_bytes, hardware_string, peak_memory_mb
-from mvssl_hub.distributed import any_process, convert_batchnorm
+from mvssl_hub.distributed import convert_batchnorm
 from mvssl_hub.errors import ConfigError, UnknownModelError
 from mvssl_hub.eval.monitor import monitor_model
 from mvssl_hub.eval.probes import knn_evaluate
@@ -51,7 +54,7 @@ from mvssl_hub.hub.records import (
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE, MAX_PROJECTOR_DIM, MAX_PROJECTOR_LAYERS, MAX_WIDTH
 from mvssl_hub.models import build_ssl_model
 from mvssl_hub.timm_backbone import is_timm_arch, parse_timm_kwargs
-from mvssl_hub.train.backends import apply_memory_format, make_adam, make_lars
+from mvssl_hub.train.backends import apply_memory_format, export_copy, make_adam, make_lars
 from mvssl_hub.train.config import (
     FRACTION,
     above,
@@ -67,10 +70,11 @@ from mvssl_hub.train.config import (
     parse_config,
     run_cli,
 )
-from mvssl_hub.train.launch import open_run_state, start_run
+from mvssl_hub.train.loop import LoopFrame, NonFiniteLossError, save_run_state  # noqa: F401 (the error the loop raises)
 from mvssl_hub.train.plots import plot_training_curves
 from mvssl_hub.train.run_state import RunStateManager
-from mvssl_hub.train.schedule import Cadence, TrainingClock, expected_total_steps, lr_factor, schedule_position
+from mvssl_hub.train.schedule import Cadence, TrainingClock, lr_factor, schedule_position
+from mvssl_hub.train.startup import Run, open_run_state, start_run
 from mvssl_hub.train.step_guard import StepGuard
 from mvssl_hub.views import EvalTransform, MultiViewAugment, get_view_preset
 from mvssl_hub.vocabulary import LOSS_FORMS
@@ -143,13 +147,13 @@ class PretrainConfig:
     threads: Annotated[int, at_least(0)] = 0  # torch.set_num_threads when > 0
     deterministic: bool = False  # deterministic cuDNN/cuBLAS kernels (bitwise resume on a GPU), no autotuning
     dist_timeout_minutes: Annotated[float, above(0)] = 10.0  # a collective waits this long for a machine gone silent, then the run stops naming it (start-up: >= 60)
-    # run, checkpoints, logging
-    output_dir: str = "runs/pretrain"
-    save_every: Annotated[int, at_least(0)] = 500  # steps between checkpoints (0: only at the end)
-    save_every_seconds: Annotated[float, finite(lambda v: v >= 0, "must be a finite number >= 0")] = 0.0  # or: seconds of training time between checkpoints (0: off); bounds a kill's loss
-    keep_checkpoints: Annotated[int, at_least(1)] = 2
-    resume: bool = False
-    overwrite: bool = False  # without --resume: delete this run's old checkpoints instead of refusing
+    # run folder, run states, logging
+    output_dir: str = "runs/pretrain"  # the run folder: run states in run_states/, the checkpoint in export/
+    run_state_every: Annotated[int, at_least(0)] = 500  # steps between run states (0: only at the end)
+    run_state_every_seconds: Annotated[float, finite(lambda v: v >= 0, "must be a finite number >= 0")] = 0.0  # or: seconds of training time between run states (0: off); bounds a kill's loss
+    keep_run_states: Annotated[int, at_least(1)] = 2  # the newest run states kept; older ones are deleted
+    resume: bool = False  # continue from the newest complete run state in run_states/
+    overwrite: bool = False  # without --resume: delete this run's old run states instead of refusing
     max_nan_steps: Annotated[int, at_least(1)] = 10  # consecutive non-finite losses before the run stops
     time_budget: Annotated[float | None, above(0, "must be > 0 seconds")] = None  # seconds of training before stopping (then save + export)
     clock: Literal["wall", "process"] = "wall"  # process: this process's CPU seconds (fair on a shared machine)
@@ -157,8 +161,12 @@ class PretrainConfig:
     tracker: Literal["jsonl", "tensorboard"] = "jsonl"
     progress: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # verbosity of the recipe's log
-    export: bool = True
+    export: bool = True  # write the checkpoint (backbone + projector) to export/ at the end
     recipe_version: str = "v1"  # the Hub tag recipes/publish.py gives this run's checkpoint
+
+    # the flags' names before mvssl-hub 0.2.0, still accepted until then (mvssl_hub.train.config)
+    OLD_NAMES = {"save_every": "run_state_every", "save_every_seconds": "run_state_every_seconds",
+                 "keep_checkpoints": "keep_run_states"}
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, what: str) -> None:
@@ -198,39 +206,14 @@ class PretrainConfig:
 
 # Keys that may differ between a run and its resumption without changing the trajectory.
 RESUMABLE_CHANGES = {
-    "resume", "recipe_version", "max_steps", "time_budget", "save_every", "save_every_seconds", "keep_checkpoints",
-    "log_every",
+    "resume", "recipe_version", "max_steps", "time_budget", "run_state_every", "run_state_every_seconds",
+    "keep_run_states", "log_every",
     "output_dir",  # a run folder may move between its run states
     "progress", "export", "data_name", "log_level",
     "knn_every", "knn_every_seconds", "tracker", "threads", "eval_limit", "knn_random_init", "max_nan_steps",
     "overwrite", "data_cache", "cache_dir", "decode_workers", "stream_workers", "monitors",
     "monitors_max_share", "dist_timeout_minutes",
 }
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive non-finite losses."""
-
-
-@dataclass
-class Run:
-    """What every process knows about this run: its accelerator, precision, place in the world, log."""
-
-    accelerator: Any
-    precision: str
-    config: dict[str, Any]  # the resolved config, saved with every run state (local: paths as given)
-    log: logging.Logger | Any
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
-    @property
-    def world(self) -> int:
-        return self.accelerator.num_processes
-
-    def say(self, message: str) -> None:
-        self.log.info(message, main_process_only=True)
 
 
 @dataclass
@@ -290,19 +273,17 @@ def check_fits(cfg: PretrainConfig, device: torch.device) -> None:
 
 def start(cfg: PretrainConfig, argv: list[str] | None) -> Run:
     """The accelerator and the log; the resolved config printed and kept with every run state."""
-    accelerator, precision, log = start_run(
+    run = start_run(
         name="pretrain", output_dir=cfg.output_dir, log_file="metrics", log_level=cfg.log_level, threads=cfg.threads,
         cpu=cfg.cpu, precision=cfg.precision, dist_timeout_minutes=cfg.dist_timeout_minutes,
         batch_size=cfg.batch_size, deterministic=cfg.deterministic,
         extra_trackers=("tensorboard",) if cfg.tracker == "tensorboard" else ())
-    world = accelerator.num_processes
-    typed = sys.argv[1:] if argv is None else argv
-    config = {**config_to_dict(cfg), "resolved_beta": cfg.resolved_beta(), "precision_used": precision,
-              "num_processes": world, "per_process_batch": cfg.batch_size // world, "global_batch": cfg.batch_size,
-              "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py", *typed])}  # as typed
-    run = Run(accelerator, precision, config, log)
+    world, typed = run.world, sys.argv[1:] if argv is None else argv
+    run.config = {**config_to_dict(cfg), "resolved_beta": cfg.resolved_beta(), "precision_used": run.precision,
+                  "num_processes": world, "per_process_batch": cfg.batch_size // world, "global_batch": cfg.batch_size,
+                  "command": shlex.join(["accelerate", "launch", "recipes/pretrain.py", *typed])}  # as typed
     run.say(f"# mvssl-hub pretrain: resolved config\n{dump_yaml(cfg)}"
-            f"# beta used: {cfg.resolved_beta():g}; precision: {precision}; processes: {world}; device: "
+            f"# beta used: {cfg.resolved_beta():g}; precision: {run.precision}; processes: {world}; device: "
             f"{run.device}; global batch {cfg.batch_size} = {world} x {cfg.batch_size // world} per process; "
             f"threads/process: {torch.get_num_threads()}")
     if run.device.type == "cpu" and torch.get_num_threads() == 1 and (os.cpu_count() or 1) > world:
@@ -388,7 +369,6 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
     bn_buffers = [b for name, b in run.accelerator.unwrap_model(model).named_buffers()
                   if "running" in name or "num_batches" in name]
     preset = get_view_preset(cfg.view_preset)
-    view_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.precision, torch.float32)
     if data.stream is None:  # rows on the device when they fit, else gathered into pinned buffers
         batches = MemoryStepSource(data.train.images, None, cfg.batch_size, cfg.seed, run.device,
                                    run.accelerator.process_index, run.world)
@@ -398,7 +378,7 @@ def build(cfg: PretrainConfig, run: Run, data: Data) -> Trainer:
         model=model, train_model=torch.compile(model) if cfg.compile else model, optimizer=optimizer,
         scheduler=scheduler, loss_fn=losses.build_loss(cfg.method, cfg.resolved_beta(), cfg.loss_form,
                                                        distributed=run.world > 1),
-        augment=MultiViewAugment(preset, output_dtype=view_dtype, channels_last=channels_last),
+        augment=MultiViewAugment(preset, output_dtype=run.view_dtype, channels_last=channels_last),
         eval_transform=EvalTransform(preset), guard=StepGuard(optimizer, bn_buffers, distributed=run.world > 1),
         clock=clock, batches=batches, state=fresh_state(),
     )
@@ -443,7 +423,7 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunSt
     trainer.state = fresh_state()
     run_states, saved, latest = open_run_state(
         run.accelerator, name="pretrain", output_dir=cfg.output_dir, log_file="metrics", config=config_to_dict(cfg),
-        keep=cfg.keep_checkpoints, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
+        keep=cfg.keep_run_states, resume=cfg.resume, overwrite=cfg.overwrite, resumable=RESUMABLE_CHANGES,
         defaults=config_defaults(PretrainConfig), max_step=data.schedule_steps, tidy=tidy_interrupted_save,
         tracker_config=run.config)
     trainer.state.update(saved)
@@ -452,7 +432,7 @@ def resume(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> RunSt
         run.say(f"# resumed from {latest} at step {trainer.state['global_step']} (epoch {trainer.state['epoch']}, "
                 f"step {trainer.state['step_in_epoch']} of {data.steps_per_epoch})")
     elif cfg.resume:
-        run.say(f"# --resume: no complete checkpoint in {run_states.root}; starting from scratch")
+        run.say(f"# --resume: no complete run state in {run_states.root}; starting from scratch")
     return run_states
 
 
@@ -460,6 +440,7 @@ def train_step(cfg: PretrainConfig, run: Run, trainer: Trainer, step: int) -> to
     """One optimisation step on the batch of step ``step``: M views of each image, forward, loss, backward, the
     guarded update and the schedule. Returns the loss (a 0-d tensor, not synchronised). The benchmarks time
     this very function, so that what they measure is what the recipe runs."""
+    optimizer = trainer.optimizer
     epoch, in_epoch, images, _ = trainer.batches(step)
     # Views: per-sample random parameters from a generator seeded by (seed, epoch, step, process),
     # so a resumed run draws exactly the views the uninterrupted one would have.
@@ -468,98 +449,77 @@ def train_step(cfg: PretrainConfig, run: Run, trainer: Trainer, step: int) -> to
     trainer.guard.before_forward()
     loss = trainer.loss_fn(trainer.train_model(views).float())
     run.accelerator.backward(loss)  # every step, finite or not: all processes issue the same collectives
-    trainer.guard.step(loss)  # the step's one finiteness decision; a skipped step changes nothing
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.guard.step(optimizer, loss)  # optimizer.step() unless the loss is non-finite: one decision, no change
+    optimizer.zero_grad(set_to_none=True)
     trainer.scheduler.step()
     return loss
 
 
 def train(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, run_states: RunStateManager) -> str:
-    """The loop; returns why it stopped ("completed" or "time_budget"). State lives in ``trainer.state``."""
-    from tqdm.auto import tqdm
-
-    acc, state = run.accelerator, trainer.state
-    bar = tqdm(total=data.total_steps, initial=state["global_step"], unit="step", dynamic_ncols=True,
-               disable=not (acc.is_main_process and cfg.progress))
-    clock = trainer.clock  # kNN and save time are not training time
-    clock.restart(state["train_seconds"])
-    start_step, start_seconds = state["global_step"], state["train_seconds"]
-    log_cadence = Cadence(steps=cfg.log_every)
-    knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=clock, aligned=True)
-    save_cadence = Cadence(steps=cfg.save_every, seconds=cfg.save_every_seconds, clock=clock)
-    window_t, window_images = time.time(), 0
-    trainer.train_model.train()
-    while state["global_step"] < data.total_steps:
-        step = state["global_step"]
-        loss = train_step(cfg, run, trainer, step)
-        state["global_step"] = step + 1
-        state["epoch"], state["step_in_epoch"] = divmod(step + 1, data.steps_per_epoch)
-        state["images_seen"] += cfg.batch_size
-        window_images += cfg.batch_size
-        bar.update(1)
-        log_now = log_cadence.due(step + 1) or step + 1 == data.total_steps
-        if log_now or not trainer.guard.device_skip:  # free on the host path; one read on the device path
-            counts = trainer.guard.poll()
-            if counts.skipped > state["nan_skipped"]:
-                run.say(f"# step {step}: non-finite loss, step skipped ({counts.streak} in a row)")
-            state["nan_skipped"], state["nan_streak"] = counts.skipped, counts.streak
-            if counts.max_streak >= cfg.max_nan_steps:
-                bar.close()
-                raise NonFiniteLossError(
-                    f"{counts.max_streak} consecutive non-finite losses (max_nan_steps={cfg.max_nan_steps}) at step "
-                    f"{step}: stopping. The last good checkpoint is {run_states.latest()} (not overwritten); lower lr "
-                    "or check the data.")
-        if log_now:
-            now = time.time()
-            ips, window_t, window_images = window_images / max(now - window_t, 1e-9), now, 0
-            values = {"loss": float(loss.detach()), "images_per_s": ips, "views_per_s": ips * cfg.num_views,
-                      "lr": trainer.scheduler.get_last_lr()[0], "peak_memory_mb": peak_memory_mb(run.device),
-                      "epoch": (step + 1) / data.steps_per_epoch, "nan_skipped": state["nan_skipped"],
-                      "train_seconds": clock.elapsed()}
-            acc.log(values, step=step + 1)
-            bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{ips:.0f}", lr=f"{values['lr']:.2g}")
-            # with a time budget the bar ends where the budget will: its total and ETA follow the pace
-            bar.total = expected_total_steps(step + 1, data.total_steps, cfg.time_budget, values["train_seconds"],
-                                             start_step, start_seconds)
-        if knn_cadence.due(step + 1) and step + 1 < data.total_steps and data.bank is not None:
-            knn_cadence.done()
-            state["train_seconds"] = clock.elapsed()
-            with clock.paused():  # time budgets and time-to-accuracy count training only
-                top1 = knn(cfg, run, data, trainer, always_monitor=False)
-            state["train_seconds"] = clock.elapsed()
-            acc.log({"knn_top1": top1, "train_seconds": state["train_seconds"]}, step=step + 1)
-            run.say(f"\n# step {step + 1}: kNN top-1 {top1:.2f}% after {state['train_seconds']:.0f}s of training")
-        # every process must stop at the same step
-        out_of_time = any_process(cfg.time_budget is not None and clock.elapsed() >= cfg.time_budget, acc)
-        if out_of_time and state["global_step"] < data.total_steps:
-            bar.close()
-            state["train_seconds"] = clock.elapsed()
-            return "time_budget"
-        save_due = save_cadence.due(state["global_step"])
-        if cfg.save_every_seconds:  # clocks differ between processes: save at the same step
-            save_due = any_process(save_due, acc)
-        if save_due and state["global_step"] < data.total_steps:
-            state["train_seconds"] = clock.elapsed()
-            with clock.paused():
-                save(run, trainer, run_states)
-            save_cadence.done()
-    bar.close()
-    state["train_seconds"] = clock.elapsed()
+    """The loop; returns why it stopped ("completed" or "time_budget"). State lives in ``trainer.state``; the
+    frame (mvssl_hub.train.loop) keeps the bar, the clock, the time budget and the run states' cadence."""
+    state, guard = trainer.state, trainer.guard
+    with LoopFrame(run, state, run_states, total_steps=data.total_steps, clock=trainer.clock,
+                   time_budget=cfg.time_budget, run_state_every=cfg.run_state_every,
+                   run_state_every_seconds=cfg.run_state_every_seconds, progress=cfg.progress) as frame:
+        log_cadence = Cadence(steps=cfg.log_every)
+        knn_cadence = Cadence(steps=cfg.knn_every, seconds=cfg.knn_every_seconds, clock=trainer.clock, aligned=True)
+        window = Throughput()
+        trainer.train_model.train()
+        while frame.running():
+            loss = train_step(cfg, run, trainer, state["global_step"])
+            done = frame.advance()
+            state["epoch"], state["step_in_epoch"] = divmod(done, data.steps_per_epoch)
+            state["images_seen"] += cfg.batch_size
+            window.images += cfg.batch_size
+            log_now = log_cadence.due(done) or done == data.total_steps
+            if log_now or not guard.device_skip:  # free on the host path; one read on the device path
+                frame.count_skipped(guard, cfg.max_nan_steps)
+            if log_now:
+                log_step(cfg, run, data, trainer, frame, loss, window.per_second())
+            if knn_cadence.due(done) and frame.running() and data.bank is not None:
+                knn_cadence.done()
+                with frame.paused():  # time budgets and time-to-accuracy count training only
+                    top1 = knn(cfg, run, data, trainer, always_monitor=False)
+                run.accelerator.log({"knn_top1": top1, "train_seconds": state["train_seconds"]}, step=done)
+                run.say(f"\n# step {done}: kNN top-1 {top1:.2f}% after {state['train_seconds']:.0f}s of training")
+            if frame.out_of_time() and frame.running():  # every process stops at the same step
+                return "time_budget"
+            if frame.save_due():
+                frame.save()
     return "completed"
 
 
-def save(run: Run, trainer: Trainer, run_states: RunStateManager) -> Path:
-    path = run_states.save(run.accelerator, trainer.state["global_step"], trainer.state, run.config)
-    run.say(f"# checkpoint: {path}")
-    return path
+class Throughput:
+    """Images per second of wall time since the last reading."""
+
+    def __init__(self) -> None:
+        self.since, self.images = time.time(), 0
+
+    def per_second(self) -> float:
+        now = time.time()
+        rate = self.images / max(now - self.since, 1e-9)
+        self.since, self.images = now, 0
+        return rate
+
+
+def log_step(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer, frame: LoopFrame, loss: torch.Tensor,
+             images_per_s: float) -> None:
+    """The metrics of the step just taken, to the trackers and the progress bar (reads the loss: one sync)."""
+    done = trainer.state["global_step"]
+    values = {"loss": float(loss.detach()), "images_per_s": images_per_s, "views_per_s": images_per_s * cfg.num_views,
+              "lr": trainer.scheduler.get_last_lr()[0], "peak_memory_mb": peak_memory_mb(run.device),
+              "epoch": done / data.steps_per_epoch, "nan_skipped": trainer.state["nan_skipped"],
+              "train_seconds": trainer.clock.elapsed()}
+    run.accelerator.log(values, step=done)
+    frame.bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{images_per_s:.0f}", lr=f"{values['lr']:.2g}")
 
 
 def export(cfg: PretrainConfig, run: Run, data: Data, trainer: Trainer) -> Path:
-    """Backbone + projector as a checkpoint folder: safetensors, config.json with metrics, card, curves."""
+    """The checkpoint: backbone + projector in ``<output_dir>/export`` (safetensors, config.json with metrics, card,
+    curves)."""
     state, seconds = trainer.state, trainer.state["train_seconds"]
-    clean = new_model(cfg)  # plain BatchNorm, fp32, no wrappers
-    clean.load_state_dict({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                           for k, v in run.accelerator.unwrap_model(trainer.model).state_dict().items()})
+    clean = export_copy(run.accelerator.unwrap_model(trainer.model), new_model(cfg))  # plain BatchNorm, fp32
     metrics = []
     if state["knn"] is not None:
         name = dataset_name(cfg.eval_data or cfg.data, None if cfg.eval_data else cfg.data_name)
@@ -631,13 +591,13 @@ def main(argv: list[str] | None = None) -> dict:
                    f"{100 * cfg.monitors_max_share:g}%") if state.get("monitors_skipped") else ""
         run.say(f"# label-free monitors took {state['monitor_seconds']:.1f}s in all: "
                 f"{100 * state['monitor_seconds'] / seconds:.1f}% of the training time{skipped}")
-    run_state = save(run, trainer, run_states)
+    run_state = save_run_state(run, run_states, state)
     export_dir = export(cfg, run, data, trainer) if cfg.export and run.accelerator.is_main_process else None
     if export_dir is not None:
-        run.say(f"# exported backbone + projector to {export_dir}")
+        run.say(f"# checkpoint (backbone + projector): {export_dir}")
     run.accelerator.wait_for_everyone()
     run.accelerator.end_training()
-    return {"state": state, "checkpoint": run_state, "export": export_dir, "stopped_by": stopped_by,
+    return {"state": state, "run_state": run_state, "export": export_dir, "stopped_by": stopped_by,
             "images_per_s": images_per_s, "config": run.config, "num_processes": run.world}
 
 

@@ -111,18 +111,18 @@ def test_recipe_runs_on_two_processes_and_resumes(tmp_path: Path) -> None:
     args = [str(ROOT / "recipes" / "pretrain.py"), "--data", str(DATA), "--limit", "64", "--eval_limit", "40",
             "--knn_k", "10", "--width", "8", "--proj_dim", "32", "--num_views", "2", "--batch_size", "16",
             "--precision", "fp32", "--output_dir", str(out), "--progress", "false", "--log_every", "1",
-            "--save_every", "2", "--knn_random_init", "false"]
+            "--run_state_every", "2", "--knn_random_init", "false"]
     run = accelerate_launch(args + ["--max_steps", "2", "--export", "false"], 2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "global batch 16 = 2 x 8 per process" in run.stdout
-    run_state = out / "checkpoints" / "step-00000002"
+    run_state = out / "run_states" / "step-00000002"
     assert (run_state / "random_states_0.pkl").is_file() and (run_state / "random_states_1.pkl").is_file()
     cfg = json.loads((run_state / "run_config.json").read_text())
     assert (cfg["num_processes"], cfg["per_process_batch"], cfg["global_batch"]) == (2, 8, 16)
     run = accelerate_launch(args + ["--max_steps", "3", "--resume"], 2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "resumed from" in run.stdout and "step-00000002" in run.stdout
-    state = json.loads((out / "checkpoints" / "step-00000003" / "training_state.json").read_text())
+    state = json.loads((out / "run_states" / "step-00000003" / "training_state.json").read_text())
     assert state["global_step"] == 3 and state["knn"] is not None
     assert (out / "export" / "model.safetensors").is_file()
 
@@ -136,7 +136,7 @@ def test_two_unrelated_processes_are_detected(tmp_path: Path) -> None:
     run = accelerate_launch(args, 2, timeout=120)
     assert run.returncode != 0
     assert "LaunchError" in run.stderr and "--multi_gpu --num_processes N --num_machines 1" in run.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "run_states").exists()
 
 
 def test_launch_check_unit() -> None:
@@ -183,7 +183,7 @@ def test_a_process_that_does_not_see_the_output_folder_stops_the_run(tmp_path: P
     # what rank 1 of 2 meets when output_dir is a local folder of machine 0 (two machines, no shared filesystem);
     # every two-process test passes through the same check with a folder both see
     from mvssl_hub.errors import ConfigError
-    from mvssl_hub.train.launch import check_shared_folder
+    from mvssl_hub.train.startup import check_shared_folder
 
     class RankOneOfTwo:  # the collectives of one process: rank 0 saw its own file, this one sees none
         num_processes, is_main_process, device = 2, False, torch.device("cpu")

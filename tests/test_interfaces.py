@@ -117,7 +117,7 @@ def test_a_published_folder_names_no_local_path(tmp_path):
     summary = pretrain.main(["--data", str(data), "--data_name", "uoft-cs/cifar10", "--limit", "64",
                              "--eval_limit", "40", "--knn_k", "5", "--width", "4", "--proj_dim", "16",
                              "--batch_size", "16", "--max_steps", "2", "--precision", "fp32", "--progress", "false",
-                             "--output_dir", str(out), "--save_every", "0", "--cache_dir", str(tmp_path / "cache")])
+                             "--output_dir", str(out), "--run_state_every", "0", "--cache_dir", str(tmp_path / "cache")])
     export = Path(summary["export"])
     for f in export.iterdir():
         if f.suffix in (".json", ".md"):
@@ -143,8 +143,8 @@ def test_resumed_run_logs_no_step_twice(tmp_path):
     args = ["--data", str(DATA), "--limit", "64", "--eval_split", "", "--width", "4", "--proj_dim", "16",
             "--batch_size", "16", "--precision", "fp32", "--progress", "false", "--output_dir", str(tmp_path / "r"),
             "--log_every", "1", "--export", "false"]
-    pretrain.main([*args, "--max_steps", "3", "--save_every", "2"])  # steps 1..3 logged, checkpoint at 2 and 3
-    (tmp_path / "r" / "checkpoints" / "step-00000003" / "COMPLETE.json").unlink()  # as if it crashed at step 3
+    pretrain.main([*args, "--max_steps", "3", "--run_state_every", "2"])  # steps 1..3 logged, run states at 2 and 3
+    (tmp_path / "r" / "run_states" / "step-00000003" / "COMPLETE.json").unlink()  # as if it crashed at step 3
     reset_accelerate_state()
     pretrain.main([*args, "--max_steps", "4", "--resume"])
     records = map(json.loads, (tmp_path / "r" / "logs" / "metrics.jsonl").read_text().splitlines())

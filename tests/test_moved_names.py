@@ -43,6 +43,8 @@ OLD_PATHS = {
     ("mvssl_hub.probes", "knn_evaluate"): "mvssl_hub.eval.probes",
     ("mvssl_hub.probes", "bf16_is_fast"): "mvssl_hub.device",
     ("mvssl_hub.monitor", "monitor_model"): "mvssl_hub.eval.monitor",
+    ("mvssl_hub.train.launch", "start_run"): "mvssl_hub.train.startup",  # it launches nothing: it starts a run
+    ("mvssl_hub.train.launch", "open_run_state"): "mvssl_hub.train.startup",
 }
 
 

@@ -60,11 +60,11 @@ def test_a_frozen_machine_stops_the_other_in_time_and_a_relaunch_resumes_bitwise
     # and machine 0 stops leaving only complete run states. Machine 1 is then killed (it is not coming back), and
     # both machines relaunched with --resume end bit for bit where an uninterrupted run (alongside) does.
     limit_s = 6
-    steps = ["--max_steps", "12", "--save_every", "1", "--dist_timeout_minutes", str(limit_s / 60)]  # 3 epochs
+    steps = ["--max_steps", "12", "--run_state_every", "1", "--dist_timeout_minutes", str(limit_s / 60)]  # 3 epochs
     cut = start_machines([*RUN, *steps, "--output_dir", str(tmp_path / "cut")], tmp_path / "cut_logs")
     whole: list = []
     try:
-        wait_for(tmp_path / "cut" / "checkpoints" / "step-00000003", cut)
+        wait_for(tmp_path / "cut" / "run_states" / "step-00000003", cut)
         frozen = time.monotonic()
         signal_machine(cut[1], signal.SIGSTOP)
         # the uninterrupted run starts now, while machine 0 waits out the limit
@@ -76,7 +76,7 @@ def test_a_frozen_machine_stops_the_other_in_time_and_a_relaunch_resumes_bitwise
         assert code == 1 and limit_s <= stopped_after < 2 * limit_s + 15, (code, stopped_after)
         assert f"error: rank 1 (machine 1) went away (no answer within {limit_s} s)" in survivor, survivor[-3000:]
         assert "Timed out" in survivor  # the collective's limit, not a closed connection
-        resumed_from = assert_only_complete_run_states(tmp_path / "cut" / "checkpoints").latest()
+        resumed_from = assert_only_complete_run_states(tmp_path / "cut" / "run_states").latest()
         assert resumed_from is not None and resumed_from.name < "step-00000012"  # stopped mid-run
         again = start_machines([*RUN, *steps, "--output_dir", str(tmp_path / "cut"), "--resume"], tmp_path / "again")
         codes = finish_machines([*whole, *again], timeout=180)
@@ -85,7 +85,7 @@ def test_a_frozen_machine_stops_the_other_in_time_and_a_relaunch_resumes_bitwise
             signal_machine(machine)
     assert codes == [0, 0, 0, 0], log(tmp_path / "again", 0)[-3000:]
     assert f"resumed from {resumed_from}" in log(tmp_path / "again", 0)
-    final = [load_file(str(tmp_path / run / "checkpoints" / "step-00000012" / "model.safetensors"))
+    final = [load_file(str(tmp_path / run / "run_states" / "step-00000012" / "model.safetensors"))
              for run in ("whole", "cut")]
     assert final[0].keys() == final[1].keys() and len(final[0]) > 60
     for name, tensor in final[0].items():  # weights and BatchNorm statistics, bit for bit
@@ -97,10 +97,10 @@ def test_when_machine_0_is_killed_the_other_stops_at_once_naming_it(tmp_path: Pa
     # of it, wherever it was (a save included): its connections close, machine 1's next collective fails at once,
     # and the store it would hold the roll call in is gone with it.
     logs = tmp_path / "logs"
-    machines = start_machines([*RUN, "--max_steps", "400", "--save_every", "1", "--output_dir", str(tmp_path / "run"),
+    machines = start_machines([*RUN, "--max_steps", "400", "--run_state_every", "1", "--output_dir", str(tmp_path / "run"),
                                "--dist_timeout_minutes", "0.1"], logs)
     try:
-        wait_for(tmp_path / "run" / "checkpoints" / "step-00000002", machines)
+        wait_for(tmp_path / "run" / "run_states" / "step-00000002", machines)
         killed = time.monotonic()
         signal_machine(machines[0], signal.SIGKILL)
         assert finish_machines(machines, timeout=60) == [-9, 1]
@@ -112,7 +112,7 @@ def test_when_machine_0_is_killed_the_other_stops_at_once_naming_it(tmp_path: Pa
     assert re.search(r"error: machine 0 went away \(its rendezvous store at 127\.0\.0\.1:\d+ no longer answers\) "
                      r"after a collective failed", survivor), survivor[-3000:]
     assert "This process, rank 1 (machine 1), stops too" in survivor and "--resume" in survivor
-    run_states = assert_only_complete_run_states(tmp_path / "run" / "checkpoints")
+    run_states = assert_only_complete_run_states(tmp_path / "run" / "run_states")
     assert run_states.latest() is not None and not (tmp_path / "run" / "export").exists()
 
 

@@ -8,7 +8,7 @@ learning-rate schedule spans the campaign, never one chunk. The run lives outsid
 (``$MVSSL_HUB_CACHE/campaign/ENTRY``, default ``~/.cache/mvssl-hub/campaign/ENTRY``), so the next chunk on the
 same machine finds it. Each chunk resumes from the newest complete ``step-*`` run state and trains for
 ``--chunk_seconds`` more of the preset's clock (``--time_budget`` = the seconds already trained + the chunk);
-the preset's ``save_every_seconds`` bounds what a kill loses.
+the preset's ``run_state_every_seconds`` bounds what a kill loses.
 
 ``--until_seconds`` ends the campaign at a total training time (a fixed-length run, e.g. the classic recipe's
 side of a race). If the run state is gone (a new machine) while the repository's records say there was a
@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # `python tools/campaign.py` from a checkout with
 from mvssl_hub.device import cpu_isa, cpu_name
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.train.config import Check, at_least, check_ranges, parse_config, run_cli
-from mvssl_hub.train.run_state import STATE_FILE, RunStateManager
+from mvssl_hub.train.run_state import STATE_FILE, RunStateManager, run_states_dir
 from tools.quiet_run import run_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def run_dir(cfg: CampaignConfig) -> Path:
 
 def trained_so_far(run: Path) -> tuple[int, float]:
     """(step, training seconds) of the newest complete run state; (0, 0.0) before the first one."""
-    latest = RunStateManager(run / "checkpoints").latest()
+    latest = RunStateManager(run_states_dir(run)).latest()
     if latest is None:
         return 0, 0.0
     state = json.loads((latest / STATE_FILE).read_text())
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = run_dir(cfg)
     run.mkdir(parents=True, exist_ok=True)
     step0, seconds0 = trained_so_far(run)
-    resume = ["--resume"] if (run / "checkpoints").is_dir() else []
+    resume = ["--resume"] if run_states_dir(run).is_dir() else []
     out = Path(cfg.results) / cfg.entry
     done = last_record(out / "campaign.jsonl") if not resume and cfg.until_seconds is not None else None
     if done and done.get("exit_code") == 0 and done.get("train_seconds_after", 0) >= cfg.until_seconds:

@@ -6,7 +6,7 @@
 
 For each entry of ``ZOO``, each step is the user-facing command, run as a subprocess:
 
-1. ``recipes/pretrain.py --config <preset>`` (resumed when its run folder has checkpoints; skipped when the run
+1. ``recipes/pretrain.py --config <preset>`` (resumed when its run folder has run states; skipped when the run
    has an export and ``--retrain`` is not given). An entry trained by a campaign (``tools/campaign.py``, hours
    over many sessions, or ``tools/gpu_campaign.py`` on a remote GPU) is never trained here: its run's export
    is released as it is (the campaign's run folder, or ``--only ENTRY --run FOLDER``);
@@ -42,6 +42,7 @@ if __package__ in (None, ""):
 from mvssl_hub.errors import ConfigError  # noqa: E402
 from mvssl_hub.hub.format import refresh_checkpoint  # noqa: E402
 from mvssl_hub.train.config import parse_config, run_cli  # noqa: E402
+from mvssl_hub.train.run_state import run_states_dir  # noqa: E402
 
 ENTRIES = ROOT / "mvssl_hub" / "zoo_weights.json"
 BUNDLED = ROOT / "mvssl_hub" / "bundled"
@@ -112,10 +113,10 @@ def release(cfg: ReleaseConfig, builder: str, preset: str, repo_id: str, member:
     train = ["recipes/pretrain.py", "--config", preset, "--data", cfg.data, "--data_name", cfg.data_name,
              "--output_dir", str(run), "--progress", "false"]
     if cfg.retrain or not (export / "config.json").is_file():
-        sh(*train, *(["--resume"] if (run / "checkpoints").is_dir() else []))
+        sh(*train, *(["--resume"] if run_states_dir(run).is_dir() else []))
     if cfg.refresh_export or "curves" not in (json.loads((export / "config.json").read_text()).get("training") or {}):
-        # exported by an older recipe: export again from the last checkpoint, without training further
-        steps = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
+        # exported by an older recipe: export again from the last run state, without training further
+        steps = max(int(p.name.split("-")[1]) for p in run_states_dir(run).glob("step-*"))
         sh(*train, "--resume", "--max_steps", str(steps))
     if not cfg.skip_eval:
         common = ["--record", "--no-progress", "--threads", "0"]

@@ -243,7 +243,7 @@ def train_cell(args: argparse.Namespace, d: int, beta: float, run_dir: Path) -> 
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(args.config),
            "--time_budget", str(args.budget_s), "--clock", args.clock, "--proj_dim", str(d), "--beta", repr(beta),
            "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false",
-           "--eval_split=", "--knn_random_init", "false", "--save_every", "0", "--seed", str(args.seed)]
+           "--eval_split=", "--knn_random_init", "false", "--run_state_every", "0", "--seed", str(args.seed)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.smoke:

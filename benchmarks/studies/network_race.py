@@ -14,7 +14,7 @@ supervised CIFAR speedruns use. The winner has the best kNN at the end of its bu
 points: the steeper slope over its last two evaluations); it then runs again at 4 views.
 
 Runs live under the user's cache folder (``$MVSSL_HUB_CACHE`` or ``~/.cache/mvssl-hub/race``) and resume
-where they stopped, so a killed race loses at most one ``--save_every_seconds`` interval.
+where they stopped, so a killed race loses at most one ``--run_state_every_seconds`` interval.
 
     python benchmarks/studies/network_race.py run [--budget 3600]   # the missing runs, one at a time (resumes)
     python benchmarks/studies/network_race.py analyze               # JSON + PNG -> benchmarks/results/network_race.*
@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from time_to_accuracy import curve, plot_curves
 
+from mvssl_hub.train.run_state import run_states_dir
 from tools.campaign import long_runs_home
 from tools.quiet_run import run_quietly
 
@@ -59,8 +60,8 @@ def slug(name: str) -> str:
 
 
 def command(args: list[str], run_dir: Path, budget: float, data: str, smoke: bool) -> list[str]:
-    """The pretraining command of one run (resumes when the run has a checkpoint)."""
-    resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
+    """The pretraining command of one run (resumes when the run has run states)."""
+    resume = ["--resume"] if run_states_dir(run_dir).is_dir() else []
     small = ["--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--knn_k", "10", "--width", "4",
              "--knn_every_seconds", "0"] if smoke else []
     return [sys.executable, "recipes/pretrain.py", "--config", PRESET, "--data", data, *args, *small,

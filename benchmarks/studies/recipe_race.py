@@ -171,7 +171,7 @@ def smoke(folder: Path) -> tuple[Path, int]:
     """Two tiny campaigns (the real presets, width 4, 64 images, a few seconds) whose records analyze reads."""
     from tools import campaign
     tiny = ("--limit 64 --eval_limit 64 --batch_size 16 --width 4 --knn_k 10 --knn_every_seconds 0 --knn_every 1 "
-            "--save_every 0 --save_every_seconds 0 --log_every 1 --warmup_steps 1 --threads 1 --monitors false")
+            "--run_state_every 0 --run_state_every_seconds 0 --log_every 1 --warmup_steps 1 --threads 1 --monitors false")
     for entry, more in ((RECOMMENDED, ""), (CLASSIC, " --proj_dim 512")):  # d=8192 takes seconds a step, even here
         campaign.main([entry, "--data", str(EMBEDDED_DATA), "--root", str(folder / "cache"), "--results",
                        str(folder / "results"), "--chunk_seconds", "3", f"--extra={tiny}{more}", "--quiet", "false"])

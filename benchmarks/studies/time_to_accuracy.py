@@ -30,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvssl_hub.train.run_state import run_states_dir
+
 from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, write_result
 
 PRESET = "recipes/configs/zoo/cifar10_bt_resnet18_w16.yaml"
@@ -58,7 +60,7 @@ SMOKE_ARGS = ["--limit", "64", "--eval_limit", "64", "--batch_size", "16", "--kn
 def command(spec: dict, data: str, root: Path = ROOT, smoke: bool = False) -> list[str]:
     """The pretraining command of one run (relative paths: run from the repository root)."""
     run_dir = spec["dir"] if root == ROOT else str(root / spec["dir"])
-    done = (root / spec["dir"] / "checkpoints").is_dir()
+    done = run_states_dir(root / spec["dir"]).is_dir()
     budget = 2.0 if smoke else spec["budget"]
     return [sys.executable, "recipes/pretrain.py", "--config", PRESET, "--data", data, *COMMON, *spec["args"],
             *(SMOKE_ARGS if smoke else []), "--time_budget", str(budget), "--output_dir", run_dir,
@@ -89,7 +91,7 @@ def curve(run_dir: Path) -> list[tuple[float, float]]:
         rec = json.loads(line)
         if "knn_top1" in rec and "train_seconds" in rec:
             points.append((float(rec["train_seconds"]), float(rec["knn_top1"])))
-    state = sorted((run_dir / "checkpoints").glob("step-*/training_state.json"))
+    state = sorted(run_states_dir(run_dir).glob("step-*/training_state.json"))
     if state:
         random_init = json.loads(state[-1].read_text()).get("knn_random_init")
     log = run_dir / "train.log"

@@ -5,7 +5,7 @@ accuracy of two views on all of it. Here every run sees the same number of views
 = 2 x 100%) and takes the same number of optimiser steps at the same batch of unique images, so the runs
 differ in data (a class-balanced fraction, ``--fraction``) and in work per step (M views per image).
 
-Each run is ``recipes/pretrain.py --config CONFIG --num_views M --fraction F --max_steps S --save_every K``
+Each run is ``recipes/pretrain.py --config CONFIG --num_views M --fraction F --max_steps S --run_state_every K``
 (``--clock process --threads 1``: its own CPU seconds, fair when runs share the machine; its kNN monitor
 off). Every kept checkpoint is then evaluated with the projector x beta study's protocol
 (``beta_study.evaluate_model``: kNN top-1, k = 200, bank = the config's training split (all of it, not the
@@ -40,7 +40,7 @@ import beta_study
 import torch
 
 from mvssl_hub.train.run_state import load_run_state_model as load_run_state_model_with
-from mvssl_hub.train.run_state import read_run_config
+from mvssl_hub.train.run_state import read_run_config, run_states_dir
 from recipes import load_recipe
 
 from harness import ROOT, default_out, write_result
@@ -65,8 +65,8 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
     every = max(1, args.steps // args.points)
     cmd = [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(args.config),
            "--num_views", str(m), "--fraction", str(fraction), "--max_steps", str(args.steps), "--time_budget", "none",
-           "--epochs", "100000", "--clock", "process", "--threads", "1", "--save_every", str(every),
-           "--keep_checkpoints", str(args.points + 1), "--eval_split=", "--knn_random_init", "false",
+           "--epochs", "100000", "--clock", "process", "--threads", "1", "--run_state_every", str(every),
+           "--keep_run_states", str(args.points + 1), "--eval_split=", "--knn_random_init", "false",
            "--output_dir", str(run_dir), "--overwrite", "true", "--progress", "false", "--export", "false",
            "--seed", str(args.seed)]
     if args.smoke:
@@ -83,12 +83,12 @@ def train_and_evaluate(args: argparse.Namespace, base: dict[str, Any], m: int, f
     torch.set_num_threads(1)
     data = beta_study.load_eval_data(args, base)
     points = []
-    for run_state in sorted((run_dir / "checkpoints").glob("step-*")):
+    for run_state in sorted(run_states_dir(run_dir).glob("step-*")):
         model, state = load_run_state_model(run_state)
         ev = beta_study.evaluate_model(model, data, args)
         points.append({"step": state["global_step"], "train_seconds": round(state["train_seconds"], 1),
                        "images_seen": state["images_seen"], "knn_top1": ev["knn_top1"], "monitors": ev["monitors"]})
-    train_cfg = read_run_config(run_dir / "checkpoints" / f"step-{points[-1]['step']:08d}")
+    train_cfg = read_run_config(run_states_dir(run_dir) / f"step-{points[-1]['step']:08d}")
     torch.manual_seed(args.seed)  # the recipe's seed before building its model: the same random init
     random_knn = beta_study.evaluate_model(pretrain.model_from_config(train_cfg), data, args)["knn_top1"]
     return {"num_views": m, "fraction": fraction, "steps": args.steps, "points": points,
@@ -140,7 +140,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "recipes" / "configs" / "demo.yaml")
     ap.add_argument("--steps", type=int, default=1000, help="optimiser steps of every run")
-    ap.add_argument("--points", type=int, default=5, help="evaluated checkpoints per run")
+    ap.add_argument("--points", type=int, default=5, help="evaluated run states per run")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--monitor_images", type=int, default=1000)

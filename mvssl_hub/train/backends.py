@@ -15,6 +15,7 @@ the accelerator.
   their own, with their own learning rate and neither weight decay nor the trust-ratio adaptation).
 - :func:`make_accelerator`: the ``accelerate.Accelerator`` of a recipe; ``accelerate`` is imported only inside
   it (importing mvssl_hub must not import it).
+- :func:`export_copy`: a trained model's weights in a plain fp32 network on the CPU, what an export writes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ..errors import ConfigError
 from .collectives import arm, startup_timeout
 
 __all__ = ["CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS", "PRECISIONS", "BackendSettings", "apply_memory_format",
-           "channels_last_hazards", "choose_precision", "configure_backends", "current_backends", "make_accelerator",
+           "channels_last_hazards", "choose_precision", "configure_backends", "current_backends", "export_copy",
+           "make_accelerator",
            "make_adam", "make_lars", "use_channels_last"]
 
 # cuBLAS needs a fixed workspace to be deterministic (CUDA >= 10.2); read when cuBLAS starts.
@@ -242,3 +244,12 @@ def make_accelerator(*, cpu: bool | None, precision: str, run_dir: Path, log_wit
     check_distributed_launch(accelerator.num_processes)
     arm(timeout_minutes)
     return accelerator, precision
+
+
+def export_copy(trained: torch.nn.Module, fresh: torch.nn.Module) -> torch.nn.Module:
+    """``fresh`` (the trained network built anew: plain BatchNorm, fp32, no wrappers) holding ``trained``'s weights,
+    floating-point tensors as float32, every tensor on the CPU, loaded strictly; returns ``fresh``. ``trained`` is
+    unwrapped already (``accelerator.unwrap_model``); SyncBatchNorm's state dict is BatchNorm's."""
+    fresh.load_state_dict({k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+                           for k, v in trained.state_dict().items()})
+    return fresh

@@ -11,7 +11,9 @@ line). A key's range is declared beside its field, ``width: Annotated[int, betwe
 
 ``--help`` / ``-h`` prints every key with its type, default and the comment that follows it in the
 dataclass source, grouped by the section comments (``# data``, ``# model``, ...) above them; see
-:func:`config_help`. A dataclass may name ``POSITIONAL = ("model",)``: leading bare arguments fill those keys.
+:func:`config_help`. A dataclass may name ``POSITIONAL = ("model",)``: leading bare arguments fill those keys;
+and ``OLD_NAMES = {"old_key": "new_key"}``: keys renamed, still accepted in a YAML file and on the command line until
+:data:`mvssl_hub.version.MOVED_UNTIL`, with a ``FutureWarning`` that gives the new name.
 
 Why not tyro / jsonargparse / draccus: each adds a dependency and its own error texts for what is ~250
 lines here, and none keeps the precise "file X: config key Y got Z, expected W" messages the recipes
@@ -31,11 +33,13 @@ import sys
 import tokenize
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from ..errors import ConfigError
+from ..version import MOVED_UNTIL
 
 __all__ = [
     "FRACTION", "Check", "HelpRequested", "above", "as_config_error", "at_least", "at_most", "between",
@@ -216,6 +220,20 @@ def _set(values: dict[str, Any], types_: dict[str, Any], key: str, raw: Any, whe
         raise ConfigError(f"{where}: config key {key!r} = {values[key]!r}: must be a finite number")
 
 
+def _renamed(cls: type, keys: Sequence[str], where: str) -> dict[str, str]:
+    """Old key -> new key for the old names among ``keys`` (what one source gave), each with a FutureWarning;
+    ConfigError when the source gives a key under both its names."""
+    old_names: dict[str, str] = getattr(cls, "OLD_NAMES", {})
+    found = {key: old_names[key] for key in keys if key in old_names}
+    for old, new in found.items():
+        if new in keys:
+            raise ConfigError(f"{where}: config keys {old!r} and {new!r} are one key (its old name and its new "
+                              f"one); give {new!r} only")
+        warnings.warn(f"{where}: config key {old!r} is now {new!r}; the old name goes in mvssl-hub {MOVED_UNTIL}",
+                      FutureWarning, stacklevel=3)
+    return found
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; ConfigError if the file is missing or is not a flat mapping."""
     import yaml
@@ -291,6 +309,10 @@ def config_help(cls: type, prog: str, summary: str = "") -> str:
         if text:
             lines.append(f"  {'':<24} {text}")
     lines.append("  --config FILE.yaml       a preset: any of the keys above")
+    old_names = getattr(cls, "OLD_NAMES", {})
+    if old_names:
+        lines.append(f"  old names, accepted until mvssl-hub {MOVED_UNTIL}: "
+                     + ", ".join(f"--{old} (now --{new})" for old, new in old_names.items()))
     lines.append("  -h, --help               show this help and exit")
     return "\n".join(lines) + "\n"
 
@@ -335,11 +357,15 @@ def parse_config(cls: type[C], argv: Sequence[str] | None = None, *, config_flag
         path = config_files[0]
         if path is None:
             raise ConfigError(f"command line: --{config_flag} needs a file path")
-        for key, raw in read_yaml(path).items():
-            _set(values, types_, str(key), raw, f"config file {path}", from_text=False)
+        preset = {str(key): raw for key, raw in read_yaml(path).items()}
+        renamed = _renamed(cls, list(preset), f"config file {path}")
+        for key, raw in preset.items():
+            _set(values, types_, renamed.get(key, key), raw, f"config file {path}", from_text=False)
+    renamed = _renamed(cls, [key for key, _ in pairs], "command line")
     for key, raw in pairs:
         if key == config_flag:
             continue
+        key = renamed.get(key, key)
         if raw is None:
             if key in types_ and _is_flag(types_[key]):
                 values[key] = True

@@ -1,9 +1,10 @@
 """The run state of a training run (``step-00000123/`` folders): atomic save, exact resume, the newest K kept.
 
-Not a checkpoint (the published folder, :mod:`mvssl_hub.hub.format`): a run state holds optimizer, scheduler
-and RNG state as ``accelerate`` writes them, with the run's config (``run_config.json``), and is only ever read
-back by the run that wrote it. (The recipes' flags and messages keep their words: ``--keep_checkpoints``,
-"no usable checkpoint", and the run folder's ``checkpoints/``.)
+Not a checkpoint (the published folder, :mod:`mvssl_hub.hub.format`, a run's ``export/``): a run state holds
+optimizer, scheduler and RNG state as ``accelerate`` writes them, with the run's config (``run_config.json``), and
+is only ever read back by the run that wrote it. A run folder keeps them in ``run_states/``
+(:func:`run_states_dir`); one written before that name had them in ``checkpoints/``, which the next run of it
+renames (:func:`adopt_old_layout`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from ..safe_io import fsync_dir, sha256_file
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MARKER_FILE", "RUN_CONFIG_FILE", "STATE_FILE", "RunStateManager", "load_run_state_model", "read_run_config"]
+__all__ = ["MARKER_FILE", "RUN_CONFIG_FILE", "RUN_STATES_DIR", "STATE_FILE", "RunStateManager", "adopt_old_layout",
+           "load_run_state_model", "read_run_config", "run_states_dir"]
 
+RUN_STATES_DIR = "run_states"  # <run folder>/run_states/step-*: where a recipe keeps its run states
+_OLD_RUN_STATES_DIR = "checkpoints"  # their folder's name in run folders written before mvssl-hub 0.2.0
 MARKER_FILE = "COMPLETE.json"
 STATE_FILE = "training_state.json"
 RUN_CONFIG_FILE = "run_config.json"  # the recipe's config the run was started with
@@ -45,6 +49,28 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+def run_states_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """The folder of a run folder's run states: ``<run>/run_states``, or ``<run>/checkpoints`` in a run folder
+    written before that name that no run has opened since (:func:`adopt_old_layout`). For tools that read run
+    folders; nothing is created or moved."""
+    run_dir = Path(run_dir)
+    new, old = run_dir / RUN_STATES_DIR, run_dir / _OLD_RUN_STATES_DIR
+    return old if old.is_dir() and not new.exists() else new
+
+
+def adopt_old_layout(run_dir: str | os.PathLike[str]) -> Path | None:
+    """Rename a run folder's ``checkpoints/`` (its run states, as laid out before mvssl-hub 0.2.0) to
+    ``run_states/``, one atomic rename, when there is no ``run_states/`` yet; returns the old folder when it did,
+    else None. Main process only: a recipe calls it before it opens its run states."""
+    run_dir = Path(run_dir)
+    old, new = run_dir / _OLD_RUN_STATES_DIR, run_dir / RUN_STATES_DIR
+    if not old.is_dir() or new.exists():
+        return None
+    os.rename(old, new)
+    fsync_dir(run_dir)
+    return old
+
+
 def read_run_config(folder: Path) -> dict[str, Any]:
     """The config a run state was saved with: ``run_config.json``, or ``config.json`` in an older run state."""
     path = folder / RUN_CONFIG_FILE
@@ -58,8 +84,8 @@ def load_run_state_model(folder: str | os.PathLike[str], build: Callable[[dict[s
     """The model of a training run state, and its training state: the one way to read a ``step-*`` folder's
     weights outside a resumed run (no accelerator, no optimiser).
 
-    ``folder`` is a ``step-*`` folder, or a run folder / its ``checkpoints/`` (then the newest complete run
-    state). ``build(run_config)`` makes the untrained model the run's config describes (the recipe's
+    ``folder`` is a ``step-*`` folder, or a run folder / its ``run_states/`` (then the newest complete run
+    state; :func:`run_states_dir`). ``build(run_config)`` makes the untrained model the run's config describes (the recipe's
     ``model_from_config``); the weights load strictly, wrapper prefixes (DDP, torch.compile) removed.
     """
     from safetensors.torch import load_file
@@ -68,7 +94,7 @@ def load_run_state_model(folder: str | os.PathLike[str], build: Callable[[dict[s
 
     folder = Path(folder)
     if RunStateManager._step_of(folder) is None:
-        root = folder if folder.name == "checkpoints" else folder / "checkpoints"
+        root = folder if folder.name in (RUN_STATES_DIR, _OLD_RUN_STATES_DIR) else run_states_dir(folder)
         latest = RunStateManager(root).latest()
         if latest is None:
             raise FileNotFoundError(f"{folder}: no complete run state (step-* folder) in {root}")
@@ -96,7 +122,7 @@ class RunStateManager:
     Why not accelerate's own rotation (``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)``):
     ``Accelerator.save_state`` deletes the oldest folders *before* it writes the new one, and writes in place, so
     a kill during the save can leave no complete state at all (``tests/recipes/test_pretrain.py::
-    test_crash_mid_save_keeps_previous_checkpoint`` kills a save midway and resumes from the previous state).
+    test_crash_mid_save_keeps_the_previous_run_state`` kills a save midway and resumes from the previous state).
     """
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
@@ -162,7 +188,7 @@ class RunStateManager:
         aside = self.root / _DAMAGED_DIR / f"{folder.name.lstrip('.')}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         aside.parent.mkdir(exist_ok=True)
         os.rename(folder, aside)
-        logger.warning("checkpoint %s is damaged (%s): moved aside to %s", folder, reason, aside)
+        logger.warning("run state %s is damaged (%s): moved aside to %s", folder, reason, aside)
         return aside
 
     def recover(self) -> list[str]:
@@ -189,7 +215,7 @@ class RunStateManager:
                         self._set_aside(final, self.problem(final) or "incomplete")
                     os.rename(p, final)
                     done.append(f"recovered {final.name} from {p.name}")
-                    logger.warning("checkpoint %s recovered from %s (a save was interrupted)", final, p.name)
+                    logger.warning("run state %s recovered from %s (a save was interrupted)", final, p.name)
                 else:
                     shutil.rmtree(p, ignore_errors=True)
                     done.append(f"removed {p.name}")
@@ -203,7 +229,7 @@ class RunStateManager:
             if reason is not None and step < kept_from:
                 shutil.rmtree(p, ignore_errors=True)
                 done.append(f"removed {p.name}: {reason}, older than the {self.keep} newest (a prune was interrupted)")
-                logger.info("checkpoint %s removed: incomplete and older than the %d newest (an interrupted prune)",
+                logger.info("run state %s removed: incomplete and older than the %d newest (an interrupted prune)",
                             p, self.keep)
             elif reason is not None:
                 done.append(f"{p.name}: {reason} -> {self._set_aside(p, reason)}")
@@ -300,17 +326,17 @@ class RunStateManager:
             latest = self.latest()
             if latest is None:
                 if self.damaged():
-                    raise ConfigError(f"--resume: no usable checkpoint in {self.root}; damaged, moved aside: "
+                    raise ConfigError(f"--resume: no usable run state in {self.root}; damaged, moved aside: "
                                       f"{[p.name for p in self.damaged()]}. Inspect them, or start over with "
                                       "--overwrite (without --resume)")
                 return {}, None
-            logger.info("resuming from %s, the newest complete checkpoint", latest)
+            logger.info("resuming from %s, the newest complete run state", latest)
             saved = read_run_config(latest)
             # a key the run state predates (a newer recipe) counts as unchanged when it keeps its default
             changed = {k: (saved.get(k), v) for k, v in config.items() if k not in resumable
                        and (saved[k] != v if k in saved else k not in defaults or defaults[k] != v)}
             if changed:
-                raise ConfigError(f"--resume from {latest}: these keys differ from the checkpoint's config "
+                raise ConfigError(f"--resume from {latest}: these keys differ from the run state's config "
                                   f"(saved, now): {changed}")
             step = json.loads((latest / STATE_FILE).read_text())["global_step"]
             if max_step is not None and step > max_step:  # nothing is moved: resume with the settings it had
@@ -319,7 +345,7 @@ class RunStateManager:
             return self.load(accelerator, latest), latest
         if self.root.exists() and any(self.root.iterdir()):
             if not overwrite:
-                raise ConfigError(f"{self.root} already holds checkpoints; pass --resume to continue, --overwrite "
+                raise ConfigError(f"{self.root} already holds run states; pass --resume to continue, --overwrite "
                                   "to start again, or choose another --output_dir")
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

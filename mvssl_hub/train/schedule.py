@@ -50,7 +50,7 @@ def expected_total_steps(step: int, total_steps: int, time_budget: float | None,
 
 
 class TrainingClock:
-    """Seconds of training, resumable from ``offset``, with evaluation and checkpoint time paused out.
+    """Seconds of training, resumable from ``offset``, with evaluation and save time paused out.
 
     ``mode="wall"`` reads ``time.perf_counter``; ``mode="process"`` reads this process's CPU time
     (``time.process_time``), which on a shared machine with one thread per run measures the work a run

@@ -5,7 +5,8 @@ loss. One flag per step then decides whether the optimizer step counts:
 
 - :func:`finite_flag`: a () bool on the device, the AND of ``isfinite`` over the loss (and any extra
   tensors) and, under DDP, over every rank (one all-reduce, enqueued, not waited for).
-- :class:`StepGuard`: backward always runs (so every rank issues the same collectives); then either
+- :class:`StepGuard`: backward always runs (so every rank issues the same collectives); then
+  ``guard.step(optimizer, loss)`` (read it as ``GradScaler.step(optimizer)``): either
   ``bool(ok)`` decides whether ``optimizer.step()`` runs (the one sync of the step), or, when the
   optimizer is a fused Adam/AdamW, the flag is handed to the fused kernel as ``found_inf`` (the
   mechanism GradScaler uses) and the step is skipped on the device: no sync at all. BatchNorm running
@@ -15,6 +16,7 @@ loss. One flag per step then decides whether the optimizer step counts:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed as distributed_mod
+from ..version import MOVED_UNTIL
 
 __all__ = ["BufferSnapshot", "StepCounts", "StepGuard", "finite_flag", "nonfinite_views", "supports_device_skip"]
 
@@ -105,7 +108,7 @@ class StepGuard:
         guard.before_forward()                  # snapshot BN running statistics
         z = model(views); loss = loss_fn(z.float())
         accelerator.backward(loss)
-        ok = guard.step(loss)                   # optimizer.step() or not; () bool on the device
+        ok = guard.step(optimizer, loss)        # optimizer.step() or not; () bool on the device
         optimizer.zero_grad(set_to_none=True); scheduler.step()
         counts = guard.poll()                   # free on the sync path; one read on the device path
 
@@ -128,11 +131,21 @@ class StepGuard:
         """Snapshot the buffers that a skipped step must not change (call before the forward)."""
         self.snapshot.take()
 
-    def step(self, loss: Tensor, *extra: Tensor) -> Tensor:
-        """Step the optimizer unless ``loss`` (or an ``extra`` tensor, on any rank) is non-finite.
+    def step(self, optimizer: Any, loss: Tensor | None = None, *extra: Tensor) -> Tensor:
+        """``optimizer.step()`` unless ``loss`` (or an ``extra`` tensor, on any rank) is non-finite; ``optimizer``
+        is the guard's own (ValueError otherwise).
 
-        Returns the () bool flag on the device. Sync path: one ``bool(flag)``; device path: none.
+        Returns the () bool flag on the device. Sync path: one ``bool(flag)``; device path: none. The older call
+        ``step(loss, *extra)`` works until mvssl-hub 0.2.0, with a DeprecationWarning.
         """
+        if isinstance(optimizer, Tensor):  # step(loss, *extra), the call before the optimizer was named
+            warnings.warn(f"StepGuard.step(loss) is now StepGuard.step(optimizer, loss); the old call goes in "
+                          f"mvssl-hub {MOVED_UNTIL}", DeprecationWarning, stacklevel=2)
+            optimizer, loss, extra = self.optimizer, optimizer, (() if loss is None else (loss,)) + extra
+        if optimizer is not self.optimizer:
+            raise ValueError("StepGuard.step: not the optimizer this guard was made for (one guard per optimizer)")
+        if loss is None:
+            raise TypeError("StepGuard.step(optimizer, loss): the loss is missing")
         ok = finite_flag(loss, *extra, distributed=self.distributed)
         if self.device_skip:
             self._device_step(ok)
@@ -171,5 +184,5 @@ class StepGuard:
         return StepCounts(self._skipped, self._streak, self._max_streak)
 
     def load_counts(self, skipped: int, streak: int) -> None:
-        """Resume the counters (e.g. ``nan_skipped`` / ``nan_streak`` from a checkpoint's training state)."""
+        """Resume the counters (e.g. ``nan_skipped`` / ``nan_streak`` from a run state's training state)."""
         self._skipped, self._streak, self._max_streak, self._dev = skipped, streak, streak, None

@@ -40,7 +40,7 @@ evaluate = load_recipe("evaluate", "bad_flags_evaluate")
 def test_pretrain_refuses(flags: list[str], message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         pretrain.main([*DEMO, "--output_dir", str(tmp_path / "run"), *flags])
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "run_states").exists()
 
 
 def test_an_output_dir_that_is_a_file(tmp_path: Path) -> None:

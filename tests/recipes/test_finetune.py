@@ -92,7 +92,7 @@ def test_finetune_runs_reports_and_resumes_exactly(recipe, checkpoint: Path, tmp
         validate_config({**export_cfg, "class_names": names[:9]})  # 9 names for 10 classes
 
     # interrupted after epoch 1, then resumed: the same trajectory and the same final weights
-    # killed during step 3 (after epoch 1's checkpoint), then resumed
+    # killed during step 3 (after epoch 1's run state), then resumed
     real_loss, calls = torch.nn.functional.cross_entropy, {"n": 0}
 
     def dies_at_step_3(*args, **kwargs):
@@ -124,7 +124,7 @@ def test_finetune_refuses_resume_with_changed_settings_and_bad_config(recipe, ch
     recipe.main(_args(checkpoint, tmp_path / "run", "--max_steps", "1", "--epochs", "1", "--export", "false"))
     with pytest.raises(ConfigError, match="lr_head"):
         recipe.main(_args(checkpoint, tmp_path / "run", "--resume", "--epochs", "1", "--lr_head", "0.5"))
-    with pytest.raises(ConfigError, match="already holds checkpoints"):
+    with pytest.raises(ConfigError, match="already holds run states"):
         recipe.main(_args(checkpoint, tmp_path / "run", "--epochs", "1"))
     with pytest.raises(ConfigError, match="'model'"):
         recipe.main(["--data", str(DATA)])
@@ -190,3 +190,24 @@ def test_the_head_starts_as_a_linear_probe_on_the_frozen_features(recipe, checkp
     # --head_init random keeps nn.Linear's initialisation: no probe is fitted
     plain = recipe.main(_args(checkpoint.parent, tmp_path / "plain", "--max_steps", "1", "--head_init", "random"))
     assert plain["probe_top1"] is None and "new linear head" in plain["records"][0]["protocol"]
+
+
+def test_a_non_finite_step_is_skipped_and_too_many_stop_the_run(recipe, checkpoint: Path, tmp_path: Path) -> None:
+    """The fine-tune's step is guarded as pretraining's is: a batch whose loss is NaN changes no weight and no
+    BatchNorm statistic; max_nan_steps of them in a row stop the run, naming the last good run state."""
+    real_loss, calls = torch.nn.functional.cross_entropy, {"n": 0, "nan_from": 1}
+
+    def nan_loss(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if calls["n"] >= calls["nan_from"] else value
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "cross_entropy", nan_loss)
+        run = recipe.main(_args(checkpoint.parent, tmp_path / "nan", "--max_steps", "1", "--head_init", "random"))
+        assert run["steps"] == 1 and run["nan_skipped"] == 1
+        before, after = (load_file(str(folder / "model.safetensors")) for folder in (checkpoint, tmp_path / "nan" / "export"))
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # BN stats too
+        calls.update(n=0, nan_from=2)  # step 1 trains, then every loss is NaN
+        with pytest.raises(recipe.NonFiniteLossError, match=r"2 consecutive non-finite losses.*run_states/step-00000002"):
+            recipe.main(_args(checkpoint.parent, tmp_path / "stop", "--head_init", "random", "--max_nan_steps", "2"))

@@ -31,12 +31,12 @@ def tiny(config: str, data: Path, out: Path, *extra: str) -> list[str]:
     return ["--config", str(RECIPES / "configs" / config), "--data", str(data), "--eval_data", str(data),
             "--width", "8", "--limit", "32", "--batch_size", "16", "--max_steps", "2", "--eval_limit", "20",
             "--knn_k", "5", "--precision", "fp32", "--output_dir", str(out), "--progress", "false",
-            "--save_every", "0", "--knn_random_init", "false", *extra]
+            "--run_state_every", "0", "--knn_random_init", "false", *extra]
 
 
 def check_run(summary: dict, out: Path, size: int, data: Path, knn: bool = True) -> dict:
     assert summary["state"]["global_step"] == 2 and summary["stopped_by"] == "completed"
-    assert (out / "checkpoints" / "step-00000002" / "COMPLETE.json").is_file()
+    assert (out / "run_states" / "step-00000002" / "COMPLETE.json").is_file()
     cfg = json.loads((out / "export" / "config.json").read_text())
     assert cfg["dataset"]["id"] == data.name and (out / "export" / "model.safetensors").is_file()  # no local path
     if knn:

@@ -1,4 +1,5 @@
-"""The pretraining recipe in-process on tiny real data: runs, checkpoints, bitwise resume, crash-safe saves, NaN skips."""
+"""The pretraining recipe in-process on tiny real data: run states and the export (the checkpoint), bitwise resume,
+crash-safe saves, NaN skips."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ def tiny(out: Path, *extra: str) -> list[str]:
         "--data", str(DATA), "--limit", "64", "--eval_limit", "60", "--knn_k", "10",
         "--width", "8", "--proj_dim", "32", "--num_views", "3", "--batch_size", "16", "--epochs", "10",
         "--precision", "fp32", "--output_dir", str(out), "--progress", "false", "--log_every", "1",
-        "--save_every", "0", *extra,
+        "--run_state_every", "0", *extra,
     ]
 
 
-def weights_and_optimizer(ckpt: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    weights = load_file(str(ckpt / "model.safetensors"))
-    optim = torch.load(ckpt / "optimizer.bin", weights_only=True)  # our own file; no arbitrary unpickling
+def weights_and_optimizer(run_state: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    weights = load_file(str(run_state / "model.safetensors"))
+    optim = torch.load(run_state / "optimizer.bin", weights_only=True)  # our own file; no arbitrary unpickling
     return weights, optim
 
 
@@ -56,16 +57,16 @@ def assert_same_state(a: Path, b: Path) -> None:
         assert sa[key] == sb[key], key
 
 
-def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> None:
+def test_a_few_steps_write_run_states_and_a_loadable_checkpoint(tmp_path: Path) -> None:
     from mvssl_hub.hub.loading import from_pretrained
 
     out = tmp_path / "run"
-    summary = recipe.main(tiny(out, "--max_steps", "3", "--save_every", "2"))
+    summary = recipe.main(tiny(out, "--max_steps", "3", "--run_state_every", "2"))
     state = summary["state"]
     assert state["global_step"] == 3 and state["epoch"] == 0 and state["step_in_epoch"] == 3
-    run_states = sorted(p.name for p in (out / "checkpoints").iterdir())
+    run_states = sorted(p.name for p in (out / "run_states").iterdir())
     assert run_states == ["step-00000002", "step-00000003"]
-    last = out / "checkpoints" / "step-00000003"
+    last = out / "run_states" / "step-00000003"
     marker = json.loads((last / "COMPLETE.json").read_text())
     assert marker["step"] == 3 and "model.safetensors" in marker["files"] and "run_config.json" in marker["files"]
     saved_cfg = json.loads((last / "run_config.json").read_text())
@@ -81,7 +82,7 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
     assert cfg["training"]["steps"] == 3 and cfg["training"]["images_per_s"] > 0
     # the card shows the command as typed
     assert cfg["train_config"]["command"].startswith("accelerate launch recipes/pretrain.py ")
-    assert "--max_steps 3 --save_every 2" in cfg["train_config"]["command"]
+    assert "--max_steps 3 --run_state_every 2" in cfg["train_config"]["command"]
     assert cfg["train_config"]["command"] in (out / "export" / "README.md").read_text()
     assert (out / "export" / "projector.safetensors").is_file()
     # the tracker wrote one JSON line per logged step
@@ -94,7 +95,7 @@ def test_a_few_steps_write_a_loadable_checkpoint_and_export(tmp_path: Path) -> N
     assert len(timed) == 2 and all(t > 0 for t in timed)
     assert state["monitor_seconds"] == pytest.approx(sum(timed))
     # running again into the same folder without --resume is refused (no silent overwrite)
-    with pytest.raises(recipe.ConfigError, match="already holds checkpoints"):
+    with pytest.raises(recipe.ConfigError, match="already holds run states"):
         recipe.main(tiny(out, "--max_steps", "1"))
 
 
@@ -121,7 +122,7 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
     # --deterministic: on a GPU, cuDNN autotuning and non-deterministic kernels would break bitwise equality
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "7", "--deterministic"))
 
-    # Crash while taking step 6 (index 5); the last checkpoint is step 3 (mid-epoch: epoch 0, step 3 of 4).
+    # Crash while taking step 6 (index 5); the last run state is step 3 (mid-epoch: epoch 0, step 3 of 4).
     import mvssl_hub.data.sampling as sampling
 
     real_slice = sampling.process_slice
@@ -135,22 +136,56 @@ def test_interrupt_and_resume_is_bitwise_identical(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(sampling, "process_slice", crashing_slice)
     with pytest.raises(KeyboardInterrupt):
-        recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--deterministic"))
+        recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--run_state_every", "3", "--deterministic"))
     monkeypatch.setattr(sampling, "process_slice", real_slice)
     reset_accelerate_state()
-    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000003"]
-    resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--save_every", "3", "--resume",
+    assert sorted(p.name for p in (tmp_path / "cut" / "run_states").iterdir()) == ["step-00000003"]
+    resumed = recipe.main(tiny(tmp_path / "cut", "--max_steps", "7", "--run_state_every", "3", "--resume",
                                "--deterministic"))
     assert torch.are_deterministic_algorithms_enabled()
     assert resumed["state"]["global_step"] == 7
-    assert_same_state(full["checkpoint"], resumed["checkpoint"])
+    assert_same_state(full["run_state"], resumed["run_state"])
     # the exported backbones are identical too
     a = load_file(str(full["export"] / "model.safetensors"))
     b = load_file(str(resumed["export"] / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_folder_of_the_old_layout_resumes_bitwise_with_the_old_flag_names(tmp_path: Path) -> None:
+    """Before mvssl-hub 0.2.0 a run folder kept its run states in checkpoints/, their run_config.json spoke of
+    save_every and keep_checkpoints, and so did the command line: such a run resumes bit for bit, its run states
+    moved to run_states/ (one rename), and the old flags still work, with a warning naming the new ones."""
+    import hashlib
+
+    quick = ["--eval_split", "", "--knn_random_init", "false", "--export", "false"]
+    full = recipe.main(tiny(tmp_path / "full", "--max_steps", "5", *quick))
+    reset_accelerate_state()
+    old_flags = ["--save_every", "1", "--keep_checkpoints", "3"]
+    args = tiny(tmp_path / "old", *quick)
+    del args[args.index("--run_state_every"):args.index("--run_state_every") + 2]  # the old names only
+    with pytest.warns(FutureWarning, match="'save_every' is now 'run_state_every'"):
+        recipe.main([*args, "--max_steps", "2", *old_flags])
+    old = tmp_path / "old" / "checkpoints"
+    (tmp_path / "old" / "run_states").rename(old)  # laid out, and written, as mvssl-hub 0.1 did
+    for folder in old.glob("step-*"):
+        saved = json.loads((folder / "run_config.json").read_text())
+        for new_key, old_key in (("run_state_every", "save_every"), ("run_state_every_seconds", "save_every_seconds"),
+                                 ("keep_run_states", "keep_checkpoints")):
+            saved[old_key] = saved.pop(new_key)
+        (folder / "run_config.json").write_text(json.dumps(saved))
+        marker = json.loads((folder / "COMPLETE.json").read_text())
+        marker["files"]["run_config.json"] = hashlib.sha256((folder / "run_config.json").read_bytes()).hexdigest()
+        (folder / "COMPLETE.json").write_text(json.dumps(marker))
+    reset_accelerate_state()
+    with pytest.warns(FutureWarning, match="'keep_checkpoints' is now 'keep_run_states'"):
+        resumed = recipe.main([*args, "--max_steps", "5", "--resume", *old_flags])
+    assert not old.exists() and sorted(p.name for p in (tmp_path / "old" / "run_states").iterdir()) == [
+        "step-00000003", "step-00000004", "step-00000005"]  # resumed from step 2 (keep 3), in the new folder
+    assert resumed["state"]["global_step"] == 5
+    assert_same_state(full["run_state"], resumed["run_state"])
+
+
+def test_crash_mid_save_keeps_the_previous_run_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from accelerate import Accelerator
 
     out = tmp_path / "run"
@@ -160,33 +195,33 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: p
     def failing_save_state(self, output_dir=None, **kw):
         calls["n"] += 1
         result = real_save_state(self, output_dir, **kw)
-        if calls["n"] == 2:  # second checkpoint: files written, then the process dies before completion
+        if calls["n"] == 2:  # second run state: files written, then the process dies before completion
             (Path(output_dir) / "model.safetensors").write_bytes(b"truncated")
             raise OSError("disk full (simulated)")
         return result
 
     monkeypatch.setattr(Accelerator, "save_state", failing_save_state)
     with pytest.raises(OSError, match="simulated"):
-        recipe.main(tiny(out, "--max_steps", "6", "--save_every", "2"))
+        recipe.main(tiny(out, "--max_steps", "6", "--run_state_every", "2"))
     monkeypatch.setattr(Accelerator, "save_state", real_save_state)
-    root = out / "checkpoints"
+    root = out / "run_states"
     names = sorted(p.name for p in root.iterdir())
     assert names == [".tmp-step-00000004", "step-00000002"]
     manager = recipe.RunStateManager(root)
     assert manager.latest() == root / "step-00000002"
 
     reset_accelerate_state()
-    resumed = recipe.main(tiny(out, "--max_steps", "6", "--save_every", "2", "--resume"))
+    resumed = recipe.main(tiny(out, "--max_steps", "6", "--run_state_every", "2", "--resume"))
     assert sorted(p.name for p in root.iterdir()) == ["step-00000004", "step-00000006"]  # keep 2, tmp cleaned
     reset_accelerate_state()
     full = recipe.main(tiny(tmp_path / "full", "--max_steps", "6"))
-    assert_same_state(full["checkpoint"], resumed["checkpoint"])
+    assert_same_state(full["run_state"], resumed["run_state"])
 
 
-def test_corrupt_checkpoint_is_ignored_on_resume(tmp_path: Path) -> None:
+def test_a_corrupt_run_state_is_ignored_on_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    recipe.main(tiny(out, "--max_steps", "4", "--save_every", "2", "--export", "false", "--knn_random_init", "false"))
-    root = out / "checkpoints"
+    recipe.main(tiny(out, "--max_steps", "4", "--run_state_every", "2", "--export", "false", "--knn_random_init", "false"))
+    root = out / "run_states"
     newest = root / "step-00000004"
     with open(newest / "optimizer.bin", "ab") as f:  # bit rot after completion: sha256 no longer matches
         f.write(b"x")
@@ -218,21 +253,21 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path: Path, monkeyp
     nan_at.update(range(3, 100))
     calls["n"] = 0
     with pytest.raises(recipe.NonFiniteLossError, match=r"3 consecutive non-finite losses.*step-00000002"):
-        recipe.main(tiny(tmp_path / "many", "--max_steps", "8", "--save_every", "2", "--max_nan_steps", "3"))
+        recipe.main(tiny(tmp_path / "many", "--max_steps", "8", "--run_state_every", "2", "--max_nan_steps", "3"))
 
 
-def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
+def test_only_the_newest_run_states_are_kept(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    recipe.main(tiny(out, "--max_steps", "4", "--save_every", "1", "--keep_checkpoints", "2", "--export", "false"))
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000003", "step-00000004"]
+    recipe.main(tiny(out, "--max_steps", "4", "--run_state_every", "1", "--keep_run_states", "2", "--export", "false"))
+    assert sorted(p.name for p in (out / "run_states").iterdir()) == ["step-00000003", "step-00000004"]
 
 
-def test_checkpoints_every_few_seconds_of_training(tmp_path: Path) -> None:
-    """--save_every_seconds bounds what a kill loses in training time, whatever a step costs."""
+def test_run_states_every_few_seconds_of_training(tmp_path: Path) -> None:
+    """--run_state_every_seconds bounds what a kill loses in training time, whatever a step costs."""
     out = tmp_path / "run"
-    recipe.main(tiny(out, "--max_steps", "3", "--save_every_seconds", "1e-6", "--keep_checkpoints", "5",
+    recipe.main(tiny(out, "--max_steps", "3", "--run_state_every_seconds", "1e-6", "--keep_run_states", "5",
                      "--export", "false", "--knn_random_init", "false", "--eval_split", ""))
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-0000000{i}" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (out / "run_states").iterdir()) == [f"step-0000000{i}" for i in (1, 2, 3)]
 
 
 def test_lars_trains_and_a_time_spanned_schedule_ends_with_the_budget(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def tiny_vit(out: Path, *extra: str) -> list[str]:
     return ["--data", str(DATA), "--limit", "64", "--eval_limit", "40", "--knn_k", "10",
             "--arch", f"timm:{NAME}", "--arch_kwargs", json.dumps(KW), "--proj_dim", "16", "--num_views", "3",
             "--batch_size", "16", "--epochs", "10", "--precision", "fp32", "--output_dir", str(out),
-            "--progress", "false", "--log_every", "1", "--save_every", "0", *extra]
+            "--progress", "false", "--log_every", "1", "--run_state_every", "0", *extra]
 
 
 def test_pretrain_a_timm_vit_and_timm_loads_the_export(tmp_path: Path, hub) -> None:

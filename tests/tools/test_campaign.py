@@ -16,7 +16,7 @@ from conftest import reset_accelerate_state
 pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --knn_k 10 --knn_every_seconds 0 "
-        "--save_every_seconds 0 --save_every 1 --log_every 1")
+        "--run_state_every_seconds 0 --run_state_every 1 --log_every 1")
 
 
 def chunk(tmp_path: Path) -> dict:
@@ -39,7 +39,7 @@ def test_two_chunks_continue_one_run_and_record_a_milestone(tmp_path: Path) -> N
     steps = [r["step"] for r in map(json.loads, (run / "logs" / "metrics.jsonl").read_text().splitlines())
              if "loss" in r]
     assert steps == list(range(1, second["step_after"] + 1))  # one log across chunks, no step twice
-    saved = json.loads(next((run / "checkpoints").glob("step-*/run_config.json")).read_text())
+    saved = json.loads(next((run / "run_states").glob("step-*/run_config.json")).read_text())
     assert saved["epochs"] == 100 and saved["schedule"] == "constant"  # the preset's schedule, whatever the chunk
     records = (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "campaign.jsonl").read_text().splitlines()
     assert len(records) == 2 and (tmp_path / "results" / "cifar10_bt_resnet18_w16" / "metrics.jsonl").is_file()

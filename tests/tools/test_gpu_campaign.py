@@ -112,7 +112,7 @@ def test_the_device_flags_are_the_preset_s_but_the_clock_and_cadence() -> None:
     base = parse_config(pretrain.PretrainConfig, ["--config", str(preset)])
     extra = calibrate.campaign_extra(False, 60.0, 120.0, 16).split()
     cfg = parse_config(pretrain.PretrainConfig, ["--config", str(preset), *extra])
-    assert (cfg.clock, cfg.knn_every_seconds, cfg.save_every_seconds, cfg.decode_workers) == ("wall", 60, 120, 16)
+    assert (cfg.clock, cfg.knn_every_seconds, cfg.run_state_every_seconds, cfg.decode_workers) == ("wall", 60, 120, 16)
     changed = {k for k in vars(cfg) if getattr(cfg, k) != getattr(base, k)}
     assert changed - pretrain.RESUMABLE_CHANGES <= {"clock"}  # the recipe itself is the preset's (its clock may be wall already)
 
@@ -177,12 +177,14 @@ def test_epochs_for_applies_the_share_and_clamps() -> None:
     assert epochs * 390 / 44.4 <= 330 and epochs * 390 / 59.82 >= 0.6 * 330
 
 
-def test_resumed_epochs_need_a_checkpoints_folder_and_the_config_row(tmp_path: Path) -> None:
+def test_resumed_epochs_need_a_run_states_folder_and_the_config_row(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert calibrate.resumed_epochs(run) is None  # nothing there
     write_metrics(run / "logs" / "metrics.jsonl", [{"config": {"epochs": 45, "batch_size": 128}}, step_row(10, 1.0)])
     assert calibrate.resumed_epochs(run) is None  # a log but no run state: nothing to resume
-    (run / "checkpoints").mkdir()
+    (run / "checkpoints").mkdir()  # run states as laid out before mvssl-hub 0.2.0
+    assert calibrate.resumed_epochs(run) == 45
+    (run / "checkpoints").rename(run / "run_states")
     assert calibrate.resumed_epochs(run) == 45
     (run / "logs" / "metrics.jsonl").unlink()
     assert calibrate.resumed_epochs(run) is None  # a run state without its log
@@ -194,7 +196,7 @@ def test_the_calibration_run_times_the_step_alone(tmp_path: Path) -> None:
     assert cmd[1].endswith("pretrain.py") and flags["--config"] == "preset.yaml" and flags["--data"] == "data"
     assert flags["--output_dir"] == str(tmp_path)
     assert flags["--time_budget"] == "25" and flags["--clock"] == "wall" and flags["--threads"] == "4"
-    assert all(flags[f] == "0" for f in ("--knn_every", "--knn_every_seconds", "--save_every", "--save_every_seconds"))
+    assert all(flags[f] == "0" for f in ("--knn_every", "--knn_every_seconds", "--run_state_every", "--run_state_every_seconds"))
     assert flags["--monitors"] == flags["--export"] == flags["--knn_random_init"] == "false"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mvssl_hub.errors import ConfigError
 from mvssl_hub.losses import recommended_beta
-from mvssl_hub.train.config import config_to_dict, dump_yaml, parse_config, read_yaml
+from mvssl_hub.train.config import config_help, config_to_dict, dump_yaml, parse_config, read_yaml
 
 from conftest import load_recipe
 
@@ -187,3 +187,29 @@ def test_run_cli_turns_config_errors_into_one_line_and_exit_2(capsys: pytest.Cap
     ran = []
     run_cli(lambda: ran.append(1))
     assert ran == [1]
+
+
+def test_old_key_names_still_work_for_a_release_with_a_warning_naming_the_new_one(tmp_path: Path) -> None:
+    """The run-state flags were renamed (a checkpoint is the published export, not a step-* folder): the old names
+    are accepted in a preset and on the command line until MOVED_UNTIL, each with a FutureWarning."""
+    from mvssl_hub.version import MOVED_UNTIL
+
+    preset = tmp_path / "old.yaml"
+    preset.write_text("keep_checkpoints: 4\nsave_every_seconds: 30\n")
+    with pytest.warns(FutureWarning, match=rf"config file .*old.yaml: config key 'keep_checkpoints' is now "
+                                           rf"'keep_run_states'; the old name goes in mvssl-hub {MOVED_UNTIL}"):
+        cfg = parse_config(PretrainConfig, ["--config", str(preset), "--save_every", "7"])
+    assert (cfg.keep_run_states, cfg.run_state_every_seconds, cfg.run_state_every) == (4, 30.0, 7)
+    with pytest.warns(FutureWarning, match="command line: config key 'keep_checkpoints' is now 'keep_run_states'"):
+        cfg = parse_config(PretrainConfig, ["--config", str(preset), "--keep-checkpoints", "5"])
+    assert cfg.keep_run_states == 5  # the command line still wins over the preset, whichever name each used
+    assert parse_config(PretrainConfig, ["--keep_run_states", "3"]).keep_run_states == 3  # the new name: silent
+    with pytest.raises(ConfigError, match=r"'keep_checkpoints' and 'keep_run_states' are one key"):
+        parse_config(PretrainConfig, ["--keep_checkpoints", "2", "--keep_run_states", "3"])
+    finetune = load_recipe("finetune", "finetune_recipe_old_names")
+    with pytest.warns(FutureWarning, match="'save_every' is now 'run_state_every'"):
+        assert parse_config(finetune.FinetuneConfig, ["m", "--save_every", "9"]).run_state_every == 9
+    with pytest.raises(ConfigError, match="unknown config key 'save_every_seconds'"):  # finetune never had it
+        parse_config(finetune.FinetuneConfig, ["m", "--save_every_seconds", "9"])
+    help_text = config_help(PretrainConfig, "recipes/pretrain.py")
+    assert "--keep_checkpoints (now --keep_run_states)" in help_text and "--run_state_every" in help_text

@@ -81,7 +81,7 @@ def _run(device_skip: bool, nan_steps: set[int], steps: int = 6, fused: bool = T
         z = model(x.flatten(0, 1)).view(2, 16, 4)
         loss = barlow_twins_loss(z, 0.02)
         loss.backward()
-        flags.append(bool(guard.step(loss)))
+        flags.append(bool(guard.step(opt, loss)))
         opt.zero_grad(set_to_none=True)
     return model, guard, flags
 
@@ -143,7 +143,7 @@ def test_device_skip_step_reads_nothing_on_the_host(forbid_host_reads) -> None:
             guard.before_forward()
             loss = barlow_twins_loss(model(xb).view(2, 16, 4), 0.02)
             loss.backward()
-            guard.step(loss)
+            guard.step(opt, loss)
             opt.zero_grad(set_to_none=True)
         if not bad:
             after_good = _state(model)
@@ -169,3 +169,19 @@ def test_device_skip_needs_a_fused_adam() -> None:
 
     assert supports_device_skip(Wrapped(torch.optim.Adam(p, fused=True)))
     assert not supports_device_skip(Wrapped(torch.optim.Adam(p, fused=True), scaler=object()))
+
+
+def test_the_guard_steps_its_own_optimizer_and_the_old_call_still_works() -> None:
+    """guard.step(optimizer, loss) reads like GradScaler.step(optimizer); another optimizer is refused, and the
+    call of mvssl-hub 0.1 (guard.step(loss)) still steps, with a DeprecationWarning."""
+    model = _model().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    guard = StepGuard(opt, _bn_buffers(model))
+    loss = barlow_twins_loss(model(torch.randn(32, 6)).view(2, 16, 4), 0.02)
+    loss.backward()
+    with pytest.raises(ValueError, match="not the optimizer this guard was made for"):
+        guard.step(torch.optim.Adam(model.parameters()), loss)
+    before = model[0].weight.detach().clone()
+    with pytest.warns(DeprecationWarning, match=r"step\(optimizer, loss\)"):
+        assert bool(guard.step(loss))
+    assert not torch.equal(model[0].weight, before)

@@ -27,7 +27,7 @@ def campaign_extra(smoke: bool, knn_every: float, save_every: float, threads: in
     run's tiny settings)."""
     if smoke:
         return f"--clock wall {SMOKE_EXTRA}"
-    return (f"--clock wall --knn_every_seconds {knn_every:g} --save_every_seconds {save_every:g} "
+    return (f"--clock wall --knn_every_seconds {knn_every:g} --run_state_every_seconds {save_every:g} "
             f"--decode_workers {threads} --threads {threads}")
 
 
@@ -37,7 +37,7 @@ def calibration_command(preset: Path, data: str, folder: Path, seconds: float, e
     return [sys.executable, str(ROOT / "recipes" / "pretrain.py"), "--config", str(preset), "--data", data,
             "--data_name", DATA_NAME, "--output_dir", str(folder), "--progress", "false", *extra.split(),
             "--time_budget", f"{seconds:g}", "--knn_every", "0", "--knn_every_seconds", "0", "--knn_random_init",
-            "false", "--monitors", "false", "--export", "false", "--save_every", "0", "--save_every_seconds", "0"]
+            "false", "--monitors", "false", "--export", "false", "--run_state_every", "0", "--run_state_every_seconds", "0"]
 
 
 def step_rate(metrics: Path) -> tuple[float, float]:
@@ -63,7 +63,7 @@ def epochs_for(rate: float, steps_per_epoch: float, budget: float, share: float 
 def resumed_epochs(run: Path) -> int | None:
     """The epochs an earlier call's run was started with (its metrics log's config record), or None."""
     log = run / "logs" / "metrics.jsonl"
-    if not (run / "checkpoints").is_dir() or not log.is_file():
+    if not any((run / d).is_dir() for d in ("run_states", "checkpoints")) or not log.is_file():  # new or old layout
         return None
     for row in map(json.loads, log.read_text().splitlines()):
         if "config" in row:

@@ -50,7 +50,7 @@ COMPILE_PROBE = 0.0  # further training seconds of a second, compiled calibratio
 SCHEDULE_SHARE = 0.7  # the share of the budget the schedule is sized to fill (the rest: headroom)
 MAX_EPOCHS = 400
 SMOKE_EXTRA = ("--limit 64 --eval_limit 64 --batch_size 16 --width 8 --proj_dim 16 --knn_k 10 --knn_every_seconds 1 "
-               "--monitors false --save_every_seconds 0 --save_every 8 --log_every 1 --precision fp32 "
+               "--monitors false --run_state_every_seconds 0 --run_state_every 8 --log_every 1 --precision fp32 "
                "--decode_workers 1 --threads 1")
 MONITOR_NOTE = (f"kNN monitor during training: bank = the first 10,000 train images (the preset's eval_limit), "
                 f"queries = only the first {MONITOR_ROWS:,} rows of test.parquet (the copy that travels); "

@@ -1,10 +1,11 @@
-"""How a recipe starts a training run: the two calls ``pretrain`` and ``finetune`` share.
+"""The start of a training run: the two calls ``pretrain`` and ``finetune`` make before their first step.
 
-:func:`start_run` comes first (the log, threads, the accelerator and its trackers, backend flags, the global batch
-split over the processes, the output folder seen by every machine); :func:`open_run_state` comes once the model,
-optimiser and scheduler are prepared, since restoring a run state loads into them: the run states' manager,
-``start_or_resume``, the metrics log trimmed to the resumed step, an interrupted export tidied, the trackers
-initialised with the run's config, and the collectives' limit tightened from the start-up's to
+:func:`start_run` comes first and returns the :class:`Run` (the log, threads, the accelerator and its trackers,
+backend flags, the global batch split over the processes, the output folder seen by every machine);
+:func:`open_run_state` comes once the model, optimiser and scheduler are prepared, since restoring a run state
+loads into them: a run folder of the old layout adopted (``checkpoints/`` -> ``run_states/``), the run states'
+manager, ``start_or_resume``, the metrics log trimmed to the resumed step, an interrupted export tidied, the
+trackers initialised with the run's config, and the collectives' limit tightened from the start-up's to
 ``dist_timeout_minutes`` (:mod:`.collectives`).
 """
 
@@ -14,6 +15,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,45 @@ import torch
 from ..errors import ConfigError
 from .backends import configure_backends, make_accelerator
 from .collectives import tighten
-from .run_state import RunStateManager
+from .run_state import RUN_STATES_DIR, RunStateManager, adopt_old_layout
 from .trackers import JSONLTracker, drop_logged_after
 
-__all__ = ["check_shared_folder", "open_run_state", "start_run"]
+__all__ = ["Run", "check_shared_folder", "open_run_state", "start_run"]
+
+
+@dataclass
+class Run:
+    """What every process knows about its run: the accelerator, the precision it trains in, the recipe's log,
+    and the resolved config kept with every run state."""
+
+    accelerator: Any
+    precision: str  # "bf16", "fp16" or "fp32"
+    log: logging.Logger | Any  # accelerate's logger: ``main_process_only`` is one of its keywords
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def view_dtype(self) -> torch.dtype:
+        """The dtype the views are made in: the autocast dtype (bf16, fp16), else float32."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+
+    def say(self, message: str) -> None:
+        """One line of the recipe's log, written by the main process only."""
+        self.log.info(message, main_process_only=True)
 
 
 def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: str, threads: int, cpu: bool | None,
               precision: str, dist_timeout_minutes: float, batch_size: int, deterministic: bool = False,
-              extra_trackers: tuple[Any, ...] = ()) -> tuple[Any, str, Any]:
-    """(accelerator, precision used, the recipe's logger ``mvssl_hub.<name>``) for a run in ``output_dir``.
+              extra_trackers: tuple[Any, ...] = ()) -> Run:
+    """The :class:`Run` in ``output_dir``: its accelerator, the precision used, the recipe's logger
+    ``mvssl_hub.<name>``; its config is the recipe's to fill.
 
     Logs go to stdout at ``log_level`` (accelerate's own at warning or above); ``threads`` > 0 sets torch's
     threads; the metrics go to ``<output_dir>/logs/<log_file>.jsonl`` (and ``extra_trackers``). ConfigError when
@@ -52,7 +83,7 @@ def start_run(*, name: str, output_dir: str | Path, log_file: str, log_level: st
     if batch_size % world:
         raise ConfigError(f"config key 'batch_size' = {batch_size}: not divisible by the {world} processes")
     check_shared_folder(accelerator, run_dir)
-    return accelerator, used, get_logger(f"mvssl_hub.{name}", log_level=log_level.upper())
+    return Run(accelerator, used, get_logger(f"mvssl_hub.{name}", log_level=log_level.upper()))
 
 
 def check_shared_folder(accelerator: Any, folder: Path) -> None:
@@ -86,12 +117,17 @@ def open_run_state(accelerator: Any, *, name: str, output_dir: str | Path, log_f
                    ) -> tuple[RunStateManager, dict[str, Any], Path | None]:
     """(the run states' manager, the saved training state or {}, the run state resumed from or None).
 
-    After ``start_or_resume`` (see :meth:`RunStateManager.start_or_resume`), the main process drops the metrics a
+    The run states live in ``<output_dir>/run_states`` (a run folder of the old layout has its ``checkpoints/``
+    renamed first, by the main process: :func:`~.run_state.adopt_old_layout`). After ``start_or_resume`` (see :meth:`RunStateManager.start_or_resume`), the main process drops the metrics a
     killed run logged past its run state (they are logged again) and calls ``tidy(<output_dir>/export)`` (an
     export interrupted between its two renames); then the trackers start, with ``tracker_config`` (default
     ``config``)."""
     run_dir = Path(output_dir)
-    run_states = RunStateManager(run_dir / "checkpoints", keep=keep)
+    if accelerator.is_main_process and (old := adopt_old_layout(run_dir)) is not None:
+        logging.getLogger(f"mvssl_hub.{name}").info("# run states: %s renamed to %s (their folder's new name)",
+                                                     old, run_dir / RUN_STATES_DIR)
+    accelerator.wait_for_everyone()  # every process opens the run states where the main process left them
+    run_states = RunStateManager(run_dir / RUN_STATES_DIR, keep=keep)
     saved, latest = run_states.start_or_resume(accelerator, config, resume=resume, overwrite=overwrite,
                                                resumable=resumable, log_dir=run_dir / "logs", defaults=defaults,
                                                max_step=max_step)
