@@ -1,6 +1,6 @@
 """Every preset a GPU run will train first learns here: on the embedded 5k CIFAR-10 cut, within a few CPU-minutes,
 its network ends above the same network's random-init kNN. A GPU procedure refuses a preset without a passing
-record of its current bytes (:func:`require`), so that a recipe that collapses is caught on a CPU, not on a GPU.
+record of its current settings (:func:`require`), so that a recipe that collapses is caught on a CPU, not on a GPU.
 
     python benchmarks/learn_check.py                              # every preset -> results/learn_check.json
     python benchmarks/learn_check.py --only race_published        # one preset (the others' records stay)
@@ -14,7 +14,8 @@ What changes from the preset, and why:
 - the clock: a time budget of the process's CPU seconds, the schedule spanning it (``--schedule_time``) as a GPU
   run's calibrated schedule spans its budget; ``--epochs`` times the full split / the cut (10), so that the
   warm-up keeps the share of the schedule it has on the full split.
-The record keeps the sha256 of the preset files (:func:`fingerprint`): editing a preset voids its record.
+The record keeps the sha256 of what the preset files set (:func:`fingerprint`): changing a setting that shapes the
+training voids its record; comments and bookkeeping keys do not.
 """
 
 from __future__ import annotations
@@ -48,10 +49,19 @@ SMOKE = ("--limit", "64", "--eval_limit", "64", "--width", "4", "--knn_k", "10",
 
 
 def fingerprint(files: tuple[Path, ...]) -> str:
-    """sha256 over the preset files' names and bytes: a record is valid for exactly these presets."""
+    """sha256 over what each preset file sets, by file name: a record is valid for exactly these recipes. Comments
+    and the keys that change no training trajectory (recipes/pretrain.py's RESUMABLE_CHANGES: run-state cadence,
+    logging, the kNN monitor's cadence, ...; old key names read as their new ones) are left out, so that prose
+    and bookkeeping may change without voiding a record."""
+    from recipes import load_recipe
+
+    pretrain = load_recipe("pretrain")
+    renamed, ignored = pretrain.PretrainConfig.OLD_NAMES, pretrain.RESUMABLE_CHANGES
     h = hashlib.sha256()
     for path in files:
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        settings = {renamed.get(k, k): v for k, v in preset_settings((path,)).items()}
+        kept = {k: v for k, v in settings.items() if k not in ignored}
+        h.update(json.dumps({"file": path.name, "settings": kept}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -119,7 +129,7 @@ def run_check(name: str, budget: float, smoke: bool) -> dict[str, Any]:
 
 
 def require(name: str, results: Path = RESULTS / "learn_check.json") -> dict[str, Any]:
-    """The passing record of preset ``name`` at its current bytes; SystemExit naming what is missing otherwise."""
+    """The passing record of preset ``name`` at its current settings; SystemExit naming what is missing otherwise."""
     if name not in PRESETS:
         raise SystemExit(f"learn_check: no preset named {name!r}; known: {sorted(PRESETS)}")
     record = (json.loads(results.read_text()).get("checks", {}) if results.is_file() else {}).get(name)
