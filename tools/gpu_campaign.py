@@ -101,7 +101,7 @@ def train_arguments(t: argparse.ArgumentParser) -> None:
 def race_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--data", default=None, help=f"default: {GPU_DATA.relative_to(ROOT)}")
     r.add_argument("--budget", type=float, default=RACE_BUDGET, help="training seconds of each arm (wall clock)")
-    r.add_argument("--knn_every", type=float, default=10.0, help="training seconds between kNN evaluations")
+    r.add_argument("--knn_every", type=float, default=8.0, help="training seconds between kNN evaluations")
     r.add_argument("--deadline", type=float, default=RACE_DEADLINE, help="wall seconds of this command after which "
                                                                          "a running arm is stopped")
     r.add_argument("--wheels", default=str(WHEELS), help="wheels to install when `datasets` or `timm` is missing")

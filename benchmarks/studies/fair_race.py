@@ -12,8 +12,8 @@ on one time grid (every ``--knn_every`` seconds of training). For each kNN point
 the result gives the time (a) needed to reach it (linearly interpolated between its evaluations) and the ratio to
 that arm's time: the paper's claim is about 0.5. Nothing is tuned against another arm; a run reports what came out.
 
-    python benchmarks/studies/fair_race.py run --data DIR --budget 60 --knn_every 10 --out FOLDER  # the three arms
-    python benchmarks/studies/fair_race.py analyze FOLDER --out benchmarks/results/fair_race_GPU.json   # ratios, PNG
+    python benchmarks/studies/fair_race.py run --data DIR --budget 40 --knn_every 10 --out FOLDER/fair_race.json
+    python benchmarks/studies/fair_race.py analyze FOLDER --gpu "NVIDIA H200" --out benchmarks/results/fair_race_h200.json
     python benchmarks/studies/fair_race.py run --smoke --out /tmp/fr.json    # CPU, seconds: tiny flags, then analyze
 
 ``run`` refuses an arm without a passing CPU learn check of its current presets (``benchmarks/learn_check.py``).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,9 @@ ARMS = {  # name -> its label in the results and the figure
     "published": "(c) Barlow Twins as published: 8192x3 head, lambda 0.0051, 2 views, LARS",
 }
 BASELINES = ("paper_baseline", "published")
+# wall seconds an arm costs beyond its training on the H200: a 25 s calibration run took 46.7 s
+# (benchmarks/records/campaign/barlowtwins_resnet18_cifar10_gpu/gpu_campaign_call1.json), plus ~8 kNN evaluations
+ARM_OVERHEAD = 32.0
 SMOKE = ("--limit", "64", "--eval_limit", "64", "--width", "4", "--knn_k", "10", "--precision", "fp32",
          "--proj_dim", "32", "--proj_hidden", "32", "--batch_size", "16", "--log_every", "1", "--threads", "1")
 
@@ -61,23 +65,33 @@ def arm_command(arm: str, data: str, budget: float, knn_every: float, folder: Pa
             "--overwrite", "--decode_workers", str(workers), *(SMOKE if smoke else ("--threads", str(workers)))]
 
 
+def equal_budget(budget: float, deadline: float, arms: int = len(ARMS)) -> float:
+    """Each arm's training seconds: ``budget``, or less where the deadline holds less once every arm's overhead
+    (start-up, decoding, kNN evaluations: ARM_OVERHEAD) is paid; the same for every arm."""
+    return max(1.0, min(budget, deadline / arms - ARM_OVERHEAD))
+
+
 def run(data: str, budget: float, knn_every: float, folder: Path, deadline: float, workers: int,
-        smoke: bool) -> dict[str, Any]:
-    """The three arms in turn, each in its own process; an arm still running at ``deadline`` wall seconds (from the
-    start of this call) is stopped, and its curve so far is kept."""
+        smoke: bool, logs_to: Path | None = None) -> dict[str, Any]:
+    """The three arms in turn, each in its own process, each for the same budget (lowered to fit the deadline);
+    an arm still running at ``deadline`` wall seconds (from the start of this call) is stopped. Each arm's metrics
+    log is copied to ``logs_to`` as ``fair_race_ARM.jsonl`` as soon as the arm ends, so a call cut short keeps it."""
     t0 = time.perf_counter()
     gates = {arm: "smoke run" if smoke else require(f"race_{arm}")["fingerprint"] for arm in ARMS}
+    budget = budget if smoke else equal_budget(budget, deadline)
     runs = {}
     for arm in ARMS:
         cmd = arm_command(arm, data, budget, knn_every, folder, workers, smoke)
-        print(f"# fair_race: arm {arm}\n$ {shlex.join(cmd)}", flush=True)
+        print(f"# fair_race: arm {arm}, {budget:.0f} s of training\n$ {shlex.join(cmd)}", flush=True)
         started = time.perf_counter()
         try:
             code = subprocess.run(cmd, cwd=ROOT, timeout=max(1.0, deadline - (started - t0))).returncode
         except subprocess.TimeoutExpired:
             code = "stopped at the deadline"
         runs[arm] = {"exit": code, "wall_seconds": round(time.perf_counter() - started, 1)}
-    return {"runs": runs, "learn_check_fingerprints": gates}
+        if logs_to is not None and (folder / arm / "logs" / "metrics.jsonl").is_file():
+            shutil.copy2(folder / arm / "logs" / "metrics.jsonl", logs_to / f"fair_race_{arm}.jsonl")
+    return {"runs": runs, "budget_seconds": budget, "learn_check_fingerprints": gates}
 
 
 def warmup_end(metrics: Path) -> float:
@@ -181,7 +195,7 @@ def markdown(result: dict[str, Any]) -> str:
         return f"{median} the time of {ARMS[arm][:3]} (its {found['points']} points after warm-up: {listed})"
 
     finals = "; ".join(f"{ARMS[arm][:3]} {a['knn_last']:.1f}% (random init {a['knn_random_init']:.1f}%)"
-                       for arm, a in arms.items())
+                       if a["knn_last"] is not None else f"{ARMS[arm][:3]} no kNN point" for arm, a in arms.items())
     return (f"On one {result['gpu'] or result['cpu']} ({result['date'][:10]}; `{Path(result['command'].split()[1]).name}`), "
             f"with {result['budget_seconds']:g} s of training each, the recommended recipe (a) reached the kNN "
             f"points of the paper's baseline (b) in {against('paper_baseline')} and of Barlow Twins as published "
@@ -209,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ran = None
     if a.action == "run":
         ran = run(str(EMBEDDED_DATA) if a.smoke else a.data, 2.0 if a.smoke else a.budget,
-                  0.5 if a.smoke else a.knn_every, folder, a.deadline, a.workers, a.smoke)
+                  0.5 if a.smoke else a.knn_every, folder, a.deadline, a.workers, a.smoke, logs_to=out.parent)
     result = analyze(folder, out, a.gpu, ran)
     print(markdown(result))
     return result

@@ -103,9 +103,10 @@ class LoopFrame:
 
     def out_of_time(self) -> bool:
         """Whether the time budget is spent, on any process: every process stops at the same step (their clocks
-        differ). A collective per call when several processes run."""
-        spent = self.time_budget is not None and self.clock.elapsed() >= self.time_budget
-        return any_process(spent, self.run.accelerator)
+        differ). A collective per call when several processes run and a budget is set; none without a budget."""
+        if self.time_budget is None:
+            return False
+        return any_process(self.clock.elapsed() >= self.time_budget, self.run.accelerator)
 
     def save_due(self) -> bool:
         """Whether a run state is due after this step (by steps or by the clock; a timed save is taken by every

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .device import Log, device_env, follow, preflight
+from .device import Log, device_env, follow, out_paths, preflight
 from .settings import GPU_DATA, NAME
 from harness import ROOT
 
@@ -25,7 +25,7 @@ def race(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     import torch
 
     t0 = time.perf_counter()
-    folder = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="fair-race-"))
+    folder, _ = out_paths(args.out)  # the race's own JSON is fair_race.json beside the log
     folder.mkdir(parents=True, exist_ok=True)
     say = Log(folder / "fair_race.log")
     try:
@@ -47,9 +47,7 @@ def race(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
         reader = follow(proc, say)
         code = proc.wait()
         reader.join(5)
-        for arm in runs.iterdir():  # each arm's curve, whatever the analysis made of it
-            if (arm / "logs" / "metrics.jsonl").is_file():
-                shutil.copy2(arm / "logs" / "metrics.jsonl", folder / f"fair_race_{arm.name}.jsonl")
+        shutil.rmtree(runs, ignore_errors=True)  # each arm's curve is in the folder already (fair_race_ARM.jsonl)
         say(f"# fair_race: exit {code} after {time.perf_counter() - t0:.0f} s -> {folder}")
         if code != 0:
             raise SystemExit(f"{NAME} race: fair_race.py exited with {code} (see {folder / 'fair_race.log'})")

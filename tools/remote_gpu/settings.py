@@ -26,25 +26,27 @@ WHEEL_PINS = ("datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19", "fsspec
 # what the device image has already (datasets' other requirements must be among these)
 DEVICE_HAS = {"torch", "torchvision", "accelerate", "huggingface-hub", "safetensors", "pyarrow", "pandas", "numpy", "pillow",
               "fsspec", "xxhash", "pyyaml", "tqdm", "requests", "filelock", "matplotlib", "packaging"}
-# The device time of a session is 900 s in all, its start included: the flagship's call (DEADLINE, TIMEOUT_S) and the
-# race's (RACE_*) fit it after a start of up to ~100 s. Per-process overhead on the H200 (2026-12-04 records): ~22 s
-# (imports, 10 s to decode the train split, cuDNN's autotuning) on top of each run's training seconds.
-RACE_BUDGET = 50.0  # training seconds of each race arm (benchmarks/studies/fair_race.py)
-RACE_DEADLINE = 240.0  # wall seconds of `race` after which a running arm is stopped
-RACE_TIMEOUT_S = 255  # the race call's timeout_s
+# The device time of a session is 900 s in all, its start, the wait between calls and both calls included: the
+# flagship's call (DEADLINE, TIMEOUT_S) and the race's (RACE_*) leave ~130 s of it for the rest. Per-process overhead
+# on the H200 (benchmarks/records/campaign/barlowtwins_resnet18_cifar10_gpu/gpu_campaign_call1.json, 2026-12-04): a
+# 25 s calibration run took 46.7 s of wall time (imports, 10 s to decode the train split, cuDNN's autotuning).
+RACE_BUDGET = 40.0  # training seconds of each race arm at most; fair_race.py lowers it to what the deadline holds
+RACE_DEADLINE = 235.0  # wall seconds of `race` after which a running arm is stopped
+RACE_TIMEOUT_S = 250  # the race call's timeout_s
 PIPELINE_SECONDS = 45.0  # wall seconds the step timing (benchmarks/pipeline.py) needs after the campaign
 MONITOR_ROWS = 2000  # test rows that travel: the kNN monitor's queries during training
 MIB = 1 << 20
 TRAVEL_LIMIT = 64 * MIB  # the checkout plus the carried paths
 RETURN_FILES = 8  # files that come back from $OUT, each at most 16 MiB
 PART_MIB = 15.0
-BUDGET = 350.0  # training seconds (wall clock); decoding, kNN, the export and the step timing come on top
-DEADLINE = 520.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
-TIMEOUT_S = 545  # the device call's timeout_s
+BUDGET = 330.0  # training seconds (wall clock); decoding, kNN, the export and the step timing come on top
+DEADLINE = 500.0  # wall seconds of `train` after which the campaign is stopped and what exists is packed
+TIMEOUT_S = 520  # the device call's timeout_s
 CALIBRATE = 20.0  # training seconds of the calibration run that times the preset's step on this GPU
-# A compiled calibration run costs its compile (~60 s for a ResNet-18's forward + backward is typical of inductor)
-# plus ~40 s more: at a 350 s budget, compile would have to run > 1.4x faster than eager just to repay the probe and
-# its own compile in the campaign. Off by default; `--compile_probe 40` measures it where a call has time to spare.
+# A compiled calibration run costs a second process (~22 s above), its own compile and its timed steps, and the
+# campaign then compiles again: with C seconds of compile, compile must run faster than eager by more than
+# 330 / (330 - C - 22 - 20) just to repay the probe (1.3x at C = 30 s). Off by default; `--compile_probe 40`
+# measures it (compile_pays) where a call has time to spare.
 COMPILE_PROBE = 0.0  # further training seconds of a second, compiled calibration run (inductor compiles inside it)
 # H200, 2026-12-04: calibration timed 59.8 steps/s, the campaign averaged 44.4 (kNN, saves, monitors, noise): 0.74
 SCHEDULE_SHARE = 0.7  # the share of the budget the schedule is sized to fill (the rest: headroom)
