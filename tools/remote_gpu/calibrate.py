@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mvssl_hub.train.run_state import run_states_dir
+
 from .device import Log
 from .settings import DATA_NAME, MAX_EPOCHS, NAME, SCHEDULE_SHARE, SMOKE_EXTRA
 from harness import ROOT
@@ -63,7 +65,7 @@ def epochs_for(rate: float, steps_per_epoch: float, budget: float, share: float 
 def resumed_epochs(run: Path) -> int | None:
     """The epochs an earlier call's run was started with (its metrics log's config record), or None."""
     log = run / "logs" / "metrics.jsonl"
-    if not any((run / d).is_dir() for d in ("run_states", "checkpoints")) or not log.is_file():  # new or old layout
+    if not run_states_dir(run).is_dir() or not log.is_file():  # either layout (run_states/, or checkpoints/ of old)
         return None
     for row in map(json.loads, log.read_text().splitlines()):
         if "config" in row:

@@ -34,7 +34,7 @@ from .settings import (
     SCRIPT,
 )
 from harness import EMBEDDED_DATA, ROOT, write_result
-from learn_check import require
+from learn_check import preset_settings, require
 
 
 @dataclass
@@ -83,12 +83,6 @@ def records_of(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def read_yaml_key(path: Path, key: str) -> Any:
-    from mvssl_hub.train.config import read_yaml
-
-    return read_yaml(path)[key]
-
-
 def time_pipeline(args: argparse.Namespace, data: str, env: dict[str, str], folder: Path, left: float, smoke: bool,
                   say: Log) -> dict[str, Any] | None:
     """benchmarks/pipeline.py on the preset: the recipe's step against the backbone's own forward + backward, on
@@ -98,7 +92,7 @@ def time_pipeline(args: argparse.Namespace, data: str, env: dict[str, str], fold
         return None
     out = folder / "pipeline_gpu.json"
     preset = ROOT / "recipes" / "configs" / "zoo" / f"{args.entry}.yaml"
-    views = str(read_yaml_key(preset, "num_views"))
+    views = str(preset_settings((preset,))["num_views"])
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--views", views, "--out", str(out),
            *(["--smoke"] if smoke else ["--device", "cuda", "--steps", "10", "--repeats", "3", "--warmup", "3",
                                         "--", "--config", str(preset), "--data", data])]
