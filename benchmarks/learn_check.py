@@ -29,13 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import EMBEDDED_DATA, RESULTS, ROOT, default_out, envelope, write_result
+from harness import EMBEDDED_DATA, PRETRAIN_SMOKE, RESULTS, ROOT, default_out, envelope, write_result
 
 ZOO = ROOT / "recipes" / "configs" / "zoo"
 RACE = ROOT / "benchmarks" / "studies" / "race"
 # name -> its YAML files: the first is the --config preset, each later one adds its keys as --key value flags
 PRESETS: dict[str, tuple[Path, ...]] = {
     "barlowtwins_resnet18_cifar10_v2": (ZOO / "barlowtwins_resnet18_cifar10_v2.yaml",),
+    "vicreg_resnet18_cifar10": (ZOO / "vicreg_resnet18_cifar10.yaml",),
     "race_recommended": (RACE / "shared.yaml", RACE / "recommended.yaml"),
     "race_paper_baseline": (RACE / "shared.yaml", RACE / "paper_baseline.yaml"),
     "race_published": (RACE / "shared.yaml", RACE / "published.yaml"),
@@ -44,8 +45,6 @@ FULL_SPLIT_IMAGES = 50_000  # CIFAR-10's train split, which the presets' epochs 
 CUT_IMAGES = 5_000
 WIDTH = 16
 BUDGET = 600.0  # CPU seconds of the 2-thread process (about 5 wall-minutes)
-SMOKE = ("--limit", "64", "--eval_limit", "64", "--width", "4", "--knn_k", "10", "--precision", "fp32",
-         "--batch_size", "16", "--proj_dim", "32", "--proj_hidden", "32", "--log_every", "1")
 
 
 def fingerprint(files: tuple[Path, ...]) -> str:
@@ -93,7 +92,7 @@ def check_command(files: tuple[Path, ...], out_dir: Path, budget: float, smoke: 
             "--epochs", str(epochs), "--time_budget", f"{budget:g}", "--schedule_time", "true", "--clock", "process",
             "--threads", "2", "--knn_every", "0", "--knn_every_seconds", "0", "--knn_random_init", "true",
             "--monitors", "false", "--run_state_every", "0", "--run_state_every_seconds", "0", "--export", "false",
-            "--progress", "false", "--output_dir", str(out_dir), "--overwrite", *(SMOKE if smoke else ())]
+            "--progress", "false", "--output_dir", str(out_dir), "--overwrite", *(PRETRAIN_SMOKE if smoke else ())]
 
 
 def read_run(metrics: Path) -> dict[str, Any]:
