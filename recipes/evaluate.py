@@ -10,7 +10,8 @@ at random initialisation (same seed) is evaluated too and printed beside the tra
 skips it. Results are printed, saved as JSON (``--output``, default ``<checkpoint>/eval_results.json``) and,
 with ``--record``, merged into a local checkpoint's config.json and card. A run on part of the data
 (``--limit``, ``--fraction``) is recorded under its own split name, so it never replaces a full-data result.
-Under several processes, feature extraction is sharded and gathered; the probes run on the main process.
+Under several processes, feature extraction is sharded and gathered; once every feature is gathered, the other
+processes end and the probes run on the main process, so a long probe never holds a collective open.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mvssl_hub.hub.format import find_checkpoint, update_metrics
 from mvssl_hub.hub.loading import from_pretrained  # a zoo entry's repo id resolves offline too
 from mvssl_hub.hub.records import dataset_name, knn_protocol, linear_probe_protocol, metric_record
 from mvssl_hub.hub.schema import MAX_IMAGE_SIZE
+from mvssl_hub.train.collectives import arm, startup_timeout, tighten
 from mvssl_hub.train.config import (
     FRACTION,
     Check,
@@ -88,6 +90,7 @@ class EvaluateConfig:
     batch_size: Annotated[int, at_least(1)] = 512  # images per forward pass during extraction
     bf16: Literal["auto", "on", "off"] = "auto"
     threads: Annotated[int, at_least(0)] = 0  # torch intra-op threads when > 0
+    dist_timeout_minutes: Annotated[float, above(0)] = 10.0  # a collective waits this long for a machine gone silent, then the evaluation stops naming it (start-up: >= 60)
     seed: int | None = None  # random-init / probe seed (default: the run's seed, else 0)
     # output
     output: str | None = None  # results JSON (default <checkpoint>/eval_results.json)
@@ -118,30 +121,40 @@ def resolve_data(cfg: EvaluateConfig, trained_on: dict[str, Any]) -> str:
     raise ConfigError(f"config key 'data': the checkpoint was trained on {ds!r}, which is not a Hub id; give --data")
 
 
-def evaluate_model(cfg: EvaluateConfig, model: torch.nn.Module, train: Any, test: Any, tf: EvalTransform,
-                   augment: MultiViewAugment, seed: int, state: Any, bf16: bool) -> dict[str, Any]:
-    """{"knn": {top1, top5}, "linear_probe": {...}} of one backbone (probes on the main process)."""
+def extract_all(cfg: EvaluateConfig, model: torch.nn.Module, train: Any, test: Any, tf: EvalTransform,
+                augment: MultiViewAugment, seed: int, state: Any, bf16: bool) -> dict[str, Any]:
+    """Every feature the probes of one backbone need, {"knn": (train, test), "linear": (train, test)}: sharded and
+    gathered under several processes, so every process calls it, and all collectives are over when it returns."""
     extract = {"batch_size": cfg.batch_size, "device": state.device, "bf16": bf16,
                "progress": state.is_main_process and cfg.progress}
+    features: dict[str, Any] = {}
+    if cfg.protocol in ("knn", "both") or cfg.views == 1:  # clean single-view features
+        features["knn"] = features["linear"] = tuple(extract_features(model, s.images, tf, **extract)
+                                                     for s in (train, test))
+    if cfg.protocol in ("linear", "both") and cfg.views > 1:  # paper: 1 clean + 15 augmented views, averaged
+        gen = torch.Generator().manual_seed(seed)
+        features["linear"] = tuple(extract_multiview_features(model, s.images, augment, tf, cfg.views, gen, **extract)
+                                   for s in (train, test))
+    return features
+
+
+def run_probes(cfg: EvaluateConfig, features: dict[str, Any], train: Any, test: Any, seed: int,
+               device: torch.device) -> dict[str, Any]:
+    """{"knn": {top1, top5}, "linear_probe": {...}} of one backbone's features (the main process only)."""
     classes = max(int(train.labels.max()), int(test.labels.max()), (train.num_classes or 0) - 1) + 1
     out: dict[str, Any] = {}
-    if cfg.protocol in ("knn", "both") or cfg.views == 1:  # clean single-view features
-        train_f, test_f = (extract_features(model, s.images, tf, **extract) for s in (train, test))
-    if cfg.protocol in ("knn", "both") and state.is_main_process:
+    if cfg.protocol in ("knn", "both"):
+        train_f, test_f = features["knn"]
         out["knn"] = knn_accuracy(train_f, train.labels, test_f, test.labels, k=min(cfg.k, len(train)),
-                                  temperature=cfg.temperature, num_classes=classes, device=state.device,
-                                  progress=extract["progress"])
+                                  temperature=cfg.temperature, num_classes=classes, device=device,
+                                  progress=cfg.progress)
     if cfg.protocol in ("linear", "both"):
-        if cfg.views > 1:  # paper: average each image's features over 1 clean + 15 augmented views
-            gen = torch.Generator().manual_seed(seed)
-            train_f, test_f = (extract_multiview_features(model, s.images, augment, tf, cfg.views, gen, **extract)
-                               for s in (train, test))
-        if state.is_main_process:
-            probe = linear_probe(train_f, train.labels, test_f, test.labels, epochs=cfg.epochs, lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
-                                 batch_size=cfg.probe_batch_size, standardize=cfg.standardize, num_classes=classes,
-                                 device=state.device, seed=seed, progress=extract["progress"])
-            out["linear_probe"] = {k: probe[k] for k in ("top1", "top5", "train_top1", "train_top5", "final_loss")}
+        train_f, test_f = features["linear"]
+        probe = linear_probe(train_f, train.labels, test_f, test.labels, epochs=cfg.epochs, lr=cfg.lr,
+                             weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing,
+                             batch_size=cfg.probe_batch_size, standardize=cfg.standardize, num_classes=classes,
+                             device=device, seed=seed, progress=cfg.progress)
+        out["linear_probe"] = {k: probe[k] for k in ("top1", "top5", "train_top1", "train_top5", "final_loss")}
     return out
 
 
@@ -173,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("accelerate").setLevel(max(logging.getLevelName(cfg.log_level.upper()), logging.WARNING))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    arm(cfg.dist_timeout_minutes)
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=startup_timeout(cfg.dist_timeout_minutes))
     check_distributed_launch(state.num_processes)
     log = get_logger("mvssl_hub.evaluate", log_level=cfg.log_level.upper())
 
@@ -209,10 +223,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ConfigError(f"config key 'data' = {data!r}: splits {cfg.train_split}/{cfg.test_split} need labels")
     say(f"# data {data}: {len(train)} train / {len(test)} test images, loaded in {time.time() - t0:.1f}s")
     tf, augment = EvalTransform(preset), MultiViewAugment(replace(preset, crop_size=preset.eval_size))
-    results = {name: evaluate_model(cfg, m, train, test, tf, augment, seed, state, bf16) for name, m in models.items()}
-    state.wait_for_everyone()
-    if not state.is_main_process:
+    tighten()  # the data is in: from here a collective waits at most dist_timeout_minutes
+    features = {name: extract_all(cfg, m, train, test, tf, augment, seed, state, bf16) for name, m in models.items()}
+    if not state.is_main_process:  # the last collective is behind: the probes need no other process
         return {}
+    results, probe_seconds = {}, {}
+    for name, f in features.items():
+        t0 = time.time()
+        results[name] = run_probes(cfg, f, train, test, seed, state.device)
+        probe_seconds[name] = round(time.time() - t0, 2)
+        say(f"# probes of the {name.replace('_', ' ')} backbone: {probe_seconds[name]:.1f}s")
 
     monitors = None
     if cfg.monitors and "projector.safetensors" in ckpt_cfg["files"]:  # label-free: backbone and projector
@@ -232,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "dataset": dataset_name(data, cfg.data_name), "num_train": len(train), "num_test": len(test),
                "preset": preset_name, "seed": seed, "bf16": bf16, "device": str(state.device),
                "num_processes": state.num_processes, "torch": torch.__version__, "results": results,
-               "records": records, "monitors": monitors, "argv": sys.argv[1:] if argv is None else list(argv)}
+               "probe_seconds": probe_seconds, "records": records, "monitors": monitors, "argv": sys.argv[1:] if argv is None else list(argv)}
     if cfg.record and ckpt_dir is not None:
         update_metrics(ckpt_dir, records, monitors=monitors)
         say(f"# metrics recorded in {ckpt_dir / 'config.json'} and its README.md")

@@ -117,3 +117,23 @@ def test_evaluate_a_hub_repo_id_through_the_loopback_hub(recipe, tmp_path: Path,
     assert json.loads((tmp_path / "hub.json").read_text())["records"] == from_hub["records"]
     assert [r["value"] for r in from_hub["records"]] == [r["value"] for r in from_dir["records"]]
     assert [r["random_init"] for r in from_hub["records"]] == [r["random_init"] for r in from_dir["records"]]
+
+
+def test_two_processes_gather_every_feature_then_probe_on_the_main_process_alone(recipe, tmp_path: Path) -> None:
+    # Under `accelerate launch`, the other processes stop once the last feature is gathered: the main process's
+    # probes (minutes on a large split) never hold a collective open, so a collective limit far shorter than the
+    # probe does not stop the evaluation. Before, the other process waited for the probe at a barrier and the
+    # limit killed the run.
+    from _dist_helpers import accelerate_launch
+
+    model = _backbone(seed=3)
+    save_pretrained(model, tmp_path / "run" / "export", transforms=TRANSFORMS, train_config={"seed": 0})
+    out = tmp_path / "two.json"
+    args = [str(ROOT / "recipes" / "evaluate.py"), str(tmp_path / "run"), "--data", str(DATA), "--limit", "300",
+            "--protocol", "both", "--k", "20", "--epochs", "6000", "--batch-size", "128", "--bf16", "off",
+            "--no-progress", "--no-baseline", "--no-monitors", "--dist_timeout_minutes", "0.05", "--output", str(out)]
+    run = accelerate_launch(args, 2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["num_processes"] == 2 and set(summary["results"]["trained"]) == {"knn", "linear_probe"}
+    assert summary["probe_seconds"]["trained"] > 0.05 * 60  # the probe outlasted the limit on a collective
