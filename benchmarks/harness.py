@@ -40,6 +40,9 @@ RECORDS = BENCHMARKS / "records"  # the raw training logs (metrics.jsonl, *.log)
 EMBEDDED_DATA = ROOT / "recipes" / "data" / "cifar10-5k"  # the 5k CIFAR-10 cut shipped with the checkout
 ENVELOPE_KEYS = ("benchmark", "command", "cpu", "cpu_isa", "torch", "date")
 WORKER_PREFIX = "WORKER_JSON "
+# recipes/pretrain.py flags that shrink a preset's run to seconds (a benchmark's --smoke): 64 images, width 4
+PRETRAIN_SMOKE = ("--limit", "64", "--eval_limit", "64", "--width", "4", "--knn_k", "10", "--precision", "fp32",
+                  "--batch_size", "16", "--proj_dim", "32", "--proj_hidden", "32", "--log_every", "1")
 
 
 def setup_paths() -> None:

@@ -85,7 +85,7 @@ def train_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--compile_probe", type=float, default=None, help="further training seconds of a compiled "
                    f"calibration run: torch.compile is used when it pays (default {COMPILE_PROBE:g}; smoke: 0; 0: off)")
     t.add_argument("--knn_every", type=float, default=60.0, help="training seconds between kNN evaluations")
-    t.add_argument("--save_every", type=float, default=120.0, help="training seconds between run states")
+    t.add_argument("--run_state_every_seconds", type=float, default=120.0, help="training seconds between run states")
     t.add_argument("--extra", default="", help="further pretrain flags (after the GPU or smoke ones)")
     t.add_argument("--records_only", action="store_true", help="a comparison run: no export (--export false); only "
                    "its records and log come back")

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recipe_race import curve
 from time_to_accuracy import plot_curves, time_to_reach
 
-from harness import EMBEDDED_DATA, ROOT, default_out, write_result
+from harness import EMBEDDED_DATA, PRETRAIN_SMOKE, ROOT, default_out, write_result
 from learn_check import PRESETS, fingerprint, preset_args, preset_settings, require
 
 ARMS = {  # name -> its label in the results and the figure
@@ -49,8 +49,7 @@ BASELINES = ("paper_baseline", "published")
 # wall seconds an arm costs beyond its training on the H200: a 25 s calibration run took 46.7 s
 # (benchmarks/records/campaign/barlowtwins_resnet18_cifar10_gpu/gpu_campaign_call1.json), plus ~8 kNN evaluations
 ARM_OVERHEAD = 32.0
-SMOKE = ("--limit", "64", "--eval_limit", "64", "--width", "4", "--knn_k", "10", "--precision", "fp32",
-         "--proj_dim", "32", "--proj_hidden", "32", "--batch_size", "16", "--log_every", "1", "--threads", "1")
+SMOKE = (*PRETRAIN_SMOKE, "--threads", "1")
 
 
 def arm_files(arm: str) -> tuple[Path, ...]:

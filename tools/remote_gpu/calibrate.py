@@ -24,12 +24,12 @@ from .settings import DATA_NAME, MAX_EPOCHS, NAME, SCHEDULE_SHARE, SMOKE_EXTRA
 from harness import ROOT
 
 
-def campaign_extra(smoke: bool, knn_every: float, save_every: float, threads: int) -> str:
+def campaign_extra(smoke: bool, knn_every: float, run_state_seconds: float, threads: int) -> str:
     """The pretrain flags added to the preset's: the wall clock, then the GPU's cadence and threads (or the smoke
     run's tiny settings)."""
     if smoke:
         return f"--clock wall {SMOKE_EXTRA}"
-    return (f"--clock wall --knn_every_seconds {knn_every:g} --run_state_every_seconds {save_every:g} "
+    return (f"--clock wall --knn_every_seconds {knn_every:g} --run_state_every_seconds {run_state_seconds:g} "
             f"--decode_workers {threads} --threads {threads}")
 
 

@@ -156,7 +156,7 @@ def set_up(args: argparse.Namespace, say: Log) -> Call:
     results = Path(tempfile.mkdtemp(prefix=f"{NAME}-records-"))  # the campaign's copies: this packs the run's own
     cleanup.append(results)
     budget = 3.0 if smoke and args.budget == BUDGET else args.budget
-    extra = campaign_extra(smoke, args.knn_every, args.save_every, os.cpu_count() or 1)
+    extra = campaign_extra(smoke, args.knn_every, args.run_state_every_seconds, os.cpu_count() or 1)
     if args.records_only:  # a comparison run (e.g. the classic recipe): its curve is the result, not its weights
         extra += " --export false"
     run = root / "campaign" / args.entry
