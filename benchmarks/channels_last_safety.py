@@ -19,6 +19,12 @@ import sys
 from harness import default_out, run_worker, write_result
 
 TOLERANCE = 1e-3  # relative max error; the exact cases measure 1e-8 to 1e-5
+IN_CHANNELS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 15, 16, 24, 32]
+SIZES = [8, 32, 48, 96]  # CIFAR's 32 px and STL-10's 96 px, and their downsampled maps
+# (in_channels, out_channels, kernel, stride, size): every kernel and stride with 16 outputs, and the strided 1x1
+# case (a ResNet's downsample) with 32 outputs too
+GRID = [*itertools.product(IN_CHANNELS, [16], [1, 3], [1, 2], SIZES), *itertools.product(IN_CHANNELS, [32], [1], [2], SIZES)]
+SMOKE_GRID = [(4, 16, 1, 2, 8), (16, 16, 1, 2, 8), (4, 16, 3, 2, 8), (4, 16, 1, 1, 8)]
 
 CASE = """
 import json, sys, torch
@@ -38,6 +44,13 @@ print("WORKER_JSON " + json.dumps({"output": err(y, y64), "weight_grad": err(wc.
 """
 
 
+def inside_hazard_rule(case: dict) -> bool:
+    """Whether mvssl_hub.train.backends.channels_last_hazards routes a model around this case."""
+    from mvssl_hub.train.backends import CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS  # harness put the checkout on the path
+
+    return case["kernel"] == 1 and case["stride"] > 1 and case["in_channels"] < CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS
+
+
 def run_case(cin: int, cout: int, k: int, stride: int, size: int, timeout: float) -> dict:
     """One case in its own process (the harness's worker protocol): a hang or a crash is an outcome."""
     done = run_worker([sys.executable, "-c", CASE, *map(str, (cin, cout, k, stride, size))], timeout=timeout)
@@ -55,8 +68,7 @@ def main() -> None:
     a = p.parse_args()
     a.out = default_out("channels_last_safety", a.smoke, a.out)
 
-    grid = ([(4, 16, 1, 2, 8), (8, 16, 1, 2, 8), (4, 16, 3, 2, 8), (4, 16, 1, 1, 8)] if a.smoke else
-            list(itertools.product([1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16], [16], [1, 3], [1, 2], [8, 32])))
+    grid = SMOKE_GRID if a.smoke else GRID
     cases = []
     for cin, cout, k, stride, size in grid:
         case = {"in_channels": cin, "out_channels": cout, "kernel": k, "stride": stride, "size": size,
@@ -64,16 +76,17 @@ def main() -> None:
         cases.append(case)
         print(json.dumps(case), flush=True)
     bad = [c for c in cases if c["outcome"] != "exact"]
+    from mvssl_hub.train.backends import CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS
     result = {
         "tolerance": TOLERANCE, "timeout_s": a.timeout,
         "faulty": [{k: c[k] for k in ("in_channels", "kernel", "stride", "size", "outcome")} for c in bad],
-        "faulty_all_strided_1x1_below_8_channels": all(c["kernel"] == 1 and c["stride"] > 1 and c["in_channels"] < 8
-                                                       for c in bad),
+        "hazard_rule_min_channels": CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS,
+        "faulty_all_inside_hazard_rule": all(inside_hazard_rule(c) for c in bad),
         "cases": cases,
     }
     result = write_result(a.out, "channels_last_safety", result)
-    print(f"{len(bad)} of {len(cases)} cases faulty; all of them strided 1x1 with < 8 input channels: "
-          f"{result['faulty_all_strided_1x1_below_8_channels']}")
+    print(f"{len(bad)} of {len(cases)} cases faulty; all of them strided 1x1 with < {CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS} "
+          f"input channels (the library's hazard rule): {result['faulty_all_inside_hazard_rule']}")
 
 
 if __name__ == "__main__":

@@ -169,13 +169,16 @@ def choose_precision(requested: str, device: torch.device | str, env: Mapping[st
     return requested
 
 
-# oneDNN's fp32 channels_last backward of a strided 1x1 convolution with fewer than 8 input channels per group
-# returns wrong weight gradients (relative error 0.05-1.0) or never returns: measured on an AVX2-only AMD EPYC
-# with torch 2.14.1 over in_channels 1..24, strides 1..4, 1x1 and 3x3 kernels, 8-32 px
-# (benchmarks/channels_last_safety.py); oneDNN issue #6035 reports wrong weight gradients of the same kind on
-# other CPUs. 3x3 kernels, stride 1 and >= 8 channels were exact. A ResNet narrower than 8 meets it in
-# its downsample convolutions, so on a CPU such a model runs contiguous (the speed difference is small there).
-CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS = 8
+# oneDNN's fp32 channels_last backward of a strided 1x1 convolution with few input channels per group is not to be
+# trusted on a CPU (torch 2.14.1; benchmarks/channels_last_safety.py, each case in its own process):
+# - AVX2-only AMD EPYC: 1-7 channels at 8-32 px gave wrong weight gradients (relative error 0.29-0.88) or hung
+#   (benchmarks/results/channels_last_safety.json);
+# - AVX512-BF16 AMD EPYC: 1-15 channels at 48 and 96 px killed the process (SIGSEGV), with 16 or 32 outputs
+#   (benchmarks/results/channels_last_safety_avx512bf16.json).
+# On both, 3x3 kernels, stride 1 and 16 or more input channels were exact at 8-96 px. oneDNN issue #6035 reports
+# wrong weight gradients of the same kind on other CPUs. A ResNet narrower than 16 meets it in its downsample
+# convolutions, so on a CPU such a model runs contiguous (the speed difference is small at such widths).
+CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS = 16
 
 
 def channels_last_hazards(model: torch.nn.Module, device: torch.device | str) -> list[str]:
@@ -203,7 +206,7 @@ def use_channels_last(model: torch.nn.Module, device: torch.device | str, reques
 
         warnings.warn(f"channels_last off: layer {hazards[0]!r} (1x1, strided, < "
                       f"{CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS} input channels) meets a oneDNN CPU kernel fault "
-                      f"(wrong weight gradients or a hang) in channels_last; running contiguous", stacklevel=2)
+                      f"(wrong weight gradients, a hang or a crash) in channels_last; running contiguous", stacklevel=2)
     return not hazards
 
 

@@ -1,8 +1,9 @@
 """Narrow networks train correctly on every CPU kind: the memory format avoids oneDNN's channels_last fault.
 
-oneDNN's fp32 channels_last backward of a strided 1x1 convolution with fewer than 8 input channels returns
-wrong weight gradients or never returns (AVX2 EPYC, torch 2.14.1). Each case runs in a child process under a
-timeout, so that a hang or a crash fails that case, not the suite.
+oneDNN's fp32 channels_last backward of a strided 1x1 convolution with few input channels returns wrong weight
+gradients or never returns (AVX2 EPYC: 1-7 channels at 8-32 px), or kills the process (AVX512-BF16 EPYC: 1-15
+channels at 48-96 px); torch 2.14.1. Each case runs in a child process under a timeout, so that a hang or a crash
+fails that case, not the suite.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("width", [1, 2, 4, 7, 8])
-@pytest.mark.parametrize(("stem", "size"), [("small", 8), ("small", 32), ("standard", 32)])
+@pytest.mark.parametrize("width", [1, 4, 8, 16])
+@pytest.mark.parametrize(("stem", "size"), [("small", 8), ("small", 32), ("small", 48), ("standard", 32)])
 def test_narrow_resnets_train_with_exact_gradients(width: int, stem: str, size: int) -> None:
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD, str(width), stem, str(size)], capture_output=True,
@@ -62,8 +63,10 @@ def test_narrow_resnets_train_with_exact_gradients(width: int, stem: str, size: 
 
 def test_hazards_name_the_strided_1x1_convolutions_of_narrow_networks() -> None:
     narrow = mvssl_hub.build_backbone("resnet18", width=4)
-    assert channels_last_hazards(narrow, "cpu") == ["layer2.0.downsample.0"]  # layer3/4 downsample: 8, 16 inputs
-    assert channels_last_hazards(mvssl_hub.build_backbone("resnet18", width=8), "cpu") == []
+    # the downsample convolutions of layer2/3/4 take 4, 8, 16 inputs
+    assert channels_last_hazards(narrow, "cpu") == ["layer2.0.downsample.0", "layer3.0.downsample.0"]
+    assert channels_last_hazards(mvssl_hub.build_backbone("resnet18", width=8), "cpu") == ["layer2.0.downsample.0"]
+    assert channels_last_hazards(mvssl_hub.build_backbone("resnet18", width=16), "cpu") == []
     assert channels_last_hazards(narrow, "cuda") == []
     with pytest.warns(UserWarning, match=r"layer2\.0\.downsample\.0"):
         assert use_channels_last(narrow, "cpu") is False
