@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -158,6 +159,18 @@ def run_probes(cfg: EvaluateConfig, features: dict[str, Any], train: Any, test: 
     return out
 
 
+def probe_all(cfg: EvaluateConfig, features: dict[str, Any], train: Any, test: Any, seed: int, device: torch.device,
+              say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`run_probes` of every backbone's features, and the seconds each took."""
+    results, seconds = {}, {}
+    for name, f in features.items():
+        t0 = time.time()
+        results[name] = run_probes(cfg, f, train, test, seed, device)
+        seconds[name] = round(time.time() - t0, 2)
+        say(f"# probes of the {name.replace('_', ' ')} backbone: {seconds[name]:.1f}s")
+    return results, seconds
+
+
 def build_records(cfg: EvaluateConfig, results: dict[str, Any], data: str, train: Any, test: Any) -> list[dict]:
     """One record per (protocol, metric); a partial-data run gets a split name of its own."""
     split = cfg.test_split + (f"[:{cfg.limit}]" if cfg.limit else "") + (
@@ -227,12 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     features = {name: extract_all(cfg, m, train, test, tf, augment, seed, state, bf16) for name, m in models.items()}
     if not state.is_main_process:  # the last collective is behind: the probes need no other process
         return {}
-    results, probe_seconds = {}, {}
-    for name, f in features.items():
-        t0 = time.time()
-        results[name] = run_probes(cfg, f, train, test, seed, state.device)
-        probe_seconds[name] = round(time.time() - t0, 2)
-        say(f"# probes of the {name.replace('_', ' ')} backbone: {probe_seconds[name]:.1f}s")
+    results, probe_seconds = probe_all(cfg, features, train, test, seed, state.device, say)
 
     monitors = None
     if cfg.monitors and "projector.safetensors" in ckpt_cfg["files"]:  # label-free: backbone and projector
