@@ -57,7 +57,8 @@ LEVELS: dict[str, tuple[frozenset[str], str, str]] = {
 }
 DEFAULT_OUT = RESULTS / "cpu_isa.json"
 # each level's two networks: (label, ResNet-18 width, training batch), for smoke False (the full run) and True;
-# not narrower than 8: channels_last (forced here) hangs below 8 channels (mvssl_hub.train.backends)
+# not narrower than 8: channels_last (forced here) hangs or gives wrong gradients below 8 channels at 8-32 px,
+# and crashes below 16 at 48-96 px (mvssl_hub.train.backends); these networks train at 32 px
 SIZES = {False: (("width 16", 16, 128), ("full width", 64, 16)), True: (("width 8", 8, 4), ("width 16", 16, 2))}
 
 

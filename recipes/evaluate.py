@@ -163,9 +163,9 @@ def probe_all(cfg: EvaluateConfig, features: dict[str, Any], train: Any, test: A
               say: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, float]]:
     """:func:`run_probes` of every backbone's features, and the seconds each took."""
     results, seconds = {}, {}
-    for name, f in features.items():
+    for name in list(features):
         t0 = time.time()
-        results[name] = run_probes(cfg, f, train, test, seed, device)
+        results[name] = run_probes(cfg, features.pop(name), train, test, seed, device)  # freed once probed
         seconds[name] = round(time.time() - t0, 2)
         say(f"# probes of the {name.replace('_', ' ')} backbone: {seconds[name]:.1f}s")
     return results, seconds
@@ -237,7 +237,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(f"# data {data}: {len(train)} train / {len(test)} test images, loaded in {time.time() - t0:.1f}s")
     tf, augment = EvalTransform(preset), MultiViewAugment(replace(preset, crop_size=preset.eval_size))
     tighten()  # the data is in: from here a collective waits at most dist_timeout_minutes
-    features = {name: extract_all(cfg, m, train, test, tf, augment, seed, state, bf16) for name, m in models.items()}
+    features = {}
+    for name, model in models.items():  # every process extracts; only the main one keeps what it gathered
+        gathered = extract_all(cfg, model, train, test, tf, augment, seed, state, bf16)
+        features[name] = gathered if state.is_main_process else None
     if not state.is_main_process:  # the last collective is behind: the probes need no other process
         return {}
     results, probe_seconds = probe_all(cfg, features, train, test, seed, state.device, say)
