@@ -177,9 +177,9 @@ def choose_precision(requested: str, device: torch.device | str, env: Mapping[st
 #   (benchmarks/results/channels_last_safety_avx512bf16.json), in the weight gradient: the forward pass and the input
 #   gradient alone ran (checked by hand at 8 channels, 48 px, and 2-12 channels, 96 px), so inference is not at risk.
 # 3x3 kernels, stride 1 and 16 or more input channels were exact on both (8-32 px on the AVX2 EPYC, 8-96 px on the
-# AVX512-BF16 one). oneDNN issue #6035 reports
-# wrong weight gradients of the same kind on other CPUs. A ResNet narrower than 16 meets it in its downsample
-# convolutions, so on a CPU such a model runs contiguous (the speed difference is small at such widths).
+# AVX512-BF16 one). oneDNN issue #6035 reports wrong weight gradients of the same kind on other CPUs. A ResNet
+# narrower than 16 meets it in its downsample convolutions, so on a CPU such a model runs contiguous (the speed
+# difference is small at such widths).
 CHANNELS_LAST_MIN_STRIDED_1X1_CHANNELS = 16
 
 
